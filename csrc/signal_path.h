@@ -1,0 +1,12 @@
+// Fixed constants of the kboost-rt signal path (see docs/signal-path.md).
+#pragma once
+
+namespace kb {
+
+constexpr int kSampleRate = 16000;
+constexpr int kChunk = 128;                 // new samples per streaming step (8 ms)
+constexpr int kLookahead = 64;              // extra samples each window sees (4 ms)
+constexpr int kWindow = kChunk + kLookahead;  // 192-sample analysis window
+constexpr int kBins = kWindow / 2 + 1;      // 97 one-sided frequency bins
+
+}  // namespace kb
