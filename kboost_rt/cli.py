@@ -4,12 +4,139 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+from .config import PRESETS, ModelConfig
+from .costs import macs_per_chunk, parameter_counts
+from .model_files import (
+    ModelFileError,
+    find_model_folders,
+    load_model_files,
+    read_config,
+    shipped_models_dir,
+)
+
+
+def _millions(n: int) -> str:
+    return f"{n / 1e6:.2f} M"
+
+
+def _model_row(name: str, cfg: ModelConfig) -> list[str]:
+    macs = macs_per_chunk(cfg)
+    params = parameter_counts(cfg)
+    net, boost = cfg.net, cfg.boost
+    return [
+        name,
+        cfg.role,
+        cfg.task or "-",
+        f"{net.channels}/{net.sources}",
+        f"{net.dim}/{net.hidden}/{net.blocks}",
+        str(net.attention_heads or "-"),
+        str(boost.hint_channels) if boost else "-",
+        str(boost.delay) if boost else "-",
+        f"{params['device'] / 1e3:.1f} k",
+        _millions(macs["device"]),
+        _millions(macs["hint_generator"]) if "hint_generator" in macs else "-",
+    ]
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    for i, row in enumerate([header, *rows]):
+        print("  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in
+                        enumerate(zip(row, widths, strict=True))).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+MODEL_HEADER = ["model", "role", "task", "M/S", "D/H/B", "heads", "C_h", "delay", "params",
+                "MACs/chunk", "hint MACs"]
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    rows = [_model_row(name, cfg) for name, cfg in PRESETS.items()]
+    root = Path(args.dir) if args.dir else shipped_models_dir()
+    errors = []
+    for folder in find_model_folders(root):
+        try:
+            rows.append(_model_row(folder.name, read_config(folder)))
+        except ModelFileError as e:
+            errors.append(str(e))
+    print(f"Built-in presets (paper sizes) and models in {root}:\n")
+    _print_table(MODEL_HEADER, rows)
+    print("\nMACs per 8 ms chunk on the device; 'hint MACs' run on the large-model side.")
+    for e in errors:
+        print(f"error: {e}", file=sys.stderr)
+    return 1 if errors else 0
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    target = args.model
+    if target in PRESETS:
+        cfg, checked = PRESETS[target], "preset (no weights)"
+    else:
+        files = load_model_files(target)  # validates everything
+        cfg, checked = files.config, f"weights OK ({len(files.tensors)} tensors)"
+    print(f"{target}: {checked}")
+    _print_table(MODEL_HEADER, [_model_row(Path(target).name, cfg)])
+    print("\nMACs per 8 ms chunk by part:")
+    for part, n in macs_per_chunk(cfg).items():
+        print(f"  {part:<15} {n:>12,d}")
+    print("Parameters:")
+    for part, n in parameter_counts(cfg).items():
+        print(f"  {part:<15} {n:>12,d}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo  # needs torch
+
+    return run_demo(out=Path(args.out), seconds=args.seconds, delay=args.delay, seed=args.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kboost-rt",
+        description="Real-time knowledge boosting: a small streaming speech model "
+        "helped by delayed hints from a large one.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("models", help="list built-in presets and shipped models with their cost")
+    p.add_argument("--dir", help="model folder root (default: the shipped models)")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("info", help="validate one model folder (or preset) and print its cost")
+    p.add_argument("model", help="a model folder, or a preset: " + ", ".join(PRESETS))
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "demo",
+        help="run the reference models end to end on a generated signal (needs torch)",
+    )
+    p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
+    p.add_argument("--seconds", type=float, default=2.0, help="signal length (default: 2)")
+    p.add_argument("--delay", type=int, default=3, help="hint delay in chunks (default: 3)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.set_defaults(func=cmd_demo)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kboost-rt")
-    parser.parse_args(argv)
-    return 0
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ModelFileError as e:
+        print(f"kboost-rt: error: {e}", file=sys.stderr)
+        return 2
+    except ImportError as e:
+        if e.name == "torch" or (e.name or "").startswith("torch."):
+            print(f"kboost-rt: error: '{args.command}' needs PyTorch: "
+                  "pip install 'kboost-rt[torch]'", file=sys.stderr)
+            return 2
+        raise
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

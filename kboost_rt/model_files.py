@@ -147,3 +147,23 @@ def _write_atomic(file: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def shipped_models_dir() -> Path:
+    """Where the shipped models are: $KBOOST_RT_MODELS, the installed package's
+    `models/`, or the source checkout's `models/`."""
+    env = os.environ.get("KBOOST_RT_MODELS")
+    if env:
+        return Path(env)
+    installed = Path(__file__).parent / "models"
+    if installed.is_dir():
+        return installed
+    return Path(__file__).parent.parent / "models"
+
+
+def find_model_folders(root: str | os.PathLike) -> list[Path]:
+    """Sub-folders of `root` that hold a model config, sorted by name."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.iterdir() if (p / CONFIG_FILE).is_file())
