@@ -43,14 +43,29 @@ def _model_row(name: str, cfg: ModelConfig) -> list[str]:
 def _print_table(header: list[str], rows: list[list[str]]) -> None:
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for i, row in enumerate([header, *rows]):
-        print("  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in
-                        enumerate(zip(row, widths, strict=True))).rstrip())
+        print(
+            "  ".join(
+                c.ljust(w) if j < 3 else c.rjust(w)
+                for j, (c, w) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
         if i == 0:
             print("  ".join("-" * w for w in widths))
 
 
-MODEL_HEADER = ["model", "role", "task", "M/S", "D/H/B", "heads", "C_h", "delay", "params",
-                "MACs/chunk", "hint MACs"]
+MODEL_HEADER = [
+    "model",
+    "role",
+    "task",
+    "M/S",
+    "D/H/B",
+    "heads",
+    "C_h",
+    "delay",
+    "params",
+    "MACs/chunk",
+    "hint MACs",
+]
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -131,8 +146,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except ImportError as e:
         if e.name == "torch" or (e.name or "").startswith("torch."):
-            print(f"kboost-rt: error: '{args.command}' needs PyTorch: "
-                  "pip install 'kboost-rt[torch]'", file=sys.stderr)
+            print(
+                f"kboost-rt: error: '{args.command}' needs PyTorch: pip install 'kboost-rt[torch]'",
+                file=sys.stderr,
+            )
             return 2
         raise
     except KeyboardInterrupt:

@@ -67,8 +67,10 @@ def run_demo(out: Path, seconds: float, delay: int, seed: int) -> int:
     mixture = synth_mixture(seconds, rng)
     samples = mixture.shape[1] // CHUNK * CHUNK
     mixture = mixture[:, :samples]
-    print(f"Generated a {samples / SAMPLE_RATE:.2f} s two-talker binaural mixture "
-          f"({samples // CHUNK} chunks of {CHUNK} samples).")
+    print(
+        f"Generated a {samples / SAMPLE_RATE:.2f} s two-talker binaural mixture "
+        f"({samples // CHUNK} chunks of {CHUNK} samples)."
+    )
 
     spec = _native.stft(mixture)
     rebuilt = _native.istft(spec, samples)
@@ -114,8 +116,10 @@ def run_demo(out: Path, seconds: float, delay: int, seed: int) -> int:
         macs = macs_per_chunk(cfg)["device"] / 1e6
         median = statistics.median(times) * 1e3
         print(f"{name:<34}{macs:>10.2f} M{median:>17.2f}{diff:>22.2e}")
-    print("\nThe pipeline runs the large model, the hint generator, a "
-          f"{delay}-chunk hint FIFO and the boosted small model per chunk; its time is all three.")
+    print(
+        "\nThe pipeline runs the large model, the hint generator, a "
+        f"{delay}-chunk hint FIFO and the boosted small model per chunk; its time is all three."
+    )
     print("Weights are untrained: trained models ship with the training issue.")
     worst = max(diff for *_, diff in rows)
     if worst > 1e-4:

@@ -59,7 +59,9 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
         raise ModelFileError(f"model folder not found: {folder}")
     file = folder / CONFIG_FILE
     if not file.is_file():
-        raise ModelFileError(f"{file}: missing (a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE})")
+        raise ModelFileError(
+            f"{file}: missing (a model folder holds {CONFIG_FILE} and {WEIGHTS_FILE})"
+        )
     if file.stat().st_size > MAX_CONFIG_BYTES:
         raise ModelFileError(f"{file}: too large for a model config")
     try:
@@ -67,7 +69,9 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
     except UnicodeDecodeError as e:
         raise ModelFileError(f"{file}: not UTF-8 text ({e.reason})") from None
     except json.JSONDecodeError as e:
-        raise ModelFileError(f"{file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})") from None
+        raise ModelFileError(
+            f"{file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
+        ) from None
     try:
         return ModelConfig.from_dict(data)
     except ConfigError as e:
@@ -98,10 +102,14 @@ def validate_tensors(config: ModelConfig, tensors: dict[str, np.ndarray], where:
     expected = parameter_shapes(config)
     for name, shape in expected.items():
         if name not in tensors:
-            raise ModelFileError(f"{where}: missing tensor '{name}' (shape {shape}) for this config")
+            raise ModelFileError(
+                f"{where}: missing tensor '{name}' (shape {shape}) for this config"
+            )
         array = tensors[name]
         if array.dtype != np.float32:
-            raise ModelFileError(f"{where}: tensor '{name}' has dtype {array.dtype}, expected float32")
+            raise ModelFileError(
+                f"{where}: tensor '{name}' has dtype {array.dtype}, expected float32"
+            )
         if tuple(array.shape) != shape:
             raise ModelFileError(
                 f"{where}: tensor '{name}' has shape {tuple(array.shape)}, config wants {shape}"

@@ -30,9 +30,7 @@ def load_model(path: str | os.PathLike) -> tuple[GridNet | BoostedModel, ModelCo
     return model.eval(), files.config
 
 
-def save_model(
-    model: GridNet | BoostedModel, config: ModelConfig, path: str | os.PathLike
-) -> Path:
+def save_model(model: GridNet | BoostedModel, config: ModelConfig, path: str | os.PathLike) -> Path:
     tensors = {
         name: t.detach().to("cpu", torch.float32).contiguous().numpy()
         for name, t in model.state_dict().items()

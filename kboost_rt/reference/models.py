@@ -136,8 +136,9 @@ class GridNet(nn.Module):
         self._check_input(chunk, streaming=True)
         bins, stft_history = stft_step(chunk, state.stft_history)
         z, encoder_history = self.encoder.step(_features(bins[:, :, None]), state.encoder_history)
-        new = NetState(stft_history, encoder_history, state.blocks, state.decoder_history,
-                       state.istft_tail)
+        new = NetState(
+            stft_history, encoder_history, state.blocks, state.decoder_history, state.istft_tail
+        )
         return self.encoder_norm(z), new
 
     def decode_step(
@@ -148,8 +149,9 @@ class GridNet(nn.Module):
         b = bins.shape[0]
         out, tail = istft_step(bins.reshape(b, -1, N_BINS), state.istft_tail)
         out = out.view(b, self.net.sources, self.net.channels, CHUNK)
-        new = NetState(state.stft_history, state.encoder_history, state.blocks, decoder_history,
-                       tail)
+        new = NetState(
+            state.stft_history, state.encoder_history, state.blocks, decoder_history, tail
+        )
         return out, maps, new
 
     def step(
@@ -176,8 +178,9 @@ class GridNet(nn.Module):
             encoder_history=self.encoder.initial_history(batch, dtype),
             blocks=[blk.initial_state(batch, dtype) for blk in self.blocks],
             decoder_history=self.decoder.initial_history(batch, dtype),
-            istft_tail=torch.zeros(batch, net.sources * net.channels, LOOKAHEAD, dtype=dtype,
-                                   device=device),
+            istft_tail=torch.zeros(
+                batch, net.sources * net.channels, LOOKAHEAD, dtype=dtype, device=device
+            ),
         )
 
     def _check_input(self, x: torch.Tensor, streaming: bool = False) -> None:
@@ -350,8 +353,11 @@ class BoostedPipeline(nn.Module):
         if len(in_flight) > self.boosted.boost.delay:  # hint t-d arrives now
             delivered, in_flight = in_flight[0], in_flight[1:]
         small_out, _, boosted_state = self.boosted.step(chunk, state.boosted, delivered)
-        return small_out, large_out, PipelineState(large_state, hint_history, boosted_state,
-                                                   in_flight)
+        return (
+            small_out,
+            large_out,
+            PipelineState(large_state, hint_history, boosted_state, in_flight),
+        )
 
     def initial_state(self, batch: int = 1) -> PipelineState:
         dtype = self.large.encoder.weight.dtype

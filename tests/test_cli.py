@@ -1,0 +1,42 @@
+"""`kboost-rt models` and `kboost-rt info` print the cost tables."""
+
+import pytest
+import torch
+
+from kboost_rt.cli import main
+from kboost_rt.config import PAPER_SMALL
+from kboost_rt.reference import build_model, save_model
+
+
+def test_models_lists_presets_and_folders(tmp_path, capsys):
+    torch.manual_seed(0)
+    save_model(build_model(PAPER_SMALL), PAPER_SMALL, tmp_path / "separate-small")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{}")
+    assert main(["models", "--dir", str(tmp_path)]) == 1  # the broken folder is reported
+    out, err = capsys.readouterr()
+    lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert "2.18 M" in lines["paper-small"] and "2.67 M" in lines["paper-boosted"]
+    assert "38.65 M" in lines["paper-large"] and "0.06 M" in lines["paper-boosted"]
+    assert "2.18 M" in lines["separate-small"]
+    assert "broken" in err and "'format' must be" in err
+
+
+def test_info_on_folder_and_preset(tmp_path, capsys):
+    save_model(build_model(PAPER_SMALL), PAPER_SMALL, tmp_path / "m")
+    assert main(["info", str(tmp_path / "m")]) == 0
+    out = capsys.readouterr().out
+    assert "weights OK" in out and "2,179,008" in out
+    assert main(["info", "paper-large"]) == 0
+    assert "38,654,112" in capsys.readouterr().out
+
+
+def test_info_on_missing_model(tmp_path, capsys):
+    assert main(["info", str(tmp_path / "none")]) == 2
+    assert "model folder not found" in capsys.readouterr().err
+
+
+def test_unknown_command_exits_with_usage():
+    with pytest.raises(SystemExit) as info:
+        main(["frobnicate"])
+    assert info.value.code == 2
