@@ -22,6 +22,7 @@ demo: setup
 	$(BIN)/kboost-rt demo
 
 test: setup
+	$(BIN)/ruff check kboost_rt tests tools
 	$(BIN)/pytest -q
 
 lint: setup
