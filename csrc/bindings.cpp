@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "engine.h"
+#include "kernels.h"
 #include "stft.h"
 
 namespace py = pybind11;
@@ -82,6 +84,93 @@ FloatArray istft(const ComplexArray& spec, py::ssize_t length) {
   return out;
 }
 
+kb::EngineConfig engine_config(const py::dict& d) {
+  kb::EngineConfig c;
+  auto get = [&](const char* key, int& field) {
+    if (d.contains(key)) field = d[key].cast<int>();
+  };
+  const std::string role = d["role"].cast<std::string>();
+  if (role == "small") c.role = kb::Role::kSmall;
+  else if (role == "large") c.role = kb::Role::kLarge;
+  else if (role == "boosted") c.role = kb::Role::kBoosted;
+  else throw std::invalid_argument("engine config: unknown role '" + role + "'");
+  get("channels", c.channels);
+  get("sources", c.sources);
+  get("dim", c.dim);
+  get("hidden", c.hidden);
+  get("blocks", c.blocks);
+  get("attention_heads", c.attention_heads);
+  get("attention_e", c.attention_e);
+  get("attention_frames", c.attention_frames);
+  get("hint_channels", c.hint_channels);
+  get("delay", c.delay);
+  get("merge_heads", c.merge_heads);
+  get("merge_e", c.merge_e);
+  get("merge_frames", c.merge_frames);
+  return c;
+}
+
+// Owns the engine; checks shapes, then runs the step without the GIL.
+class PyEngine {
+ public:
+  PyEngine(const py::dict& config, const py::dict& tensors) {
+    // Keep float32 C-contiguous copies alive only while the engine packs them.
+    std::vector<FloatArray> keep;
+    kb::TensorMap map;
+    for (auto item : tensors) {
+      auto name = item.first.cast<std::string>();
+      FloatArray a = FloatArray::ensure(item.second);
+      if (!a) throw std::invalid_argument("tensor '" + name + "' is not a float array");
+      kb::TensorRef ref{a.data(), {}};
+      for (py::ssize_t i = 0; i < a.ndim(); ++i) ref.shape.push_back(a.shape(i));
+      map.emplace(name, ref);
+      keep.push_back(a);
+    }
+    engine_ = std::make_unique<kb::Engine>(engine_config(config), map);
+    const auto& c = engine_->config();
+    hint_size_ = static_cast<py::ssize_t>(c.hint_channels) * kb::kBins;
+  }
+
+  // chunk [channels, 128]; hint [hint_channels, 97] or None; out [sources, channels, 128].
+  void process_into(const FloatArray& chunk, const py::object& hint, FloatArray& out,
+                    py::object hint_out) {
+    const auto& c = engine_->config();
+    require(chunk.ndim() == 2 && chunk.shape(0) == c.channels && chunk.shape(1) == kb::kChunk,
+            "process: chunk must be [" + std::to_string(c.channels) + ", 128] float32");
+    require(out.ndim() == 3 && out.shape(0) == c.sources && out.shape(1) == c.channels &&
+                out.shape(2) == kb::kChunk && out.writeable(),
+            "process: out must be a writeable [sources, channels, 128] float32 array");
+    const float* hint_ptr = nullptr;
+    FloatArray hint_arr;
+    if (!hint.is_none()) {
+      require(c.role == kb::Role::kBoosted, "process: only a boosted engine takes hints");
+      hint_arr = FloatArray::ensure(hint);
+      require(hint_arr && hint_arr.ndim() == 2 && hint_arr.shape(0) == c.hint_channels &&
+                  hint_arr.shape(1) == kb::kBins,
+              "process: hint must be [" + std::to_string(c.hint_channels) + ", 97]");
+      hint_ptr = hint_arr.data();
+    }
+    float* hint_out_ptr = nullptr;
+    if (!hint_out.is_none()) {
+      auto h = hint_out.cast<py::array_t<float, py::array::c_style>>();
+      require(engine_->makes_hints() && h.size() == hint_size_ && h.writeable(),
+              "process: hint_out needs a large engine with a hint generator and a "
+              "writeable [hint_channels, 97] float32 array");
+      hint_out_ptr = h.mutable_data();
+    }
+    float* out_ptr = out.mutable_data();
+    const float* in_ptr = chunk.data();
+    py::gil_scoped_release release;
+    engine_->process(in_ptr, hint_ptr, out_ptr, hint_out_ptr);
+  }
+
+  kb::Engine& engine() { return *engine_; }
+
+ private:
+  std::unique_ptr<kb::Engine> engine_;
+  py::ssize_t hint_size_ = 0;
+};
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -97,6 +186,22 @@ PYBIND11_MODULE(_native, m) {
         "Frame k covers samples 128k..128k+191 (zero-padded past the end).");
   m.def("istft", &istft, py::arg("spec"), py::arg("length") = -1,
         "Inverse STFT with overlap-add of [channels, frames, 97] -> [channels, length].");
+
+  m.def("simd", [] { return std::string(kb::kernels().name); },
+        "Name of the kernel set chosen for this CPU ('avx2' or 'generic').");
+
+  py::class_<PyEngine>(m, "Engine",
+                       "Native streaming step of a small, boosted or large model.\n"
+                       "Build it with kboost_rt.engine.NativeEngine rather than directly.")
+      .def(py::init<const py::dict&, const py::dict&>(), py::arg("config"), py::arg("tensors"))
+      .def("process_into", &PyEngine::process_into, py::arg("chunk"), py::arg("hint"),
+           py::arg("out"), py::arg("hint_out") = py::none(),
+           "Run one step into preallocated arrays; releases the GIL.")
+      .def("reset", [](PyEngine& e) { e.engine().reset(); })
+      .def_property_readonly("chunks", [](PyEngine& e) { return e.engine().stats().chunks; })
+      .def_property_readonly("nonfinite_resets",
+                             [](PyEngine& e) { return e.engine().stats().nonfinite_resets; })
+      .def_property_readonly("makes_hints", [](PyEngine& e) { return e.engine().makes_hints(); });
 
   py::class_<kb::StftStream>(m, "StftStream", "Streaming STFT of one channel.")
       .def(py::init<>())

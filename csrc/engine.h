@@ -1,0 +1,99 @@
+// The streaming engine: one 8 ms step of the small, boosted or large model.
+// Built once from a config and named tensors (PyTorch layouts and names, as
+// in a model folder); process() and reset() never allocate, lock or throw.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "layers.h"
+#include "stft.h"
+
+namespace kb {
+
+enum class Role { kSmall = 0, kLarge = 1, kBoosted = 2 };
+
+struct EngineConfig {
+  Role role = Role::kSmall;
+  int channels = 2, sources = 2;    // M, S
+  int dim = 16, hidden = 16, blocks = 3;
+  int attention_heads = 0, attention_e = 6, attention_frames = 50;  // large model
+  // Boosted: hints in, merges after the first blocks-1 blocks.
+  // Large: hint_channels > 0 adds the hint generator (hints out).
+  int hint_channels = 0;
+  int delay = 0;
+  int merge_heads = 4, merge_e = 3, merge_frames = 50;
+
+  int spec_channels() const { return 2 * sources * channels; }
+};
+
+class GridBlock {
+ public:
+  GridBlock(const Weights& w, const EngineConfig& cfg);
+  void step(float* z);  // z [kBins x dim], updated in place
+  void reset();
+
+ private:
+  int dim_, hidden_;
+  ChannelNorm intra_norm_, inter_norm_;
+  FreqBiLstm intra_lstm_;
+  Linear intra_proj_, inter_proj_;
+  TimeLstm inter_lstm_;
+  bool has_attention_;
+  FrameAttention attention_;
+  Buffer normed_, lstm_out_, update_;
+};
+
+// FiLM of the delayed hint onto the block's own output of frame t-d, then
+// cross-attention from the current features onto those aligned frames.
+class Merge {
+ public:
+  Merge(const Weights& w, const EngineConfig& cfg);
+  void step(float* z, const float* hint);  // z [kBins x dim] in place; hint [kBins x C_h]
+  void reset();
+
+ private:
+  int dim_, delay_, next_ = 0;
+  Linear scale_, shift_;
+  FrameAttention attention_;
+  Buffer past_;  // ring of the last `delay` frames of z: [delay x kBins x dim]
+  Buffer film_scale_, aligned_, update_;
+};
+
+struct EngineStats {
+  uint64_t chunks = 0;
+  uint64_t nonfinite_resets = 0;  // chunks with NaN/Inf in input, hint or output
+};
+
+class Engine {
+ public:
+  Engine(const EngineConfig& cfg, const TensorMap& tensors);
+
+  // input [channels x 128], planar; hint [hint_channels x 97] or null (boosted);
+  // output [sources x channels x 128]; hint_out [hint_channels x 97] or null
+  // (large with hint generator). Returns false when it met NaN/Inf: the
+  // output is silence, the state was reset and the event counted.
+  bool process(const float* input, const float* hint, float* output, float* hint_out);
+  void reset();
+
+  const EngineConfig& config() const { return cfg_; }
+  const EngineStats& stats() const { return stats_; }
+  bool makes_hints() const { return cfg_.role == Role::kLarge && cfg_.hint_channels > 0; }
+
+ private:
+  void step(const float* input, const float* hint, float* output, float* hint_out);
+
+  EngineConfig cfg_;
+  EngineStats stats_;
+  std::vector<StftStream> analysis_;
+  std::vector<IstftStream> synthesis_;
+  CausalConv3x3 encoder_;
+  ChannelNorm encoder_norm_;
+  std::vector<GridBlock> blocks_;
+  std::vector<Merge> merges_;
+  CausalConv3x3 decoder_;
+  CausalConv3x3 hint_generator_;
+  Buffer features_, z_, maps_, hint_rows_, hint_made_, re_, im_;
+};
+
+}  // namespace kb

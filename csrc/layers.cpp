@@ -1,0 +1,337 @@
+#include "layers.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <stdexcept>
+
+namespace kb {
+namespace {
+
+constexpr int F = kBins;
+constexpr float kEps = 1e-5f;
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "(";
+  for (std::size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + (shape.size() == 1 ? ",)" : ")");
+}
+
+// LayerNorm of `count` values spaced `stride` apart, in groups of `width`
+// contiguous values: y = (x - mean) / sqrt(var + eps) * gamma + beta.
+void normalize_rows(float* x, int rows, int width, int stride, const float* gamma,
+                    const float* beta) {
+  double sum = 0, sq = 0;
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < width; ++c) sum += x[r * stride + c];
+  const double n = static_cast<double>(rows) * width;
+  const double mean = sum / n;
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < width; ++c) {
+      const double d = x[r * stride + c] - mean;
+      sq += d * d;
+    }
+  const float inv = static_cast<float>(1.0 / std::sqrt(sq / n + kEps));
+  const float m = static_cast<float>(mean);
+  for (int r = 0; r < rows; ++r)
+    for (int c = 0; c < width; ++c) {
+      float& v = x[r * stride + c];
+      v = (v - m) * inv * gamma[r * stride + c] + beta[r * stride + c];
+    }
+}
+
+}  // namespace
+
+// ---- Buffer, Weights ------------------------------------------------------
+
+Buffer::Buffer(std::size_t n) : size_(n) {
+  const std::size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
+  void* p = std::aligned_alloc(64, bytes ? bytes : 64);
+  if (!p) throw std::bad_alloc();
+  data_.reset(static_cast<float*>(p));
+  zero();
+}
+
+void Buffer::Free::operator()(float* p) const { std::free(p); }
+
+void Buffer::zero() {
+  if (size_) std::memset(data_.get(), 0, size_ * sizeof(float));
+}
+
+const float* Weights::get(const std::string& name, const std::vector<int64_t>& shape) const {
+  const std::string full = prefix_ + name;
+  auto it = tensors_->find(full);
+  if (it == tensors_->end()) throw std::invalid_argument("missing tensor '" + full + "'");
+  if (it->second.shape != shape)
+    throw std::invalid_argument("tensor '" + full + "' has shape " +
+                                shape_str(it->second.shape) + ", expected " + shape_str(shape));
+  return it->second.data;
+}
+
+// ---- Linear, ChannelNorm ---------------------------------------------------
+
+Linear::Linear(const float* weight, const float* bias, int in, int out)
+    : in_(in), out_(out), wt_(static_cast<std::size_t>(in) * out), bias_(out) {
+  for (int o = 0; o < out; ++o) {
+    for (int i = 0; i < in; ++i) wt_[i * out + o] = weight[o * in + i];
+    bias_[o] = bias[o];
+  }
+}
+
+Linear::Linear(const Weights& w, int in, int out)
+    : Linear(w.get("weight", {out, in}), w.get("bias", {out}), in, out) {}
+
+void Linear::forward(const float* x, int rows, float* y, bool accumulate) const {
+  kernels().gemm(x, rows, in_, wt_.data(), out_, bias_.data(), y, accumulate);
+}
+
+ChannelNorm::ChannelNorm(const Weights& w, int dim) : dim_(dim), gamma_(dim), beta_(dim) {
+  std::memcpy(gamma_.data(), w.get("weight", {dim}), sizeof(float) * dim);
+  std::memcpy(beta_.data(), w.get("bias", {dim}), sizeof(float) * dim);
+}
+
+void ChannelNorm::forward(const float* x, float* y, int rows) const {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim_;
+    float* yr = y + r * dim_;
+    float sum = 0.f;
+    for (int c = 0; c < dim_; ++c) sum += xr[c];
+    const float mean = sum / dim_;
+    float sq = 0.f;
+    for (int c = 0; c < dim_; ++c) sq += (xr[c] - mean) * (xr[c] - mean);
+    const float inv = 1.f / std::sqrt(sq / dim_ + kEps);
+    for (int c = 0; c < dim_; ++c) yr[c] = (xr[c] - mean) * inv * gamma_[c] + beta_[c];
+  }
+}
+
+// ---- CausalConv3x3 ---------------------------------------------------------
+
+CausalConv3x3::CausalConv3x3(const Weights& w, int c_in, int c_out, bool transposed)
+    : c_in_(c_in),
+      c_out_(c_out),
+      weight_(9 * static_cast<std::size_t>(c_in) * c_out),
+      bias_(c_out),
+      history_(2 * static_cast<std::size_t>(F) * c_in),
+      columns_(static_cast<std::size_t>(F) * 9 * c_in) {
+  const float* src = transposed ? w.get("weight", {c_in, c_out, 3, 3})
+                                : w.get("weight", {c_out, c_in, 3, 3});
+  // Column (kt, kf, c): frame t-2+kt, bin f-1+kf, input channel c.
+  for (int kt = 0; kt < 3; ++kt)
+    for (int kf = 0; kf < 3; ++kf)
+      for (int c = 0; c < c_in; ++c)
+        for (int o = 0; o < c_out; ++o) {
+          // A stride-1 transposed conv is a conv with the kernel flipped in both axes.
+          const float v = transposed ? src[((c * c_out + o) * 3 + (2 - kt)) * 3 + (2 - kf)]
+                                     : src[((o * c_in + c) * 3 + kt) * 3 + kf];
+          weight_[((kt * 3 + kf) * c_in + c) * c_out + o] = v;
+        }
+  std::memcpy(bias_.data(), w.get("bias", {c_out}), sizeof(float) * c_out);
+}
+
+void CausalConv3x3::reset() { history_.zero(); }
+
+void CausalConv3x3::step(const float* x, float* y) {
+  const int frame = F * c_in_;
+  const float* frames[3] = {history_.data(), history_.data() + frame, x};
+  for (int f = 0; f < F; ++f) {
+    float* col = columns_.data() + f * 9 * c_in_;
+    for (int kt = 0; kt < 3; ++kt)
+      for (int kf = 0; kf < 3; ++kf) {
+        float* dst = col + (kt * 3 + kf) * c_in_;
+        const int ff = f + kf - 1;
+        if (ff < 0 || ff >= F)
+          std::memset(dst, 0, sizeof(float) * c_in_);
+        else
+          std::memcpy(dst, frames[kt] + ff * c_in_, sizeof(float) * c_in_);
+      }
+  }
+  kernels().gemm(columns_.data(), F, 9 * c_in_, weight_.data(), c_out_, bias_.data(), y, false);
+  std::memcpy(history_.data(), history_.data() + frame, sizeof(float) * frame);
+  std::memcpy(history_.data() + frame, x, sizeof(float) * frame);
+}
+
+// ---- LSTMs -----------------------------------------------------------------
+
+namespace {
+
+// W_hh [4h x h] -> its transpose [h x 4h] for vector-matrix products.
+void pack_recurrent(const float* whh, int hidden, float* out) {
+  for (int j = 0; j < 4 * hidden; ++j)
+    for (int k = 0; k < hidden; ++k) out[k * 4 * hidden + j] = whh[j * hidden + k];
+}
+
+}  // namespace
+
+FreqBiLstm::FreqBiLstm(const Weights& w, int dim, int hidden)
+    : hidden_(hidden),
+      gates_(static_cast<std::size_t>(F) * 8 * hidden),
+      step_gates_(4 * hidden),
+      h_(hidden),
+      c_(hidden) {
+  const int g = 4 * hidden;
+  std::vector<float> wih(static_cast<std::size_t>(2) * g * dim), bias(2 * g);
+  const char* suffix[2] = {"", "_reverse"};
+  for (int d = 0; d < 2; ++d) {
+    const std::string s = suffix[d];
+    const float* wi = w.get("weight_ih_l0" + s, {g, dim});
+    const float* bi = w.get("bias_ih_l0" + s, {g});
+    const float* bh = w.get("bias_hh_l0" + s, {g});
+    std::memcpy(wih.data() + d * g * dim, wi, sizeof(float) * g * dim);
+    for (int j = 0; j < g; ++j) bias[d * g + j] = bi[j] + bh[j];
+    recurrent_[d] = Buffer(static_cast<std::size_t>(hidden) * g);
+    pack_recurrent(w.get("weight_hh_l0" + s, {g, hidden}), hidden, recurrent_[d].data());
+  }
+  input_ = Linear(wih.data(), bias.data(), dim, 2 * g);
+}
+
+void FreqBiLstm::forward(const float* x, float* y) {
+  const int h = hidden_, g = 4 * h;
+  const Kernels& k = kernels();
+  input_.forward(x, F, gates_.data());
+  for (int d = 0; d < 2; ++d) {
+    h_.zero();
+    c_.zero();
+    for (int i = 0; i < F; ++i) {
+      const int f = d == 0 ? i : F - 1 - i;
+      std::memcpy(step_gates_.data(), gates_.data() + f * 2 * g + d * g, sizeof(float) * g);
+      k.vecmat_acc(h_.data(), h, recurrent_[d].data(), g, step_gates_.data());
+      k.lstm_cell(step_gates_.data(), h, c_.data(), h_.data());
+      std::memcpy(y + f * 2 * h + d * h, h_.data(), sizeof(float) * h);
+    }
+  }
+}
+
+TimeLstm::TimeLstm(const Weights& w, int dim, int hidden)
+    : hidden_(hidden),
+      recurrent_(static_cast<std::size_t>(hidden) * 4 * hidden),
+      gates_(static_cast<std::size_t>(F) * 4 * hidden),
+      h_(static_cast<std::size_t>(F) * hidden),
+      c_(static_cast<std::size_t>(F) * hidden) {
+  const int g = 4 * hidden;
+  const float* bi = w.get("bias_ih_l0", {g});
+  const float* bh = w.get("bias_hh_l0", {g});
+  std::vector<float> bias(g);
+  for (int j = 0; j < g; ++j) bias[j] = bi[j] + bh[j];
+  input_ = Linear(w.get("weight_ih_l0", {g, dim}), bias.data(), dim, g);
+  pack_recurrent(w.get("weight_hh_l0", {g, hidden}), hidden, recurrent_.data());
+}
+
+void TimeLstm::reset() {
+  h_.zero();
+  c_.zero();
+}
+
+void TimeLstm::step(const float* x, float* y) {
+  const int h = hidden_, g = 4 * h;
+  const Kernels& k = kernels();
+  input_.forward(x, F, gates_.data());
+  k.gemm(h_.data(), F, h, recurrent_.data(), g, nullptr, gates_.data(), true);
+  for (int f = 0; f < F; ++f) k.lstm_cell(gates_.data() + f * g, h, c_.data() + f * h,
+                                          h_.data() + f * h);
+  std::memcpy(y, h_.data(), sizeof(float) * F * h);
+}
+
+// ---- Attention -------------------------------------------------------------
+
+HeadProjection::HeadProjection(const Weights& w, int in, int heads, int per_head)
+    : heads_(heads),
+      per_head_(per_head),
+      map_(w, in, heads * per_head),
+      prelu_(heads),
+      gamma_(static_cast<std::size_t>(F) * heads * per_head),
+      beta_(static_cast<std::size_t>(F) * heads * per_head) {
+  const int width = heads * per_head;
+  std::memcpy(prelu_.data(), w.get("prelu", {heads}), sizeof(float) * heads);
+  const float* nw = w.get("norm_weight", {heads, per_head, F});
+  const float* nb = w.get("norm_bias", {heads, per_head, F});
+  for (int c = 0; c < width; ++c)
+    for (int f = 0; f < F; ++f) {
+      gamma_[f * width + c] = nw[c * F + f];
+      beta_[f * width + c] = nb[c * F + f];
+    }
+}
+
+void HeadProjection::forward(const float* x, float* y) const {
+  const int width = heads_ * per_head_;
+  map_.forward(x, F, y);
+  for (int f = 0; f < F; ++f)
+    for (int h = 0; h < heads_; ++h) {
+      float* v = y + f * width + h * per_head_;
+      const float a = prelu_[h];
+      for (int c = 0; c < per_head_; ++c) v[c] = v[c] >= 0.f ? v[c] : a * v[c];
+    }
+  for (int h = 0; h < heads_; ++h)
+    normalize_rows(y + h * per_head_, F, per_head_, width, gamma_.data() + h * per_head_,
+                   beta_.data() + h * per_head_);
+}
+
+FrameAttention::FrameAttention(const Weights& w, int dim, int heads, int e, int frames)
+    : dim_(dim),
+      heads_(heads),
+      e_(e),
+      frames_(frames),
+      scale_(1.f / std::sqrt(static_cast<float>(e * F))),
+      query_(w / "query", dim, heads, e),
+      key_(w / "key", dim, heads, e),
+      value_(w / "value", dim, heads, dim / heads),
+      out_(w / "out", dim, 1, dim),
+      q_(static_cast<std::size_t>(F) * heads * e),
+      keys_(static_cast<std::size_t>(frames) * F * heads * e),
+      values_(static_cast<std::size_t>(frames) * F * dim),
+      scores_(static_cast<std::size_t>(frames) * heads),
+      partial_(heads * e),
+      head_max_(heads),
+      head_sum_(heads),
+      column_weight_(dim),
+      mixed_(static_cast<std::size_t>(F) * dim) {}
+
+void FrameAttention::reset() {
+  count_ = 0;
+  next_ = 0;
+}
+
+void FrameAttention::step(const float* q_in, const float* kv_in, float* update) {
+  const int qk = heads_ * e_, dv = dim_ / heads_;
+  query_.forward(q_in, q_.data());
+  key_.forward(kv_in, keys_.data() + static_cast<std::size_t>(next_) * F * qk);
+  value_.forward(kv_in, values_.data() + static_cast<std::size_t>(next_) * F * dim_);
+  next_ = (next_ + 1) % frames_;
+  count_ = std::min(count_ + 1, frames_);
+
+  // Scores of every valid frame (slots 0..count-1; their order does not matter).
+  for (int h = 0; h < heads_; ++h) head_max_[h] = -INFINITY;
+  for (int s = 0; s < count_; ++s) {
+    const float* k = keys_.data() + static_cast<std::size_t>(s) * F * qk;
+    partial_.zero();
+    for (int f = 0; f < F; ++f)
+      for (int j = 0; j < qk; ++j) partial_[j] += q_[f * qk + j] * k[f * qk + j];
+    for (int h = 0; h < heads_; ++h) {
+      float score = 0.f;
+      for (int j = 0; j < e_; ++j) score += partial_[h * e_ + j];
+      score *= scale_;
+      scores_[s * heads_ + h] = score;
+      head_max_[h] = std::max(head_max_[h], score);
+    }
+  }
+  for (int s = 0; s < count_; ++s)
+    for (int h = 0; h < heads_; ++h) scores_[s * heads_ + h] -= head_max_[h];
+  kernels().exp_inplace(scores_.data(), count_ * heads_);
+  head_sum_.zero();
+  for (int s = 0; s < count_; ++s)
+    for (int h = 0; h < heads_; ++h) head_sum_[h] += scores_[s * heads_ + h];
+
+  // Softmax-weighted sum of the values, all heads at once.
+  mixed_.zero();
+  for (int s = 0; s < count_; ++s) {
+    for (int j = 0; j < dim_; ++j)
+      column_weight_[j] = scores_[s * heads_ + j / dv] / head_sum_[j / dv];
+    const float* v = values_.data() + static_cast<std::size_t>(s) * F * dim_;
+    for (int f = 0; f < F; ++f)
+      for (int j = 0; j < dim_; ++j) mixed_[f * dim_ + j] += column_weight_[j] * v[f * dim_ + j];
+  }
+  out_.forward(mixed_.data(), update);
+}
+
+}  // namespace kb
