@@ -13,79 +13,102 @@
 
 namespace kb {
 namespace KB_ISA {
-namespace {
 
-// exp with a degree-6 polynomial on [-ln2/2, ln2/2] and exponent bit tricks;
-// about 2 ulp, branch-free so loops over it vectorise.
-inline float fast_exp(float x) {
-  x = x < -87.f ? -87.f : (x > 88.f ? 88.f : x);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
-  float r = x - n * 0.693145751953125f;
+// 8 floats: GCC/Clang vector extensions, lowered to AVX2 in the avx2 build
+// and to pairs of SSE registers in the generic one.
+typedef float v8 __attribute__((vector_size(32)));
+typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned access
+typedef int32_t v8i __attribute__((vector_size(32)));
+
+inline v8 load(const float* p) { return *reinterpret_cast<const v8u*>(p); }
+inline void store(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
+inline v8 splat(float x) { return v8{} + x; }
+
+// exp with a degree-6 polynomial on [-ln2/2, ln2/2] and exponent bit tricks; about 2 ulp.
+template <typename V, typename VI>
+inline V exp_poly(V x) {
+  x = x < -87.f ? V{} - 87.f : x;
+  x = x > 88.f ? V{} + 88.f : x;
+  const float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
+  const V n = (x * 1.44269504088896341f + kRound) - kRound;
+  V r = x - n * 0.693145751953125f;
   r -= n * 1.428606765330187045e-06f;
-  float p = 1.f / 720.f;
+  V p = V{} + 1.f / 720.f;
   p = p * r + 1.f / 120.f;
   p = p * r + 1.f / 24.f;
   p = p * r + 1.f / 6.f;
   p = p * r + 0.5f;
   p = p * r + 1.f;
   p = p * r + 1.f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof scale);
-  return p * scale;
+  VI bits;
+  if constexpr (sizeof(V) == sizeof(float)) {
+    bits = (static_cast<VI>(n) + 127) << 23;
+    float scale;
+    std::memcpy(&scale, &bits, sizeof scale);
+    return p * scale;
+  } else {
+    bits = (__builtin_convertvector(n, VI) + 127) << 23;
+    return p * (V)bits;
+  }
 }
 
+inline float fast_exp(float x) { return exp_poly<float, int32_t>(x); }
+inline v8 exp8(v8 x) { return exp_poly<v8, v8i>(x); }
+inline v8 sigmoid8(v8 x) { return 1.f / (1.f + exp8(-x)); }
+inline v8 tanh8(v8 x) { return 2.f / (1.f + exp8(-2.f * x)) - 1.f; }
 inline float sigmoid(float x) { return 1.f / (1.f + fast_exp(-x)); }
 inline float tanh_(float x) { return 2.f / (1.f + fast_exp(-2.f * x)) - 1.f; }
 
-void gemm(const float* __restrict a, int rows, int k, const float* __restrict b, int n,
-          const float* __restrict bias, float* __restrict c, bool accumulate) {
-  // Four rows at a time share each row of B; columns are the vectorised axis.
+// R rows x 8W columns of C held in registers across the whole k loop.
+template <int R, int W>
+inline void gemm_block(const float* __restrict a, int k, const float* __restrict b, int n,
+                       const float* __restrict bias, float* __restrict c, bool accumulate) {
+  v8 acc[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) acc[r][w] = accumulate ? load(c + r * n + 8 * w) : v8{};
+  if (bias)
+    for (int r = 0; r < R; ++r)
+      for (int w = 0; w < W; ++w) acc[r][w] += load(bias + 8 * w);
+  for (int p = 0; p < k; ++p) {
+    v8 bp[W];
+    for (int w = 0; w < W; ++w) bp[w] = load(b + p * n + 8 * w);
+    for (int r = 0; r < R; ++r) {
+      const v8 x = splat(a[r * k + p]);
+      for (int w = 0; w < W; ++w) acc[r][w] += x * bp[w];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) store(c + r * n + 8 * w, acc[r][w]);
+}
+
+// Columns that do not fill a vector.
+inline void gemm_tail(const float* a, int rows, int k, const float* b, int n, int j0,
+                      const float* bias, float* c, bool accumulate) {
+  for (int r = 0; r < rows; ++r)
+    for (int j = j0; j < n; ++j) {
+      float acc = (accumulate ? c[r * n + j] : 0.f) + (bias ? bias[j] : 0.f);
+      for (int p = 0; p < k; ++p) acc += a[r * k + p] * b[p * n + j];
+      c[r * n + j] = acc;
+    }
+}
+
+template <int R>
+inline void gemm_rows(const float* a, int k, const float* b, int n, const float* bias, float* c,
+                      bool accumulate) {
+  int j = 0;
+  for (; j + 16 <= n; j += 16)
+    gemm_block<R, 2>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
+  for (; j + 8 <= n; j += 8)
+    gemm_block<R, 1>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
+}
+
+void gemm(const float* a, int rows, int k, const float* b, int n, const float* bias, float* c,
+          bool accumulate) {
   int r = 0;
-  for (; r + 4 <= rows; r += 4) {
-    float* c0 = c + (r + 0) * n;
-    float* c1 = c + (r + 1) * n;
-    float* c2 = c + (r + 2) * n;
-    float* c3 = c + (r + 3) * n;
-    if (!accumulate) {
-      for (int j = 0; j < n; ++j) c0[j] = c1[j] = c2[j] = c3[j] = 0.f;
-    }
-    if (bias) {
-      for (int j = 0; j < n; ++j) {
-        c0[j] += bias[j];
-        c1[j] += bias[j];
-        c2[j] += bias[j];
-        c3[j] += bias[j];
-      }
-    }
-    const float* a0 = a + (r + 0) * k;
-    const float* a1 = a + (r + 1) * k;
-    const float* a2 = a + (r + 2) * k;
-    const float* a3 = a + (r + 3) * k;
-    for (int p = 0; p < k; ++p) {
-      const float* bp = b + p * n;
-      const float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
-      for (int j = 0; j < n; ++j) {
-        const float w = bp[j];
-        c0[j] += x0 * w;
-        c1[j] += x1 * w;
-        c2[j] += x2 * w;
-        c3[j] += x3 * w;
-      }
-    }
-  }
-  for (; r < rows; ++r) {
-    float* cr = c + r * n;
-    if (!accumulate) std::memset(cr, 0, sizeof(float) * n);
-    if (bias)
-      for (int j = 0; j < n; ++j) cr[j] += bias[j];
-    const float* ar = a + r * k;
-    for (int p = 0; p < k; ++p) {
-      const float* bp = b + p * n;
-      const float x = ar[p];
-      for (int j = 0; j < n; ++j) cr[j] += x * bp[j];
-    }
-  }
+  for (; r + 4 <= rows; r += 4) gemm_rows<4>(a + r * k, k, b, n, bias, c + r * n, accumulate);
+  for (; r < rows; ++r) gemm_rows<1>(a + r * k, k, b, n, bias, c + r * n, accumulate);
+  const int j0 = n / 8 * 8;
+  if (j0 < n) gemm_tail(a, rows, k, b, n, j0, bias, c, accumulate);
 }
 
 void vecmat_acc(const float* __restrict x, int k, const float* __restrict b, int n,
@@ -97,25 +120,139 @@ void vecmat_acc(const float* __restrict x, int k, const float* __restrict b, int
   }
 }
 
-void lstm_cell(const float* __restrict g, int h, float* __restrict c, float* __restrict hidden) {
-  for (int j = 0; j < h; ++j) {
-    const float i = sigmoid(g[j]);
-    const float f = sigmoid(g[h + j]);
-    const float u = tanh_(g[2 * h + j]);
-    const float o = sigmoid(g[3 * h + j]);
-    c[j] = f * c[j] + i * u;
-    hidden[j] = o * tanh_(c[j]);
+inline __attribute__((always_inline)) void lstm_cell_inline(const float* __restrict g, int h,
+                                                           float* __restrict c,
+                                                           float* __restrict hidden) {
+  int j = 0;
+  for (; j + 8 <= h; j += 8) {
+    const v8 i = sigmoid8(load(g + j));
+    const v8 f = sigmoid8(load(g + h + j));
+    const v8 u = tanh8(load(g + 2 * h + j));
+    const v8 o = sigmoid8(load(g + 3 * h + j));
+    const v8 cj = f * load(c + j) + i * u;
+    store(c + j, cj);
+    store(hidden + j, o * tanh8(cj));
+  }
+  for (; j < h; ++j) {
+    const float cj = sigmoid(g[h + j]) * c[j] + sigmoid(g[j]) * tanh_(g[2 * h + j]);
+    c[j] = cj;
+    hidden[j] = sigmoid(g[3 * h + j]) * tanh_(cj);
+  }
+}
+
+void lstm_cell(const float* g, int h, float* c, float* hidden) { lstm_cell_inline(g, h, c, hidden); }
+
+// The sequential heart of the across-frequency LSTM, with the gate vector
+// of H = compile-time size held in registers.
+template <int H>
+void lstm_sequence_fixed(const float* __restrict gates_in, int in_stride, int steps, bool reverse,
+                         const float* __restrict whh_t, float* __restrict out, int out_stride) {
+  constexpr int G = 4 * H / 8;  // gate vectors
+  float h[H] = {}, c[H] = {};
+  alignas(32) float g[4 * H];
+  for (int i = 0; i < steps; ++i) {
+    const int t = reverse ? steps - 1 - i : i;
+    const float* gi = gates_in + t * in_stride;
+    v8 acc[G];
+    for (int w = 0; w < G; ++w) acc[w] = load(gi + 8 * w);
+    for (int p = 0; p < H; ++p) {
+      const v8 hp = splat(h[p]);
+      const float* wp = whh_t + p * 4 * H;
+      for (int w = 0; w < G; ++w) acc[w] += hp * load(wp + 8 * w);
+    }
+    for (int w = 0; w < G; ++w) store(g + 8 * w, acc[w]);
+    lstm_cell_inline(g, H, c, h);
+    float* o = out + t * out_stride;
+    for (int j = 0; j < H; ++j) o[j] = h[j];
+  }
+}
+
+// Both directions of a bidirectional LSTM at once: the two recurrences are
+// independent, so interleaving them hides each one's latency.
+template <int H>
+void bilstm_fixed(const float* __restrict gates_in, int steps, const float* __restrict whh_fwd,
+                  const float* __restrict whh_rev, float* __restrict out) {
+  constexpr int G = 4 * H / 8;
+  float h[2][H] = {}, c[2][H] = {};
+  alignas(32) float g[2][4 * H];
+  for (int i = 0; i < steps; ++i) {
+    const int t[2] = {i, steps - 1 - i};
+    v8 acc0[G], acc1[G];
+    for (int w = 0; w < G; ++w) {
+      acc0[w] = load(gates_in + t[0] * 8 * H + 8 * w);
+      acc1[w] = load(gates_in + t[1] * 8 * H + 4 * H + 8 * w);
+    }
+    for (int p = 0; p < H; ++p) {
+      const v8 h0 = splat(h[0][p]), h1 = splat(h[1][p]);
+      for (int w = 0; w < G; ++w) {
+        acc0[w] += h0 * load(whh_fwd + p * 4 * H + 8 * w);
+        acc1[w] += h1 * load(whh_rev + p * 4 * H + 8 * w);
+      }
+    }
+    for (int w = 0; w < G; ++w) {
+      store(g[0] + 8 * w, acc0[w]);
+      store(g[1] + 8 * w, acc1[w]);
+    }
+    lstm_cell_inline(g[0], H, c[0], h[0]);
+    lstm_cell_inline(g[1], H, c[1], h[1]);
+    for (int j = 0; j < H; ++j) {
+      out[t[0] * 2 * H + j] = h[0][j];
+      out[t[1] * 2 * H + H + j] = h[1][j];
+    }
+  }
+}
+
+void lstm_sequence_any(const float* gates_in, int in_stride, int steps, bool reverse,
+                       const float* whh_t, int hidden, float* out, int out_stride,
+                       float* scratch) {
+  float* h = scratch;
+  float* c = scratch + hidden;
+  float* g = scratch + 2 * hidden;
+  for (int j = 0; j < hidden; ++j) h[j] = c[j] = 0.f;
+  for (int i = 0; i < steps; ++i) {
+    const int t = reverse ? steps - 1 - i : i;
+    std::memcpy(g, gates_in + t * in_stride, sizeof(float) * 4 * hidden);
+    vecmat_acc(h, hidden, whh_t, 4 * hidden, g);
+    lstm_cell_inline(g, hidden, c, h);
+    std::memcpy(out + t * out_stride, h, sizeof(float) * hidden);
+  }
+}
+
+void lstm_sequence(const float* gates_in, int in_stride, int steps, bool reverse,
+                   const float* whh_t, int hidden, float* out, int out_stride, float* scratch) {
+  switch (hidden) {
+    case 8: return lstm_sequence_fixed<8>(gates_in, in_stride, steps, reverse, whh_t, out,
+                                          out_stride);
+    case 16: return lstm_sequence_fixed<16>(gates_in, in_stride, steps, reverse, whh_t, out,
+                                            out_stride);
+    case 32: return lstm_sequence_fixed<32>(gates_in, in_stride, steps, reverse, whh_t, out,
+                                            out_stride);
+    case 64: return lstm_sequence_fixed<64>(gates_in, in_stride, steps, reverse, whh_t, out,
+                                            out_stride);
+    default: return lstm_sequence_any(gates_in, in_stride, steps, reverse, whh_t, hidden, out,
+                                      out_stride, scratch);
+  }
+}
+
+bool bilstm(const float* gates_in, int steps, const float* whh_fwd, const float* whh_rev,
+            int hidden, float* out) {
+  switch (hidden) {
+    case 8: bilstm_fixed<8>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+    case 16: bilstm_fixed<16>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+    case 32: bilstm_fixed<32>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+    default: return false;  // larger states do not fit registers: one direction at a time
   }
 }
 
 void exp_inplace(float* x, int n) {
-  for (int i = 0; i < n; ++i) x[i] = fast_exp(x[i]);
+  int i = 0;
+  for (; i + 8 <= n; i += 8) store(x + i, exp8(load(x + i)));
+  for (; i < n; ++i) x[i] = fast_exp(x[i]);
 }
 
-}  // namespace
-
 extern const Kernels kKernels;
-const Kernels kKernels = {KB_ISA_NAME, gemm, vecmat_acc, lstm_cell, exp_inplace};
+const Kernels kKernels = {KB_ISA_NAME, gemm,   vecmat_acc, lstm_cell,
+                          lstm_sequence, bilstm, exp_inplace};
 
 }  // namespace KB_ISA
 }  // namespace kb

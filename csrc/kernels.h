@@ -14,6 +14,17 @@ struct Kernels {
   void (*vecmat_acc)(const float* x, int k, const float* b, int n, float* y);
   // LSTM cell on one row: gates [4h] in PyTorch order (i, f, g, o); updates c and h.
   void (*lstm_cell)(const float* gates, int h, float* c, float* hidden);
+  // A whole LSTM pass over `steps` rows of precomputed input gates (bias
+  // included), from zero state, forwards or in reverse; writes h of each step
+  // to out[t * out_stride]. scratch: 6 * hidden floats.
+  void (*lstm_sequence)(const float* gates_in, int in_stride, int steps, bool reverse,
+                        const float* whh_t, int hidden, float* out, int out_stride,
+                        float* scratch);
+  // Both directions of a bidirectional LSTM over rows of input gates
+  // [steps x (4h forward | 4h reverse)] -> out [steps x 2h]. Returns false
+  // (and does nothing) for sizes it has no register-resident version of.
+  bool (*bilstm)(const float* gates_in, int steps, const float* whh_fwd, const float* whh_rev,
+                 int hidden, float* out);
   // x[i] = exp(x[i]) in place (for softmax).
   void (*exp_inplace)(float* x, int n);
 };

@@ -19,29 +19,6 @@ std::string shape_str(const std::vector<int64_t>& shape) {
   return s + (shape.size() == 1 ? ",)" : ")");
 }
 
-// LayerNorm of `count` values spaced `stride` apart, in groups of `width`
-// contiguous values: y = (x - mean) / sqrt(var + eps) * gamma + beta.
-void normalize_rows(float* x, int rows, int width, int stride, const float* gamma,
-                    const float* beta) {
-  double sum = 0, sq = 0;
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < width; ++c) sum += x[r * stride + c];
-  const double n = static_cast<double>(rows) * width;
-  const double mean = sum / n;
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < width; ++c) {
-      const double d = x[r * stride + c] - mean;
-      sq += d * d;
-    }
-  const float inv = static_cast<float>(1.0 / std::sqrt(sq / n + kEps));
-  const float m = static_cast<float>(mean);
-  for (int r = 0; r < rows; ++r)
-    for (int c = 0; c < width; ++c) {
-      float& v = x[r * stride + c];
-      v = (v - m) * inv * gamma[r * stride + c] + beta[r * stride + c];
-    }
-}
-
 }  // namespace
 
 // ---- Buffer, Weights ------------------------------------------------------
@@ -93,16 +70,30 @@ ChannelNorm::ChannelNorm(const Weights& w, int dim) : dim_(dim), gamma_(dim), be
 }
 
 void ChannelNorm::forward(const float* x, float* y, int rows) const {
+  const float* __restrict g = gamma_.data();
+  const float* __restrict b = beta_.data();
   for (int r = 0; r < rows; ++r) {
-    const float* xr = x + r * dim_;
-    float* yr = y + r * dim_;
-    float sum = 0.f;
-    for (int c = 0; c < dim_; ++c) sum += xr[c];
+    const float* __restrict xr = x + r * dim_;
+    float* yr = y + r * dim_;  // may alias x (in-place use)
+    float lanes[8] = {}, lanes_sq[8] = {};
+    int c = 0;
+    for (; c + 8 <= dim_; c += 8)
+      for (int j = 0; j < 8; ++j) {
+        lanes[j] += xr[c + j];
+        lanes_sq[j] += xr[c + j] * xr[c + j];
+      }
+    float sum = 0.f, sq = 0.f;
+    for (; c < dim_; ++c) {
+      sum += xr[c];
+      sq += xr[c] * xr[c];
+    }
+    for (int j = 0; j < 8; ++j) {
+      sum += lanes[j];
+      sq += lanes_sq[j];
+    }
     const float mean = sum / dim_;
-    float sq = 0.f;
-    for (int c = 0; c < dim_; ++c) sq += (xr[c] - mean) * (xr[c] - mean);
-    const float inv = 1.f / std::sqrt(sq / dim_ + kEps);
-    for (int c = 0; c < dim_; ++c) yr[c] = (xr[c] - mean) * inv * gamma_[c] + beta_[c];
+    const float inv = 1.f / std::sqrt(std::max(sq / dim_ - mean * mean, 0.f) + kEps);
+    for (c = 0; c < dim_; ++c) yr[c] = (xr[c] - mean) * inv * g[c] + b[c];
   }
 }
 
@@ -167,9 +158,7 @@ void pack_recurrent(const float* whh, int hidden, float* out) {
 FreqBiLstm::FreqBiLstm(const Weights& w, int dim, int hidden)
     : hidden_(hidden),
       gates_(static_cast<std::size_t>(F) * 8 * hidden),
-      step_gates_(4 * hidden),
-      h_(hidden),
-      c_(hidden) {
+      step_gates_(6 * hidden) {
   const int g = 4 * hidden;
   std::vector<float> wih(static_cast<std::size_t>(2) * g * dim), bias(2 * g);
   const char* suffix[2] = {"", "_reverse"};
@@ -188,19 +177,11 @@ FreqBiLstm::FreqBiLstm(const Weights& w, int dim, int hidden)
 
 void FreqBiLstm::forward(const float* x, float* y) {
   const int h = hidden_, g = 4 * h;
-  const Kernels& k = kernels();
   input_.forward(x, F, gates_.data());
-  for (int d = 0; d < 2; ++d) {
-    h_.zero();
-    c_.zero();
-    for (int i = 0; i < F; ++i) {
-      const int f = d == 0 ? i : F - 1 - i;
-      std::memcpy(step_gates_.data(), gates_.data() + f * 2 * g + d * g, sizeof(float) * g);
-      k.vecmat_acc(h_.data(), h, recurrent_[d].data(), g, step_gates_.data());
-      k.lstm_cell(step_gates_.data(), h, c_.data(), h_.data());
-      std::memcpy(y + f * 2 * h + d * h, h_.data(), sizeof(float) * h);
-    }
-  }
+  if (kernels().bilstm(gates_.data(), F, recurrent_[0].data(), recurrent_[1].data(), h, y)) return;
+  for (int d = 0; d < 2; ++d)
+    kernels().lstm_sequence(gates_.data() + d * g, 2 * g, F, d == 1, recurrent_[d].data(), h,
+                            y + d * h, 2 * h, step_gates_.data());
 }
 
 TimeLstm::TimeLstm(const Weights& w, int dim, int hidden)
@@ -241,7 +222,10 @@ HeadProjection::HeadProjection(const Weights& w, int in, int heads, int per_head
       map_(w, in, heads * per_head),
       prelu_(heads),
       gamma_(static_cast<std::size_t>(F) * heads * per_head),
-      beta_(static_cast<std::size_t>(F) * heads * per_head) {
+      beta_(static_cast<std::size_t>(F) * heads * per_head),
+      col_a_(heads * per_head),
+      col_b_(heads * per_head),
+      col_c_(heads * per_head) {
   const int width = heads * per_head;
   std::memcpy(prelu_.data(), w.get("prelu", {heads}), sizeof(float) * heads);
   const float* nw = w.get("norm_weight", {heads, per_head, F});
@@ -256,15 +240,46 @@ HeadProjection::HeadProjection(const Weights& w, int in, int heads, int per_head
 void HeadProjection::forward(const float* x, float* y) const {
   const int width = heads_ * per_head_;
   map_.forward(x, F, y);
-  for (int f = 0; f < F; ++f)
-    for (int h = 0; h < heads_; ++h) {
-      float* v = y + f * width + h * per_head_;
-      const float a = prelu_[h];
-      for (int c = 0; c < per_head_; ++c) v[c] = v[c] >= 0.f ? v[c] : a * v[c];
+  // PReLU with one slope per head, then per-column sums for the statistics.
+  float* __restrict slope = col_a_.data();
+  float* __restrict sum = col_b_.data();
+  float* __restrict sq = col_c_.data();
+  for (int j = 0; j < width; ++j) {
+    slope[j] = prelu_[j / per_head_];
+    sum[j] = sq[j] = 0.f;
+  }
+  for (int f = 0; f < F; ++f) {
+    float* __restrict row = y + f * width;
+    for (int j = 0; j < width; ++j) {
+      const float v = row[j] >= 0.f ? row[j] : slope[j] * row[j];
+      row[j] = v;
+      sum[j] += v;
+      sq[j] += v * v;
     }
-  for (int h = 0; h < heads_; ++h)
-    normalize_rows(y + h * per_head_, F, per_head_, width, gamma_.data() + h * per_head_,
-                   beta_.data() + h * per_head_);
+  }
+  // LayerNorm over (per_head x bins) of each head; reuse the column arrays
+  // for the per-column mean (sum) and inverse deviation (sq).
+  const float n = static_cast<float>(per_head_) * F;
+  for (int h = 0; h < heads_; ++h) {
+    double s1 = 0, s2 = 0;
+    for (int c = 0; c < per_head_; ++c) {
+      s1 += sum[h * per_head_ + c];
+      s2 += sq[h * per_head_ + c];
+    }
+    const double mean = s1 / n;
+    const float inv = static_cast<float>(1.0 / std::sqrt(std::max(s2 / n - mean * mean, 0.0) + kEps));
+    for (int c = 0; c < per_head_; ++c) {
+      sum[h * per_head_ + c] = static_cast<float>(mean);
+      sq[h * per_head_ + c] = inv;
+    }
+  }
+  const float* __restrict gamma = gamma_.data();
+  const float* __restrict beta = beta_.data();
+  for (int f = 0; f < F; ++f) {
+    float* __restrict row = y + f * width;
+    for (int j = 0; j < width; ++j)
+      row[j] = (row[j] - sum[j]) * sq[j] * gamma[f * width + j] + beta[f * width + j];
+  }
 }
 
 FrameAttention::FrameAttention(const Weights& w, int dim, int heads, int e, int frames)
@@ -284,18 +299,43 @@ FrameAttention::FrameAttention(const Weights& w, int dim, int heads, int e, int 
       partial_(heads * e),
       head_max_(heads),
       head_sum_(heads),
-      column_weight_(dim),
-      mixed_(static_cast<std::size_t>(F) * dim) {}
+      column_weight_(static_cast<std::size_t>(frames) * dim),
+      mixed_(static_cast<std::size_t>(F) * std::max(dim, heads * e)) {}
 
 void FrameAttention::reset() {
   count_ = 0;
   next_ = 0;
 }
 
+namespace {
+
+// [bins x heads*e] -> [heads x bins*e]: each head's flattened vector contiguous.
+void split_heads(const float* __restrict x, int heads, int e, float* __restrict y) {
+  for (int f = 0; f < F; ++f)
+    for (int h = 0; h < heads; ++h)
+      for (int j = 0; j < e; ++j) y[(h * F + f) * e + j] = x[(f * heads + h) * e + j];
+}
+
+float dot(const float* __restrict a, const float* __restrict b, int n) {
+  float acc[8] = {};
+  int i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
+  float total = 0.f;
+  for (; i < n; ++i) total += a[i] * b[i];
+  for (int j = 0; j < 8; ++j) total += acc[j];
+  return total;
+}
+
+}  // namespace
+
 void FrameAttention::step(const float* q_in, const float* kv_in, float* update) {
-  const int qk = heads_ * e_, dv = dim_ / heads_;
-  query_.forward(q_in, q_.data());
-  key_.forward(kv_in, keys_.data() + static_cast<std::size_t>(next_) * F * qk);
+  const int qk = heads_ * e_, dv = dim_ / heads_, per_head = F * e_;
+  const std::size_t key_frame = static_cast<std::size_t>(F) * qk;
+  query_.forward(q_in, mixed_.data());  // mixed_ is free until the weighted sum
+  split_heads(mixed_.data(), heads_, e_, q_.data());
+  key_.forward(kv_in, mixed_.data());
+  split_heads(mixed_.data(), heads_, e_, keys_.data() + next_ * key_frame);
   value_.forward(kv_in, values_.data() + static_cast<std::size_t>(next_) * F * dim_);
   next_ = (next_ + 1) % frames_;
   count_ = std::min(count_ + 1, frames_);
@@ -303,14 +343,9 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   // Scores of every valid frame (slots 0..count-1; their order does not matter).
   for (int h = 0; h < heads_; ++h) head_max_[h] = -INFINITY;
   for (int s = 0; s < count_; ++s) {
-    const float* k = keys_.data() + static_cast<std::size_t>(s) * F * qk;
-    partial_.zero();
-    for (int f = 0; f < F; ++f)
-      for (int j = 0; j < qk; ++j) partial_[j] += q_[f * qk + j] * k[f * qk + j];
+    const float* k = keys_.data() + s * key_frame;
     for (int h = 0; h < heads_; ++h) {
-      float score = 0.f;
-      for (int j = 0; j < e_; ++j) score += partial_[h * e_ + j];
-      score *= scale_;
+      const float score = dot(q_.data() + h * per_head, k + h * per_head, per_head) * scale_;
       scores_[s * heads_ + h] = score;
       head_max_[h] = std::max(head_max_[h], score);
     }
@@ -322,16 +357,22 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   for (int s = 0; s < count_; ++s)
     for (int h = 0; h < heads_; ++h) head_sum_[h] += scores_[s * heads_ + h];
 
-  // Softmax-weighted sum of the values, all heads at once.
-  mixed_.zero();
-  for (int s = 0; s < count_; ++s) {
+  // Softmax-weighted sum of the values, all heads at once: per-column weights
+  // of every frame, then for each bin one pass over the frames.
+  float* __restrict weight = column_weight_.data();
+  for (int s = 0; s < count_; ++s)
     for (int j = 0; j < dim_; ++j)
-      column_weight_[j] = scores_[s * heads_ + j / dv] / head_sum_[j / dv];
-    const float* v = values_.data() + static_cast<std::size_t>(s) * F * dim_;
-    for (int f = 0; f < F; ++f)
-      for (int j = 0; j < dim_; ++j) mixed_[f * dim_ + j] += column_weight_[j] * v[f * dim_ + j];
+      weight[s * dim_ + j] = scores_[s * heads_ + j / dv] / head_sum_[j / dv];
+  float* __restrict mixed = mixed_.data();
+  const std::size_t value_frame = static_cast<std::size_t>(F) * dim_;
+  for (int f = 0; f < F; ++f) {
+    float* __restrict m = mixed + f * dim_;
+    for (int j = 0; j < dim_; ++j) m[j] = 0.f;
+    const float* v = values_.data() + f * dim_;
+    for (int s = 0; s < count_; ++s)
+      for (int j = 0; j < dim_; ++j) m[j] += weight[s * dim_ + j] * v[s * value_frame + j];
   }
-  out_.forward(mixed_.data(), update);
+  out_.forward(mixed, update);
 }
 
 }  // namespace kb

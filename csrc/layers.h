@@ -116,7 +116,7 @@ class FreqBiLstm {
   Linear input_;             // dim -> 8 hidden: forward gates | reverse gates
   Buffer recurrent_[2];      // W_hh^T per direction: [hidden x 4 hidden]
   Buffer gates_;             // [kBins x 8 hidden]
-  Buffer step_gates_, h_, c_;
+  Buffer step_gates_;         // scratch of the recurrence
 };
 
 // LSTM across time, one (h, c) per bin, all bins at once.
@@ -147,6 +147,7 @@ class HeadProjection {
   Linear map_;
   Buffer prelu_;         // [heads]
   Buffer gamma_, beta_;  // [kBins x heads*per_head]
+  mutable Buffer col_a_, col_b_, col_c_;  // per-column scratch: slope, mean, 1/std
 };
 
 // Causal local multi-head attention over frames, with a ring buffer of the
@@ -164,14 +165,14 @@ class FrameAttention {
   int count_ = 0, next_ = 0;  // valid frames in the ring, slot to write next
   float scale_ = 0.f;
   HeadProjection query_, key_, value_, out_;
-  Buffer q_;        // [kBins x heads*e]
-  Buffer keys_;     // ring: [frames x kBins x heads*e]
+  Buffer q_;        // [heads x kBins*e]
+  Buffer keys_;     // ring: [frames x heads x kBins*e]
   Buffer values_;   // ring: [frames x kBins x dim]
   Buffer scores_;   // [frames x heads]
   Buffer partial_;  // [heads*e]
   Buffer head_max_, head_sum_;  // [heads]
   Buffer column_weight_;  // [dim]
-  Buffer mixed_;    // [kBins x dim]
+  Buffer mixed_;    // [kBins x max(dim, heads*e)]: projections, then the weighted sum
 };
 
 }  // namespace kb

@@ -1,5 +1,7 @@
 #include "stft.h"
 
+#include "kernels.h"
+
 #include <cmath>
 #include <cstring>
 
@@ -20,29 +22,21 @@ std::array<float, kWindow> hamming_window() {
   return w;
 }
 
-StftAnalyzer::StftAnalyzer() : cos_(kBins * kWindow), sin_(kBins * kWindow) {
+StftAnalyzer::StftAnalyzer() : table_(kWindow * 2 * kPadded, 0.f), bins_(2 * kPadded) {
   const auto w = hamming_window();
-  for (int f = 0; f < kBins; ++f) {
-    for (int n = 0; n < kWindow; ++n) {
+  for (int n = 0; n < kWindow; ++n) {
+    for (int f = 0; f < kBins; ++f) {
       const long k = static_cast<long>(f) * n;
-      cos_[f * kWindow + n] = static_cast<float>(w[n] * cos_step(k));
-      sin_[f * kWindow + n] = static_cast<float>(-w[n] * sin_step(k));
+      table_[n * 2 * kPadded + f] = static_cast<float>(w[n] * cos_step(k));
+      table_[n * 2 * kPadded + kPadded + f] = static_cast<float>(-w[n] * sin_step(k));
     }
   }
 }
 
 void StftAnalyzer::analyze(const float* frame, float* re, float* im) const {
-  for (int f = 0; f < kBins; ++f) {
-    const float* c = &cos_[f * kWindow];
-    const float* s = &sin_[f * kWindow];
-    float acc_re = 0.f, acc_im = 0.f;
-    for (int n = 0; n < kWindow; ++n) {
-      acc_re += c[n] * frame[n];
-      acc_im += s[n] * frame[n];
-    }
-    re[f] = acc_re;
-    im[f] = acc_im;
-  }
+  kernels().gemm(frame, 1, kWindow, table_.data(), 2 * kPadded, nullptr, bins_.data(), false);
+  std::memcpy(re, bins_.data(), sizeof(float) * kBins);
+  std::memcpy(im, bins_.data() + kPadded, sizeof(float) * kBins);
 }
 
 void StftStream::reset() { window_.fill(0.f); }
@@ -53,16 +47,17 @@ void StftStream::process(const float* chunk, float* re, float* im) {
   analyzer_.analyze(window_.data(), re, im);
 }
 
-IstftStream::IstftStream() : cos_(kWindow * kBins), sin_(kWindow * kBins) {
+IstftStream::IstftStream() : table_(2 * kBins * kWindow) {
   const auto w = hamming_window();
-  for (int n = 0; n < kWindow; ++n) {
-    for (int f = 0; f < kBins; ++f) {
-      // One-sided inverse real DFT: DC and Nyquist count once, the rest twice;
-      // the imaginary parts of DC and Nyquist drop out (sin = 0 there).
-      const double weight = (f == 0 || f == kBins - 1) ? 1.0 : 2.0;
+  for (int f = 0; f < kBins; ++f) {
+    // One-sided inverse real DFT: DC and Nyquist count once, the rest twice;
+    // the imaginary parts of DC and Nyquist drop out (sin = 0 there).
+    const double weight = (f == 0 || f == kBins - 1) ? 1.0 : 2.0;
+    for (int n = 0; n < kWindow; ++n) {
       const long k = static_cast<long>(f) * n;
-      cos_[n * kBins + f] = static_cast<float>(w[n] * weight * cos_step(k) / kWindow);
-      sin_[n * kBins + f] = static_cast<float>(-w[n] * weight * sin_step(k) / kWindow);
+      table_[f * kWindow + n] = static_cast<float>(w[n] * weight * cos_step(k) / kWindow);
+      table_[(kBins + f) * kWindow + n] =
+          static_cast<float>(-w[n] * weight * sin_step(k) / kWindow);
     }
   }
   for (int i = 0; i < kChunk; ++i) {
@@ -76,13 +71,10 @@ IstftStream::IstftStream() : cos_(kWindow * kBins), sin_(kWindow * kBins) {
 void IstftStream::reset() { tail_.fill(0.f); }
 
 void IstftStream::process(const float* re, const float* im, float* out) {
-  for (int n = 0; n < kWindow; ++n) {
-    const float* c = &cos_[n * kBins];
-    const float* s = &sin_[n * kBins];
-    float acc = 0.f;
-    for (int f = 0; f < kBins; ++f) acc += c[f] * re[f] + s[f] * im[f];
-    frame_[n] = acc;
-  }
+  std::memcpy(bins_.data(), re, sizeof(float) * kBins);
+  std::memcpy(bins_.data() + kBins, im, sizeof(float) * kBins);
+  kernels().gemm(bins_.data(), 1, 2 * kBins, table_.data(), kWindow, nullptr, frame_.data(),
+                 false);
   for (int i = 0; i < kChunk; ++i) {
     const float overlap = i < kLookahead ? tail_[i] : 0.f;
     out[i] = (frame_[i] + overlap) * inv_envelope_[i];

@@ -1,7 +1,7 @@
 // Short-time Fourier transform of the signal path: Hamming window of 192
-// samples, hop 128, 97 bins. A direct DFT against precomputed tables: at this
-// size (97 x 192 per frame) it is cheap, exact to float rounding and has no
-// data-dependent branches.
+// samples, hop 128, 97 bins. A direct DFT as one matrix product against a
+// precomputed table: at this size (97 x 192 per frame) it is cheap, exact to
+// float rounding and runs on the same vectorised kernel as the model.
 #pragma once
 
 #include <array>
@@ -10,6 +10,8 @@
 #include "signal_path.h"
 
 namespace kb {
+
+constexpr int kPadded = 104;  // kBins rounded up to a multiple of 8
 
 // Periodic Hamming window, the same as torch.hamming_window(192).
 std::array<float, kWindow> hamming_window();
@@ -22,8 +24,9 @@ class StftAnalyzer {
   void analyze(const float* frame, float* re, float* im) const;
 
  private:
-  std::vector<float> cos_;  // [kBins][kWindow], window folded in
-  std::vector<float> sin_;  // [kBins][kWindow], window and sign folded in
+  // [kWindow x 2*kPadded]: columns 0..96 give re, kPadded.. give im; window folded in.
+  std::vector<float> table_;
+  mutable std::vector<float> bins_;  // [2 * kPadded]
 };
 
 // Streaming analysis of one channel: keeps the last kLookahead samples so
@@ -52,8 +55,10 @@ class IstftStream {
   void process(const float* re, const float* im, float* out);
 
  private:
-  std::vector<float> cos_;  // [kWindow][kBins], window, 1/N and bin weight folded in
-  std::vector<float> sin_;
+  // [2*kBins x kWindow]: rows are re bins then im bins; window, 1/N and the
+  // one-sided bin weight folded in.
+  std::vector<float> table_;
+  std::array<float, 2 * kBins> bins_{};
   std::array<float, kChunk> inv_envelope_{};
   std::array<float, kLookahead> tail_{};
   std::array<float, kWindow> frame_{};
