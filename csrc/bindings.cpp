@@ -4,6 +4,8 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <algorithm>
+#include <chrono>
 #include <complex>
 #include <stdexcept>
 #include <string>
@@ -13,6 +15,9 @@
 #include "kernels.h"
 #include "stft.h"
 
+#ifdef KB_PROFILE
+namespace kb { extern double g_prof[16]; }
+#endif
 namespace py = pybind11;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using ComplexArray = py::array_t<std::complex<float>, py::array::c_style | py::array::forcecast>;
@@ -164,6 +169,39 @@ class PyEngine {
     engine_->process(in_ptr, hint_ptr, out_ptr, hint_out_ptr);
   }
 
+  // Runs chunks [N, channels, 128] (hints [N, hint_channels, 97] or None)
+  // back to back in C++ and returns each step's wall time in nanoseconds:
+  // the kernel's own cost, without the Python call around it.
+  py::array_t<int64_t> time_chunks(const FloatArray& chunks, const py::object& hints) {
+    const auto& c = engine_->config();
+    require(chunks.ndim() == 3 && chunks.shape(1) == c.channels && chunks.shape(2) == kb::kChunk,
+            "time_chunks: chunks must be [N, channels, 128]");
+    const py::ssize_t n = chunks.shape(0);
+    FloatArray hint_arr;
+    if (!hints.is_none()) {
+      hint_arr = FloatArray::ensure(hints);
+      require(hint_arr && hint_arr.ndim() == 3 && hint_arr.shape(0) == n &&
+                  hint_arr.size() == n * hint_size_,
+              "time_chunks: hints must be [N, hint_channels, 97]");
+    }
+    py::array_t<int64_t> times(n);
+    std::vector<float> out(static_cast<std::size_t>(c.sources) * c.channels * kb::kChunk);
+    std::vector<float> hint_out(static_cast<std::size_t>(std::max<py::ssize_t>(hint_size_, 1)));
+    int64_t* t = times.mutable_data();
+    const float* in = chunks.data();
+    const float* h = hint_arr ? hint_arr.data() : nullptr;
+    const bool make = engine_->makes_hints();
+    py::gil_scoped_release release;
+    for (py::ssize_t i = 0; i < n; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      engine_->process(in + i * c.channels * kb::kChunk, h ? h + i * hint_size_ : nullptr,
+                       out.data(), make ? hint_out.data() : nullptr);
+      t[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                 std::chrono::steady_clock::now() - start).count();
+    }
+    return times;
+  }
+
   kb::Engine& engine() { return *engine_; }
 
  private:
@@ -187,6 +225,9 @@ PYBIND11_MODULE(_native, m) {
   m.def("istft", &istft, py::arg("spec"), py::arg("length") = -1,
         "Inverse STFT with overlap-add of [channels, frames, 97] -> [channels, length].");
 
+#ifdef KB_PROFILE
+  m.def("profile", [] { py::list v; for (auto& x : kb::g_prof) { v.append(x); x = 0; } return v; });
+#endif
   m.def("simd", [] { return std::string(kb::kernels().name); },
         "Name of the kernel set chosen for this CPU ('avx2' or 'generic').");
 
@@ -197,6 +238,8 @@ PYBIND11_MODULE(_native, m) {
       .def("process_into", &PyEngine::process_into, py::arg("chunk"), py::arg("hint"),
            py::arg("out"), py::arg("hint_out") = py::none(),
            "Run one step into preallocated arrays; releases the GIL.")
+      .def("time_chunks", &PyEngine::time_chunks, py::arg("chunks"), py::arg("hints"),
+           "Run N chunks back to back in C++; returns ns per step.")
       .def("reset", [](PyEngine& e) { e.engine().reset(); })
       .def_property_readonly("chunks", [](PyEngine& e) { return e.engine().stats().chunks; })
       .def_property_readonly("nonfinite_resets",

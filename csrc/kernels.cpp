@@ -19,6 +19,7 @@ namespace KB_ISA {
 typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned access
 typedef int32_t v8i __attribute__((vector_size(32)));
+typedef float v4u __attribute__((vector_size(16), aligned(4)));
 
 inline v8 load(const float* p) { return *reinterpret_cast<const v8u*>(p); }
 inline void store(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
@@ -81,6 +82,22 @@ inline void gemm_block(const float* __restrict a, int k, const float* __restrict
     for (int w = 0; w < W; ++w) store(c + r * n + 8 * w, acc[r][w]);
 }
 
+// Four columns (the remainder of widths like 12) with 4-float vectors.
+template <int R>
+inline void gemm_block4(const float* __restrict a, int k, const float* __restrict b, int n,
+                        const float* __restrict bias, float* __restrict c, bool accumulate) {
+  v4u acc[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = accumulate ? *reinterpret_cast<const v4u*>(c + r * n) : v4u{};
+    if (bias) acc[r] += *reinterpret_cast<const v4u*>(bias);
+  }
+  for (int p = 0; p < k; ++p) {
+    const v4u bp = *reinterpret_cast<const v4u*>(b + p * n);
+    for (int r = 0; r < R; ++r) acc[r] += a[r * k + p] * bp;
+  }
+  for (int r = 0; r < R; ++r) *reinterpret_cast<v4u*>(c + r * n) = acc[r];
+}
+
 // Columns that do not fill a vector.
 inline void gemm_tail(const float* a, int rows, int k, const float* b, int n, int j0,
                       const float* bias, float* c, bool accumulate) {
@@ -96,10 +113,15 @@ template <int R>
 inline void gemm_rows(const float* a, int k, const float* b, int n, const float* bias, float* c,
                       bool accumulate) {
   int j = 0;
+  if (R == 1)  // a single row needs wide blocks for enough independent FMA chains
+    for (; j + 64 <= n; j += 64)
+      gemm_block<1, 8>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
   for (; j + 16 <= n; j += 16)
     gemm_block<R, 2>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
   for (; j + 8 <= n; j += 8)
     gemm_block<R, 1>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
+  for (; j + 4 <= n; j += 4)
+    gemm_block4<R>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
 }
 
 void gemm(const float* a, int rows, int k, const float* b, int n, const float* bias, float* c,
@@ -107,7 +129,7 @@ void gemm(const float* a, int rows, int k, const float* b, int n, const float* b
   int r = 0;
   for (; r + 4 <= rows; r += 4) gemm_rows<4>(a + r * k, k, b, n, bias, c + r * n, accumulate);
   for (; r < rows; ++r) gemm_rows<1>(a + r * k, k, b, n, bias, c + r * n, accumulate);
-  const int j0 = n / 8 * 8;
+  const int j0 = n / 4 * 4;
   if (j0 < n) gemm_tail(a, rows, k, b, n, j0, bias, c, accumulate);
 }
 
@@ -124,14 +146,28 @@ inline __attribute__((always_inline)) void lstm_cell_inline(const float* __restr
                                                            float* __restrict c,
                                                            float* __restrict hidden) {
   int j = 0;
+  // With e_x = exp(-x): sigmoid(x) = 1 / (1 + e_x), tanh(x) = (1 - e_2x) / (1 + e_2x).
+  // Putting each update over one denominator needs 2 divisions instead of 5.
+  // Clamping the exponents to +-25 keeps the triple products finite and changes
+  // no gate by more than 1e-10.
+  const v8 lo = splat(-25.f), hi = splat(25.f);
+  auto e = [&](v8 x) {
+    x = x < lo ? lo : x;
+    x = x > hi ? hi : x;
+    return exp8(-x);
+  };
   for (; j + 8 <= h; j += 8) {
-    const v8 i = sigmoid8(load(g + j));
-    const v8 f = sigmoid8(load(g + h + j));
-    const v8 u = tanh8(load(g + 2 * h + j));
-    const v8 o = sigmoid8(load(g + 3 * h + j));
-    const v8 cj = f * load(c + j) + i * u;
+    const v8 ei = 1.f + e(load(g + j));
+    const v8 ef = 1.f + e(load(g + h + j));
+    const v8 eu = e(2.f * load(g + 2 * h + j));
+    const v8 eo = 1.f + e(load(g + 3 * h + j));
+    // c' = c / ef + (1 - eu) / (ei (1 + eu))
+    const v8 den = ei * (1.f + eu);
+    const v8 cj = (load(c + j) * den + (1.f - eu) * ef) / (ef * den);
     store(c + j, cj);
-    store(hidden + j, o * tanh8(cj));
+    // h' = tanh(c') / eo
+    const v8 ec = e(2.f * cj);
+    store(hidden + j, (1.f - ec) / (eo * (1.f + ec)));
   }
   for (; j < h; ++j) {
     const float cj = sigmoid(g[h + j]) * c[j] + sigmoid(g[j]) * tanh_(g[2 * h + j]);
@@ -147,20 +183,23 @@ void lstm_cell(const float* g, int h, float* c, float* hidden) { lstm_cell_inlin
 template <int H>
 void lstm_sequence_fixed(const float* __restrict gates_in, int in_stride, int steps, bool reverse,
                          const float* __restrict whh_t, float* __restrict out, int out_stride) {
-  constexpr int G = 4 * H / 8;  // gate vectors
+  constexpr int G = 4 * H / 8;           // gate vectors
+  constexpr int B = G < 8 ? G : 8;       // gate vectors per register block
   float h[H] = {}, c[H] = {};
   alignas(32) float g[4 * H];
   for (int i = 0; i < steps; ++i) {
     const int t = reverse ? steps - 1 - i : i;
     const float* gi = gates_in + t * in_stride;
-    v8 acc[G];
-    for (int w = 0; w < G; ++w) acc[w] = load(gi + 8 * w);
-    for (int p = 0; p < H; ++p) {
-      const v8 hp = splat(h[p]);
-      const float* wp = whh_t + p * 4 * H;
-      for (int w = 0; w < G; ++w) acc[w] += hp * load(wp + 8 * w);
+    for (int wb = 0; wb < G; wb += B) {
+      v8 acc[B];
+      for (int w = 0; w < B; ++w) acc[w] = load(gi + 8 * (wb + w));
+      for (int p = 0; p < H; ++p) {
+        const v8 hp = splat(h[p]);
+        const float* wp = whh_t + p * 4 * H + 8 * wb;
+        for (int w = 0; w < B; ++w) acc[w] += hp * load(wp + 8 * w);
+      }
+      for (int w = 0; w < B; ++w) store(g + 8 * (wb + w), acc[w]);
     }
-    for (int w = 0; w < G; ++w) store(g + 8 * w, acc[w]);
     lstm_cell_inline(g, H, c, h);
     float* o = out + t * out_stride;
     for (int j = 0; j < H; ++j) o[j] = h[j];
@@ -234,6 +273,126 @@ void lstm_sequence(const float* gates_in, int in_stride, int steps, bool reverse
   }
 }
 
+float dot(const float* __restrict a, const float* __restrict b, int n) {
+  v8 acc0{}, acc1{};
+  int i = 0;
+  for (; i + 16 <= n; i += 16) {
+    acc0 += load(a + i) * load(b + i);
+    acc1 += load(a + i + 8) * load(b + i + 8);
+  }
+  for (; i + 8 <= n; i += 8) acc0 += load(a + i) * load(b + i);
+  acc0 += acc1;
+  float total = 0.f;
+  for (; i < n; ++i) total += a[i] * b[i];
+  for (int j = 0; j < 8; ++j) total += acc0[j];
+  return total;
+}
+
+void weighted_sum(const float* __restrict weights, const float* __restrict values,
+                  long frame_stride, int count, int rows, int dim, float* __restrict out) {
+  // Frame by frame: each frame's values stream contiguously and `out` stays in L1.
+  const int n = rows * dim;
+  for (int i = 0; i < n; ++i) out[i] = 0.f;
+  for (int s = 0; s < count; ++s) {
+    const float* v = values + s * frame_stride;
+    const float* w = weights + s * dim;
+    if (dim % 8 == 0) {
+      for (int f = 0; f < rows; ++f)
+        for (int j = 0; j < dim; j += 8)
+          store(out + f * dim + j, load(out + f * dim + j) + load(w + j) * load(v + f * dim + j));
+    } else {
+      for (int f = 0; f < rows; ++f)
+        for (int j = 0; j < dim; ++j) out[f * dim + j] += w[j] * v[f * dim + j];
+    }
+  }
+}
+
+void channel_norm(const float* x, float* y, int rows, int dim, const float* __restrict gamma,
+                  const float* __restrict beta, float eps) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* yr = y + r * dim;  // may alias x (in-place use)
+    v8 lanes{}, lanes_sq{};
+    int c = 0;
+    for (; c + 8 <= dim; c += 8) {
+      const v8 v = load(xr + c);
+      lanes += v;
+      lanes_sq += v * v;
+    }
+    float sum = 0.f, sq = 0.f;
+    for (; c < dim; ++c) {
+      sum += xr[c];
+      sq += xr[c] * xr[c];
+    }
+    for (int j = 0; j < 8; ++j) {
+      sum += lanes[j];
+      sq += lanes_sq[j];
+    }
+    const float mean = sum / dim;
+    const float var = sq / dim - mean * mean;
+    const float inv = 1.f / std::sqrt((var > 0.f ? var : 0.f) + eps);
+    for (c = 0; c < dim; ++c) yr[c] = (xr[c] - mean) * inv * gamma[c] + beta[c];
+  }
+}
+
+// PReLU (slope per column), then LayerNorm over (per_head columns x all rows)
+// of each head, with per-(row, column) gamma/beta. Vectors of 8 or 4 columns.
+template <typename V, int L>
+void head_norm_vec(float* y, int rows, int width, int per_head, const float* slope,
+                   const float* gamma, const float* beta, float eps, float* scratch) {
+  float* sum = scratch;
+  float* sq = scratch + width;
+  auto ld = [](const float* p) { V v; std::memcpy(&v, p, sizeof v); return v; };
+  auto st = [](float* p, V v) { std::memcpy(p, &v, sizeof v); };
+  for (int j = 0; j < width; j += L) {
+    const V a = ld(slope + j);
+    V s1{}, s2{};
+    for (int f = 0; f < rows; ++f) {
+      V v = ld(y + f * width + j);
+      v = v >= 0.f ? v : a * v;
+      st(y + f * width + j, v);
+      s1 += v;
+      s2 += v * v;
+    }
+    st(sum + j, s1);
+    st(sq + j, s2);
+  }
+  const float n = static_cast<float>(per_head) * rows;
+  for (int h = 0; h < width / per_head; ++h) {
+    double s1 = 0, s2 = 0;
+    for (int c = h * per_head; c < (h + 1) * per_head; ++c) {
+      s1 += sum[c];
+      s2 += sq[c];
+    }
+    const double mean = s1 / n;
+    const double var = s2 / n - mean * mean;
+    const float inv = static_cast<float>(1.0 / std::sqrt((var > 0 ? var : 0) + eps));
+    for (int c = h * per_head; c < (h + 1) * per_head; ++c) {
+      sum[c] = static_cast<float>(mean);
+      sq[c] = inv;
+    }
+  }
+  for (int j = 0; j < width; j += L) {
+    const V m = ld(sum + j), inv = ld(sq + j);
+    for (int f = 0; f < rows; ++f) {
+      const int i = f * width + j;
+      st(y + i, (ld(y + i) - m) * inv * ld(gamma + i) + ld(beta + i));
+    }
+  }
+}
+
+typedef float v1 __attribute__((vector_size(4)));
+
+void head_norm(float* y, int rows, int width, int per_head, const float* slope,
+               const float* gamma, const float* beta, float eps, float* scratch) {
+  if (width % 8 == 0)
+    head_norm_vec<v8, 8>(y, rows, width, per_head, slope, gamma, beta, eps, scratch);
+  else if (width % 4 == 0)
+    head_norm_vec<v4u, 4>(y, rows, width, per_head, slope, gamma, beta, eps, scratch);
+  else
+    head_norm_vec<v1, 1>(y, rows, width, per_head, slope, gamma, beta, eps, scratch);
+}
+
 bool bilstm(const float* gates_in, int steps, const float* whh_fwd, const float* whh_rev,
             int hidden, float* out) {
   switch (hidden) {
@@ -251,8 +410,9 @@ void exp_inplace(float* x, int n) {
 }
 
 extern const Kernels kKernels;
-const Kernels kKernels = {KB_ISA_NAME, gemm,   vecmat_acc, lstm_cell,
-                          lstm_sequence, bilstm, exp_inplace};
+const Kernels kKernels = {KB_ISA_NAME,  gemm,   vecmat_acc,   lstm_cell,   lstm_sequence,
+                          bilstm,       exp_inplace, dot, weighted_sum, channel_norm,
+                          head_norm};
 
 }  // namespace KB_ISA
 }  // namespace kb

@@ -27,6 +27,17 @@ struct Kernels {
                  int hidden, float* out);
   // x[i] = exp(x[i]) in place (for softmax).
   void (*exp_inplace)(float* x, int n);
+  float (*dot)(const float* a, const float* b, int n);
+  // out[f][j] = sum_s weights[s][j] * values[s * frame_stride + f * dim + j]
+  void (*weighted_sum)(const float* weights, const float* values, long frame_stride, int count,
+                       int rows, int dim, float* out);
+  // LayerNorm of each row of `dim` values; y may alias x.
+  void (*channel_norm)(const float* x, float* y, int rows, int dim, const float* gamma,
+                       const float* beta, float eps);
+  // Attention projections' tail: PReLU with a slope per column, then
+  // LayerNorm over (per_head columns x rows) of each head. scratch: 2 * width.
+  void (*head_norm)(float* y, int rows, int width, int per_head, const float* slope,
+                    const float* gamma, const float* beta, float eps, float* scratch);
 };
 
 const Kernels& kernels();          // the best the running CPU supports

@@ -1,4 +1,5 @@
 #include "layers.h"
+#include "profile.h"
 
 #include <algorithm>
 #include <cmath>
@@ -70,31 +71,7 @@ ChannelNorm::ChannelNorm(const Weights& w, int dim) : dim_(dim), gamma_(dim), be
 }
 
 void ChannelNorm::forward(const float* x, float* y, int rows) const {
-  const float* __restrict g = gamma_.data();
-  const float* __restrict b = beta_.data();
-  for (int r = 0; r < rows; ++r) {
-    const float* __restrict xr = x + r * dim_;
-    float* yr = y + r * dim_;  // may alias x (in-place use)
-    float lanes[8] = {}, lanes_sq[8] = {};
-    int c = 0;
-    for (; c + 8 <= dim_; c += 8)
-      for (int j = 0; j < 8; ++j) {
-        lanes[j] += xr[c + j];
-        lanes_sq[j] += xr[c + j] * xr[c + j];
-      }
-    float sum = 0.f, sq = 0.f;
-    for (; c < dim_; ++c) {
-      sum += xr[c];
-      sq += xr[c] * xr[c];
-    }
-    for (int j = 0; j < 8; ++j) {
-      sum += lanes[j];
-      sq += lanes_sq[j];
-    }
-    const float mean = sum / dim_;
-    const float inv = 1.f / std::sqrt(std::max(sq / dim_ - mean * mean, 0.f) + kEps);
-    for (c = 0; c < dim_; ++c) yr[c] = (xr[c] - mean) * inv * g[c] + b[c];
-  }
+  kernels().channel_norm(x, y, rows, dim_, gamma_.data(), beta_.data(), kEps);
 }
 
 // ---- CausalConv3x3 ---------------------------------------------------------
@@ -220,14 +197,13 @@ HeadProjection::HeadProjection(const Weights& w, int in, int heads, int per_head
     : heads_(heads),
       per_head_(per_head),
       map_(w, in, heads * per_head),
-      prelu_(heads),
       gamma_(static_cast<std::size_t>(F) * heads * per_head),
       beta_(static_cast<std::size_t>(F) * heads * per_head),
-      col_a_(heads * per_head),
-      col_b_(heads * per_head),
-      col_c_(heads * per_head) {
+      slope_(heads * per_head),
+      scratch_(2 * heads * per_head) {
   const int width = heads * per_head;
-  std::memcpy(prelu_.data(), w.get("prelu", {heads}), sizeof(float) * heads);
+  const float* prelu = w.get("prelu", {heads});
+  for (int c = 0; c < width; ++c) slope_[c] = prelu[c / per_head];
   const float* nw = w.get("norm_weight", {heads, per_head, F});
   const float* nb = w.get("norm_bias", {heads, per_head, F});
   for (int c = 0; c < width; ++c)
@@ -240,46 +216,8 @@ HeadProjection::HeadProjection(const Weights& w, int in, int heads, int per_head
 void HeadProjection::forward(const float* x, float* y) const {
   const int width = heads_ * per_head_;
   map_.forward(x, F, y);
-  // PReLU with one slope per head, then per-column sums for the statistics.
-  float* __restrict slope = col_a_.data();
-  float* __restrict sum = col_b_.data();
-  float* __restrict sq = col_c_.data();
-  for (int j = 0; j < width; ++j) {
-    slope[j] = prelu_[j / per_head_];
-    sum[j] = sq[j] = 0.f;
-  }
-  for (int f = 0; f < F; ++f) {
-    float* __restrict row = y + f * width;
-    for (int j = 0; j < width; ++j) {
-      const float v = row[j] >= 0.f ? row[j] : slope[j] * row[j];
-      row[j] = v;
-      sum[j] += v;
-      sq[j] += v * v;
-    }
-  }
-  // LayerNorm over (per_head x bins) of each head; reuse the column arrays
-  // for the per-column mean (sum) and inverse deviation (sq).
-  const float n = static_cast<float>(per_head_) * F;
-  for (int h = 0; h < heads_; ++h) {
-    double s1 = 0, s2 = 0;
-    for (int c = 0; c < per_head_; ++c) {
-      s1 += sum[h * per_head_ + c];
-      s2 += sq[h * per_head_ + c];
-    }
-    const double mean = s1 / n;
-    const float inv = static_cast<float>(1.0 / std::sqrt(std::max(s2 / n - mean * mean, 0.0) + kEps));
-    for (int c = 0; c < per_head_; ++c) {
-      sum[h * per_head_ + c] = static_cast<float>(mean);
-      sq[h * per_head_ + c] = inv;
-    }
-  }
-  const float* __restrict gamma = gamma_.data();
-  const float* __restrict beta = beta_.data();
-  for (int f = 0; f < F; ++f) {
-    float* __restrict row = y + f * width;
-    for (int j = 0; j < width; ++j)
-      row[j] = (row[j] - sum[j]) * sq[j] * gamma[f * width + j] + beta[f * width + j];
-  }
+  kernels().head_norm(y, F, width, per_head_, slope_.data(), gamma_.data(), beta_.data(), kEps,
+                      scratch_.data());
 }
 
 FrameAttention::FrameAttention(const Weights& w, int dim, int heads, int e, int frames)
@@ -316,22 +254,12 @@ void split_heads(const float* __restrict x, int heads, int e, float* __restrict 
       for (int j = 0; j < e; ++j) y[(h * F + f) * e + j] = x[(f * heads + h) * e + j];
 }
 
-float dot(const float* __restrict a, const float* __restrict b, int n) {
-  float acc[8] = {};
-  int i = 0;
-  for (; i + 8 <= n; i += 8)
-    for (int j = 0; j < 8; ++j) acc[j] += a[i + j] * b[i + j];
-  float total = 0.f;
-  for (; i < n; ++i) total += a[i] * b[i];
-  for (int j = 0; j < 8; ++j) total += acc[j];
-  return total;
-}
-
 }  // namespace
 
 void FrameAttention::step(const float* q_in, const float* kv_in, float* update) {
   const int qk = heads_ * e_, dv = dim_ / heads_, per_head = F * e_;
   const std::size_t key_frame = static_cast<std::size_t>(F) * qk;
+  PROF_START
   query_.forward(q_in, mixed_.data());  // mixed_ is free until the weighted sum
   split_heads(mixed_.data(), heads_, e_, q_.data());
   key_.forward(kv_in, mixed_.data());
@@ -339,13 +267,14 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   value_.forward(kv_in, values_.data() + static_cast<std::size_t>(next_) * F * dim_);
   next_ = (next_ + 1) % frames_;
   count_ = std::min(count_ + 1, frames_);
+  PROF(13)
 
   // Scores of every valid frame (slots 0..count-1; their order does not matter).
   for (int h = 0; h < heads_; ++h) head_max_[h] = -INFINITY;
   for (int s = 0; s < count_; ++s) {
     const float* k = keys_.data() + s * key_frame;
     for (int h = 0; h < heads_; ++h) {
-      const float score = dot(q_.data() + h * per_head, k + h * per_head, per_head) * scale_;
+      const float score = kernels().dot(q_.data() + h * per_head, k + h * per_head, per_head) * scale_;
       scores_[s * heads_ + h] = score;
       head_max_[h] = std::max(head_max_[h], score);
     }
@@ -357,22 +286,19 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   for (int s = 0; s < count_; ++s)
     for (int h = 0; h < heads_; ++h) head_sum_[h] += scores_[s * heads_ + h];
 
+  PROF(14)
   // Softmax-weighted sum of the values, all heads at once: per-column weights
   // of every frame, then for each bin one pass over the frames.
   float* __restrict weight = column_weight_.data();
   for (int s = 0; s < count_; ++s)
     for (int j = 0; j < dim_; ++j)
       weight[s * dim_ + j] = scores_[s * heads_ + j / dv] / head_sum_[j / dv];
-  float* __restrict mixed = mixed_.data();
-  const std::size_t value_frame = static_cast<std::size_t>(F) * dim_;
-  for (int f = 0; f < F; ++f) {
-    float* __restrict m = mixed + f * dim_;
-    for (int j = 0; j < dim_; ++j) m[j] = 0.f;
-    const float* v = values_.data() + f * dim_;
-    for (int s = 0; s < count_; ++s)
-      for (int j = 0; j < dim_; ++j) m[j] += weight[s * dim_ + j] * v[s * value_frame + j];
-  }
+  float* mixed = mixed_.data();
+  kernels().weighted_sum(weight, values_.data(), static_cast<long>(F) * dim_, count_, F, dim_,
+                         mixed);
+  PROF(15)
   out_.forward(mixed, update);
+  PROF(13)
 }
 
 }  // namespace kb

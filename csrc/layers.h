@@ -145,9 +145,9 @@ class HeadProjection {
  private:
   int heads_ = 0, per_head_ = 0;
   Linear map_;
-  Buffer prelu_;         // [heads]
   Buffer gamma_, beta_;  // [kBins x heads*per_head]
-  mutable Buffer col_a_, col_b_, col_c_;  // per-column scratch: slope, mean, 1/std
+  Buffer slope_;         // PReLU slope of each column's head: [heads*per_head]
+  mutable Buffer scratch_;  // per-column statistics
 };
 
 // Causal local multi-head attention over frames, with a ring buffer of the
