@@ -20,6 +20,8 @@ typedef float v8 __attribute__((vector_size(32)));
 typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned access
 typedef int32_t v8i __attribute__((vector_size(32)));
 typedef float v4u __attribute__((vector_size(16), aligned(4)));
+typedef float v16 __attribute__((vector_size(64)));
+typedef int32_t v16i __attribute__((vector_size(64)));
 
 inline v8 load(const float* p) { return *reinterpret_cast<const v8u*>(p); }
 inline void store(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
@@ -142,33 +144,41 @@ void vecmat_acc(const float* __restrict x, int k, const float* __restrict b, int
   }
 }
 
+// With e_x = exp(-x): sigmoid(x) = 1 / (1 + e_x), tanh(x) = (1 - e_2x) / (1 + e_2x).
+// Putting each update over one denominator needs 2 divisions instead of 5.
+// Clamping the exponents to +-25 keeps the triple products finite and changes
+// no gate by more than 1e-10.
+template <typename V, typename VI>
+inline __attribute__((always_inline)) void lstm_cell_vec(const float* g, int h, int j, float* c,
+                                                         float* hidden) {
+  auto ld = [](const float* p) { V v; std::memcpy(&v, p, sizeof v); return v; };
+  auto st = [](float* p, V v) { std::memcpy(p, &v, sizeof v); };
+  auto e = [](V x) {
+    x = x < -25.f ? V{} - 25.f : x;
+    x = x > 25.f ? V{} + 25.f : x;
+    return exp_poly<V, VI>(-x);
+  };
+  const V ei = 1.f + e(ld(g + j));
+  const V ef = 1.f + e(ld(g + h + j));
+  const V eu = e(2.f * ld(g + 2 * h + j));
+  const V eo = 1.f + e(ld(g + 3 * h + j));
+  // c' = c / ef + (1 - eu) / (ei (1 + eu))
+  const V den = ei * (1.f + eu);
+  const V cj = (ld(c + j) * den + (1.f - eu) * ef) / (ef * den);
+  st(c + j, cj);
+  // h' = tanh(c') / eo
+  const V ec = e(2.f * cj);
+  st(hidden + j, (1.f - ec) / (eo * (1.f + ec)));
+}
+
 inline __attribute__((always_inline)) void lstm_cell_inline(const float* __restrict g, int h,
                                                            float* __restrict c,
                                                            float* __restrict hidden) {
   int j = 0;
-  // With e_x = exp(-x): sigmoid(x) = 1 / (1 + e_x), tanh(x) = (1 - e_2x) / (1 + e_2x).
-  // Putting each update over one denominator needs 2 divisions instead of 5.
-  // Clamping the exponents to +-25 keeps the triple products finite and changes
-  // no gate by more than 1e-10.
-  const v8 lo = splat(-25.f), hi = splat(25.f);
-  auto e = [&](v8 x) {
-    x = x < lo ? lo : x;
-    x = x > hi ? hi : x;
-    return exp8(-x);
-  };
-  for (; j + 8 <= h; j += 8) {
-    const v8 ei = 1.f + e(load(g + j));
-    const v8 ef = 1.f + e(load(g + h + j));
-    const v8 eu = e(2.f * load(g + 2 * h + j));
-    const v8 eo = 1.f + e(load(g + 3 * h + j));
-    // c' = c / ef + (1 - eu) / (ei (1 + eu))
-    const v8 den = ei * (1.f + eu);
-    const v8 cj = (load(c + j) * den + (1.f - eu) * ef) / (ef * den);
-    store(c + j, cj);
-    // h' = tanh(c') / eo
-    const v8 ec = e(2.f * cj);
-    store(hidden + j, (1.f - ec) / (eo * (1.f + ec)));
-  }
+#ifdef __AVX512F__
+  for (; j + 16 <= h; j += 16) lstm_cell_vec<v16, v16i>(g, h, j, c, hidden);
+#endif
+  for (; j + 8 <= h; j += 8) lstm_cell_vec<v8, v8i>(g, h, j, c, hidden);
   for (; j < h; ++j) {
     const float cj = sigmoid(g[h + j]) * c[j] + sigmoid(g[j]) * tanh_(g[2 * h + j]);
     c[j] = cj;
@@ -207,31 +217,37 @@ void lstm_sequence_fixed(const float* __restrict gates_in, int in_stride, int st
 }
 
 // Both directions of a bidirectional LSTM at once: the two recurrences are
-// independent, so interleaving them hides each one's latency.
-template <int H>
+// independent, so interleaving them hides each one's latency. The gate
+// products are split into two partial sums (even/odd inputs) to halve the
+// FMA dependency chain that each step waits on.
+template <int H, typename V, int L>
 void bilstm_fixed(const float* __restrict gates_in, int steps, const float* __restrict whh_fwd,
                   const float* __restrict whh_rev, float* __restrict out) {
-  constexpr int G = 4 * H / 8;
-  float h[2][H] = {}, c[2][H] = {};
-  alignas(32) float g[2][4 * H];
+  constexpr int G = 4 * H / L;
+  auto ld = [](const float* p) { V v; std::memcpy(&v, p, sizeof v); return v; };
+  auto st = [](float* p, V v) { std::memcpy(p, &v, sizeof v); };
+  alignas(64) float h[2][H] = {}, c[2][H] = {};
+  alignas(64) float g[2][4 * H];
+  const float* whh[2] = {whh_fwd, whh_rev};
   for (int i = 0; i < steps; ++i) {
     const int t[2] = {i, steps - 1 - i};
-    v8 acc0[G], acc1[G];
-    for (int w = 0; w < G; ++w) {
-      acc0[w] = load(gates_in + t[0] * 8 * H + 8 * w);
-      acc1[w] = load(gates_in + t[1] * 8 * H + 4 * H + 8 * w);
-    }
-    for (int p = 0; p < H; ++p) {
-      const v8 h0 = splat(h[0][p]), h1 = splat(h[1][p]);
+    V acc[2][2][G];
+    for (int d = 0; d < 2; ++d)
       for (int w = 0; w < G; ++w) {
-        acc0[w] += h0 * load(whh_fwd + p * 4 * H + 8 * w);
-        acc1[w] += h1 * load(whh_rev + p * 4 * H + 8 * w);
+        acc[d][0][w] = ld(gates_in + t[d] * 8 * H + d * 4 * H + L * w);
+        acc[d][1][w] = V{};
       }
-    }
-    for (int w = 0; w < G; ++w) {
-      store(g[0] + 8 * w, acc0[w]);
-      store(g[1] + 8 * w, acc1[w]);
-    }
+    for (int p = 0; p < H; p += 2)
+      for (int d = 0; d < 2; ++d) {
+        const V h0 = V{} + h[d][p], h1 = V{} + h[d][p + 1];
+        const float* w0 = whh[d] + p * 4 * H;
+        for (int w = 0; w < G; ++w) {
+          acc[d][0][w] += h0 * ld(w0 + L * w);
+          acc[d][1][w] += h1 * ld(w0 + 4 * H + L * w);
+        }
+      }
+    for (int d = 0; d < 2; ++d)
+      for (int w = 0; w < G; ++w) st(g[d] + L * w, acc[d][0][w] + acc[d][1][w]);
     lstm_cell_inline(g[0], H, c[0], h[0]);
     lstm_cell_inline(g[1], H, c[1], h[1]);
     for (int j = 0; j < H; ++j) {
@@ -290,21 +306,69 @@ float dot(const float* __restrict a, const float* __restrict b, int n) {
 
 void weighted_sum(const float* __restrict weights, const float* __restrict values,
                   long frame_stride, int count, int rows, int dim, float* __restrict out) {
-  // Frame by frame: each frame's values stream contiguously and `out` stays in L1.
+  // Four frames at a time: each frame's values stream contiguously, `out`
+  // stays in L1 and is loaded and stored once per four products.
   const int n = rows * dim;
   for (int i = 0; i < n; ++i) out[i] = 0.f;
-  for (int s = 0; s < count; ++s) {
-    const float* v = values + s * frame_stride;
-    const float* w = weights + s * dim;
-    if (dim % 8 == 0) {
+  int s = 0;
+  if (dim % 8 == 0) {
+    for (; s + 4 <= count; s += 4) {
+      const float* v = values + s * frame_stride;
+      const float* w = weights + s * dim;
       for (int f = 0; f < rows; ++f)
-        for (int j = 0; j < dim; j += 8)
-          store(out + f * dim + j, load(out + f * dim + j) + load(w + j) * load(v + f * dim + j));
-    } else {
-      for (int f = 0; f < rows; ++f)
-        for (int j = 0; j < dim; ++j) out[f * dim + j] += w[j] * v[f * dim + j];
+        for (int j = 0; j < dim; j += 8) {
+          const int i = f * dim + j;
+          v8 acc = load(out + i);
+          acc += load(w + j) * load(v + i);
+          acc += load(w + dim + j) * load(v + frame_stride + i);
+          acc += load(w + 2 * dim + j) * load(v + 2 * frame_stride + i);
+          acc += load(w + 3 * dim + j) * load(v + 3 * frame_stride + i);
+          store(out + i, acc);
+        }
     }
   }
+  for (; s < count; ++s) {
+    const float* v = values + s * frame_stride;
+    const float* w = weights + s * dim;
+    for (int f = 0; f < rows; ++f)
+      for (int j = 0; j < dim; ++j) out[f * dim + j] += w[j] * v[f * dim + j];
+  }
+}
+
+void dot_many(const float* __restrict q, const float* __restrict keys, long key_stride,
+              int count, int n, float* __restrict out, int out_stride) {
+  // Four keys per pass over q: four independent chains, q loaded once.
+  int s = 0;
+  for (; s + 4 <= count; s += 4) {
+    const float* k0 = keys + s * key_stride;
+    const float* k1 = k0 + key_stride;
+    const float* k2 = k1 + key_stride;
+    const float* k3 = k2 + key_stride;
+    v8 a0{}, a1{}, a2{}, a3{};
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+      const v8 x = load(q + i);
+      a0 += x * load(k0 + i);
+      a1 += x * load(k1 + i);
+      a2 += x * load(k2 + i);
+      a3 += x * load(k3 + i);
+    }
+    float r[4] = {0.f, 0.f, 0.f, 0.f};
+    for (; i < n; ++i) {
+      r[0] += q[i] * k0[i];
+      r[1] += q[i] * k1[i];
+      r[2] += q[i] * k2[i];
+      r[3] += q[i] * k3[i];
+    }
+    for (int j = 0; j < 8; ++j) {
+      r[0] += a0[j];
+      r[1] += a1[j];
+      r[2] += a2[j];
+      r[3] += a3[j];
+    }
+    for (int j = 0; j < 4; ++j) out[(s + j) * out_stride] = r[j];
+  }
+  for (; s < count; ++s) out[s * out_stride] = dot(q, keys + s * key_stride, n);
 }
 
 void channel_norm(const float* x, float* y, int rows, int dim, const float* __restrict gamma,
@@ -396,9 +460,14 @@ void head_norm(float* y, int rows, int width, int per_head, const float* slope,
 bool bilstm(const float* gates_in, int steps, const float* whh_fwd, const float* whh_rev,
             int hidden, float* out) {
   switch (hidden) {
-    case 8: bilstm_fixed<8>(gates_in, steps, whh_fwd, whh_rev, out); return true;
-    case 16: bilstm_fixed<16>(gates_in, steps, whh_fwd, whh_rev, out); return true;
-    case 32: bilstm_fixed<32>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+    case 8: bilstm_fixed<8, v8, 8>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+#ifdef __AVX512F__
+    case 16: bilstm_fixed<16, v16, 16>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+    case 32: bilstm_fixed<32, v16, 16>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+#else
+    case 16: bilstm_fixed<16, v8, 8>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+    case 32: bilstm_fixed<32, v8, 8>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+#endif
     default: return false;  // larger states do not fit registers: one direction at a time
   }
 }
@@ -411,8 +480,8 @@ void exp_inplace(float* x, int n) {
 
 extern const Kernels kKernels;
 const Kernels kKernels = {KB_ISA_NAME,  gemm,   vecmat_acc,   lstm_cell,   lstm_sequence,
-                          bilstm,       exp_inplace, dot, weighted_sum, channel_norm,
-                          head_norm};
+                          bilstm,       exp_inplace, dot, dot_many, weighted_sum,
+                          channel_norm, head_norm};
 
 }  // namespace KB_ISA
 }  // namespace kb

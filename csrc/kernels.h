@@ -28,6 +28,9 @@ struct Kernels {
   // x[i] = exp(x[i]) in place (for softmax).
   void (*exp_inplace)(float* x, int n);
   float (*dot)(const float* a, const float* b, int n);
+  // out[s * out_stride] = dot(q, keys + s * key_stride, n) for s < count
+  void (*dot_many)(const float* q, const float* keys, long key_stride, int count, int n,
+                   float* out, int out_stride);
   // out[f][j] = sum_s weights[s][j] * values[s * frame_stride + f * dim + j]
   void (*weighted_sum)(const float* weights, const float* values, long frame_stride, int count,
                        int rows, int dim, float* out);
@@ -42,10 +45,14 @@ struct Kernels {
 
 const Kernels& kernels();          // the best the running CPU supports
 const Kernels& generic_kernels();  // baseline, for tests
+// Select a kernel set by name ("generic", "avx2", "avx512"); false if this CPU
+// or build lacks it. For tests and benchmarks; not thread-safe with process().
+bool select_kernels(const char* name);
 
 namespace generic { extern const Kernels kKernels; }
 #if defined(__x86_64__) || defined(_M_X64)
 namespace avx2 { extern const Kernels kKernels; }
+namespace avx512 { extern const Kernels kKernels; }
 #endif
 
 }  // namespace kb

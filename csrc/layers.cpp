@@ -270,14 +270,15 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   PROF(13)
 
   // Scores of every valid frame (slots 0..count-1; their order does not matter).
-  for (int h = 0; h < heads_; ++h) head_max_[h] = -INFINITY;
-  for (int s = 0; s < count_; ++s) {
-    const float* k = keys_.data() + s * key_frame;
-    for (int h = 0; h < heads_; ++h) {
-      const float score = kernels().dot(q_.data() + h * per_head, k + h * per_head, per_head) * scale_;
-      scores_[s * heads_ + h] = score;
-      head_max_[h] = std::max(head_max_[h], score);
+  for (int h = 0; h < heads_; ++h) {
+    kernels().dot_many(q_.data() + h * per_head, keys_.data() + h * per_head,
+                       static_cast<long>(key_frame), count_, per_head, scores_.data() + h, heads_);
+    float top = -INFINITY;
+    for (int s = 0; s < count_; ++s) {
+      scores_[s * heads_ + h] *= scale_;
+      top = std::max(top, scores_[s * heads_ + h]);
     }
+    head_max_[h] = top;
   }
   for (int s = 0; s < count_; ++s)
     for (int h = 0; h < heads_; ++h) scores_[s * heads_ + h] -= head_max_[h];
@@ -290,9 +291,12 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   // Softmax-weighted sum of the values, all heads at once: per-column weights
   // of every frame, then for each bin one pass over the frames.
   float* __restrict weight = column_weight_.data();
+  for (int h = 0; h < heads_; ++h) head_sum_[h] = 1.f / head_sum_[h];
   for (int s = 0; s < count_; ++s)
-    for (int j = 0; j < dim_; ++j)
-      weight[s * dim_ + j] = scores_[s * heads_ + j / dv] / head_sum_[j / dv];
+    for (int h = 0; h < heads_; ++h) {
+      const float w = scores_[s * heads_ + h] * head_sum_[h];
+      for (int j = h * dv; j < (h + 1) * dv; ++j) weight[s * dim_ + j] = w;
+    }
   float* mixed = mixed_.data();
   kernels().weighted_sum(weight, values_.data(), static_cast<long>(F) * dim_, count_, F, dim_,
                          mixed);
