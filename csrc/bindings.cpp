@@ -229,7 +229,14 @@ PYBIND11_MODULE(_native, m) {
   m.def("profile", [] { py::list v; for (auto& x : kb::g_prof) { v.append(x); x = 0; } return v; });
 #endif
   m.def("simd", [] { return std::string(kb::kernels().name); },
-        "Name of the kernel set chosen for this CPU ('avx2' or 'generic').");
+        "Name of the kernel set in use ('avx512', 'avx2' or 'generic').");
+  m.def("kernel_sets", [] {
+    py::list names;
+    for (const char* n : kb::available_kernels()) names.append(n);
+    return names;
+  }, "Kernel sets this CPU can run, baseline first, best last.");
+  m.def("select_kernels", [](const std::string& name) { return kb::select_kernels(name.c_str()); },
+        py::arg("name"), "Use another kernel set (tests, benchmarks); False if unavailable.");
 
   py::class_<PyEngine>(m, "Engine",
                        "Native streaming step of a small, boosted or large model.\n"

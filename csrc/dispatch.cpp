@@ -1,46 +1,51 @@
-#include "kernels.h"
-
 #include <cstring>
 
-namespace kb {
-namespace {
+#include "kernels.h"
 
-const Kernels* best() {
+namespace kb {
+
+std::vector<const char*> available_kernels() {
+  std::vector<const char*> names = {generic::kKernels.name};
 #if defined(__x86_64__) || defined(_M_X64)
   __builtin_cpu_init();
-  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
-    return &avx512::kKernels;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &avx2::kKernels;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    names.push_back(avx2::kKernels.name);
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw"))
+      names.push_back(avx512::kKernels.name);
+  }
 #endif
-  return &generic::kKernels;
+  return names;
 }
 
-const Kernels* g_selected = best();
+namespace {
+
+const Kernels* by_name(const char* name) {
+  const Kernels* all[] = {
+      &generic::kKernels,
+#if defined(__x86_64__) || defined(_M_X64)
+      &avx2::kKernels,
+      &avx512::kKernels,
+#endif
+  };
+  for (const Kernels* k : all)
+    if (std::strcmp(k->name, name) == 0) return k;
+  return nullptr;
+}
+
+const Kernels* g_selected = by_name(available_kernels().back());
 
 }  // namespace
 
-const Kernels& generic_kernels() { return generic::kKernels; }
 
 const Kernels& kernels() { return *g_selected; }
 
 bool select_kernels(const char* name) {
-  const Kernels* all[] = {
-    &generic::kKernels,
-#if defined(__x86_64__) || defined(_M_X64)
-    &avx2::kKernels, &avx512::kKernels,
-#endif
-  };
-  const Kernels* top = best();
-  for (const Kernels* k : all) {
-    if (std::strcmp(k->name, name) == 0) {
-      // Only sets the running CPU supports: they are ordered, and best() is the top one.
-      if (k == &generic::kKernels || k == top || (k == all[1] && top == all[2])) {
-        g_selected = k;
-        return true;
-      }
+  for (const char* n : available_kernels())
+    if (std::strcmp(n, name) == 0) {
+      g_selected = by_name(n);
+      return true;
     }
-  }
   return false;
 }
 

@@ -3,6 +3,8 @@
 // time, so a build never requires the build machine's CPU.
 #pragma once
 
+#include <vector>
+
 namespace kb {
 
 struct Kernels {
@@ -43,11 +45,12 @@ struct Kernels {
                     const float* gamma, const float* beta, float eps, float* scratch);
 };
 
-const Kernels& kernels();          // the best the running CPU supports
-const Kernels& generic_kernels();  // baseline, for tests
+const Kernels& kernels();  // the best the running CPU supports, unless select_kernels chose
 // Select a kernel set by name ("generic", "avx2", "avx512"); false if this CPU
 // or build lacks it. For tests and benchmarks; not thread-safe with process().
 bool select_kernels(const char* name);
+// Names of the kernel sets this CPU can run, baseline first, best last.
+std::vector<const char*> available_kernels();
 
 namespace generic { extern const Kernels kKernels; }
 #if defined(__x86_64__) || defined(_M_X64)

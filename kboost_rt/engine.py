@@ -14,6 +14,7 @@ Like the reference models, a stream's output lags its input by 64 samples.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +22,21 @@ from . import _native
 from .config import ModelConfig
 from .model_files import ModelFileError, load_model_files
 from .signal_path import CHUNK, N_BINS
+
+
+def native_library() -> Path:
+    """The C ABI shared library (libkboost.so), for C/C++ hosts and cffi/ctypes."""
+    return Path(__file__).parent / "libkboost.so"
+
+
+def native_include_dir() -> Path:
+    """The folder holding kboost.h."""
+    return Path(__file__).parent / "include"
+
+
+def simd() -> str:
+    """The kernel set the native core uses on this CPU ('avx512', 'avx2' or 'generic')."""
+    return _native.simd()
 
 
 def engine_config(config: ModelConfig, hint_channels: int = 0) -> dict[str, int | str]:
@@ -40,8 +56,13 @@ def engine_config(config: ModelConfig, hint_channels: int = 0) -> dict[str, int 
     }
     if config.boost is not None:
         b = config.boost
-        out.update(hint_channels=b.hint_channels, delay=b.delay, merge_heads=b.heads,
-                   merge_e=b.e, merge_frames=b.frames)
+        out.update(
+            hint_channels=b.hint_channels,
+            delay=b.delay,
+            merge_heads=b.heads,
+            merge_e=b.e,
+            merge_frames=b.frames,
+        )
     return out
 
 
@@ -86,8 +107,9 @@ class NativeEngine:
             boosted = load_model_files(hints_for)
             if boosted.config.role != "boosted":
                 raise ModelFileError(f"{hints_for}: not a boosted model (no hint generator)")
-            generator = {k: v for k, v in boosted.tensors.items()
-                         if k.startswith("hint_generator.")}
+            generator = {
+                k: v for k, v in boosted.tensors.items() if k.startswith("hint_generator.")
+            }
         return cls(files.config, files.tensors, generator)
 
     @property

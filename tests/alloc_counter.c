@@ -1,0 +1,49 @@
+/* Test helper, LD_PRELOADed: counts heap allocations made by this thread
+ * while counting is on, and drives kb_engine_process from C so that nothing
+ * but the engine runs while it counts. Also proves kboost.h compiles as C. */
+#define _GNU_SOURCE
+#include <stddef.h>
+
+#include "kboost.h"
+
+extern void* __libc_malloc(size_t);
+extern void* __libc_calloc(size_t, size_t);
+extern void* __libc_realloc(void*, size_t);
+extern void* __libc_memalign(size_t, size_t);
+extern void __libc_free(void*);
+
+static __thread int counting;
+static __thread long allocations;
+
+static void note(void) {
+  if (counting) ++allocations;
+}
+
+void* malloc(size_t n) { note(); return __libc_malloc(n); }
+void* calloc(size_t n, size_t size) { note(); return __libc_calloc(n, size); }
+void* realloc(void* p, size_t n) { note(); return __libc_realloc(p, n); }
+void* memalign(size_t align, size_t n) { note(); return __libc_memalign(align, n); }
+void* aligned_alloc(size_t align, size_t n) { note(); return __libc_memalign(align, n); }
+void* valloc(size_t n) { note(); return __libc_memalign(4096, n); }
+int posix_memalign(void** out, size_t align, size_t n) {
+  note();
+  *out = __libc_memalign(align, n);
+  return *out ? 0 : 12; /* ENOMEM */
+}
+void free(void* p) { __libc_free(p); }
+
+void kb_count_begin(void) { allocations = 0; counting = 1; }
+long kb_count_end(void) { counting = 0; return allocations; }
+
+/* Runs `chunks` steps; hints may be NULL; hint_every > 1 passes a hint only on
+ * every hint_every-th chunk (the rest get NULL, as when hints are lost). */
+long kb_count_process(kb_engine* engine, const float* input, long input_stride,
+                      const float* hints, long hint_stride, int hint_every, float* output,
+                      float* hint_out, int chunks) {
+  kb_count_begin();
+  for (int i = 0; i < chunks; ++i) {
+    const float* hint = hints && (hint_every <= 1 || i % hint_every) ? hints + i * hint_stride : 0;
+    kb_engine_process(engine, input + i * input_stride, hint, output, hint_out);
+  }
+  return kb_count_end();
+}

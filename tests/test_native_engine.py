@@ -1,0 +1,223 @@
+"""The native engine against the PyTorch reference, chunk by chunk over 20 s."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from kboost_rt import _native
+from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL, BoostConfig, NetConfig
+from kboost_rt.engine import NativeEngine
+from kboost_rt.model_files import ModelFileError
+from kboost_rt.reference import BoostedModel, GridNet, build_model, save_model
+from kboost_rt.signal_path import CHUNK, N_BINS
+
+SECONDS = 20
+CHUNKS = SECONDS * 16000 // CHUNK  # 2500
+TOL = 1e-4
+
+
+def tensors_of(model) -> dict[str, np.ndarray]:
+    return {k: v.detach().numpy().copy() for k, v in model.state_dict().items()}
+
+
+def audio(m: int, chunks: int = CHUNKS, seed: int = 0) -> np.ndarray:
+    """Speech-like level: unit-variance noise scaled to 0.1, [chunks, M, 128]."""
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal((chunks, m, CHUNK))).astype(np.float32)
+
+
+def hint_schedule(chunks: int, delay: int, hint_channels: int, seed: int = 1):
+    """Hints as the link delivers them: none before chunk d, then all of them for
+    the first half, then 30 % lost for the second half."""
+    rng = np.random.default_rng(seed)
+    hints = rng.standard_normal((chunks, hint_channels, N_BINS)).astype(np.float32)
+    arrived = np.ones(chunks, bool)
+    arrived[:delay] = False
+    arrived[chunks // 2 :] &= rng.random(chunks - chunks // 2) >= 0.3
+    return [hints[t] if arrived[t] else None for t in range(chunks)]
+
+
+def compare(model, engine: NativeEngine, x: np.ndarray, hints=None) -> float:
+    state = model.initial_state()
+    worst = 0.0
+    with torch.no_grad():
+        for t in range(x.shape[0]):
+            chunk = torch.from_numpy(x[t])[None]
+            if hints is None:
+                want, _, state = model.step(chunk, state)
+                got = engine.process(x[t])
+            else:
+                h = None if hints[t] is None else torch.from_numpy(hints[t])[None]
+                want, _, state = model.step(chunk, state, h)
+                got = engine.process(x[t], hints[t])
+            worst = max(worst, float(np.abs(got - want[0].numpy()).max()))
+    return worst
+
+
+@pytest.mark.parametrize("m,s", [(1, 1), (1, 2), (2, 1), (2, 2)])
+def test_small_matches_reference(m, s):
+    torch.manual_seed(m * 3 + s)
+    cfg = dataclasses.replace(PAPER_SMALL, net=NetConfig(channels=m, sources=s))
+    model = build_model(cfg).eval()
+    assert compare(model, NativeEngine(cfg, tensors_of(model)), audio(m)) <= TOL
+
+
+@pytest.mark.parametrize(
+    "m,s,delay",
+    [
+        (2, 2, 0),
+        (2, 2, 1),
+        (2, 2, 3),
+        (2, 2, 6),
+        (1, 1, 0),
+        (1, 1, 1),
+        (1, 1, 3),
+        (1, 1, 6),
+        (1, 2, 3),
+        (2, 1, 6),
+    ],
+)
+def test_boosted_matches_reference_with_and_without_hints(m, s, delay):
+    torch.manual_seed(delay * 7 + m)
+    net = NetConfig(channels=m, sources=s)
+    boost = BoostConfig(hint_channels=2 * s * m, delay=delay)
+    cfg = dataclasses.replace(PAPER_BOOSTED, net=net, boost=boost)
+    model = build_model(cfg).eval()
+    hints = hint_schedule(CHUNKS, delay, boost.hint_channels)
+    assert any(h is None for h in hints[CHUNKS // 2 :]) and hints[CHUNKS // 4] is not None
+    assert compare(model, NativeEngine(cfg, tensors_of(model)), audio(m), hints) <= TOL
+
+
+LARGE_TEST = NetConfig(dim=32, hidden=32, blocks=2, attention_heads=4)
+
+
+@pytest.mark.parametrize(
+    "net,chunks",
+    [
+        (dataclasses.replace(LARGE_TEST, channels=1, sources=1), CHUNKS),
+        (dataclasses.replace(LARGE_TEST, channels=1, sources=2), CHUNKS),
+        (dataclasses.replace(LARGE_TEST, channels=2, sources=1), CHUNKS),
+        (PAPER_LARGE.net, CHUNKS),
+    ],
+)
+def test_large_matches_reference_and_makes_the_same_hints(net, chunks):
+    torch.manual_seed(net.channels + net.dim)
+    large = GridNet(net).eval()
+    boosted = BoostedModel(
+        NetConfig(channels=net.channels, sources=net.sources),
+        BoostConfig(hint_channels=net.spec_channels, delay=3),
+    )
+    generator = {f"hint_generator.{k}": v for k, v in tensors_of(boosted.hint_generator).items()}
+    cfg = dataclasses.replace(PAPER_LARGE, net=net)
+    engine = NativeEngine(cfg, tensors_of(large), hint_generator=generator)
+    assert engine.makes_hints
+    x = audio(net.channels, chunks)
+    state = large.initial_state()
+    history = boosted.hint_generator.initial_history(1, torch.float32)
+    worst_out = worst_hint = 0.0
+    with torch.no_grad():
+        for t in range(chunks):
+            want, maps, state = large.step(torch.from_numpy(x[t])[None], state)
+            want_hint, history = boosted.hint_generator.step(maps, history)
+            got, got_hint = engine.process_with_hint(x[t])
+            worst_out = max(worst_out, float(np.abs(got - want[0].numpy()).max()))
+            worst_hint = max(worst_hint, float(np.abs(got_hint - want_hint[0, :, 0].numpy()).max()))
+    assert worst_out <= TOL and worst_hint <= TOL
+
+
+def test_engine_from_model_folders(tmp_path):
+    torch.manual_seed(0)
+    large, boosted = build_model(PAPER_LARGE), build_model(PAPER_BOOSTED)
+    save_model(large, PAPER_LARGE, tmp_path / "large")
+    save_model(boosted, PAPER_BOOSTED, tmp_path / "boosted")
+    engine = NativeEngine.from_folder(tmp_path / "large", hints_for=tmp_path / "boosted")
+    small_engine = NativeEngine.from_folder(tmp_path / "boosted")
+    x = audio(2, 20)
+    state = large.eval().initial_state()
+    with torch.no_grad():
+        for t in range(20):
+            want, _, state = large.step(torch.from_numpy(x[t])[None], state)
+            got, hint = engine.process_with_hint(x[t])
+            assert np.abs(got - want[0].numpy()).max() <= TOL
+            assert small_engine.process(x[t], hint).shape == (2, 2, CHUNK)
+    with pytest.raises(ModelFileError, match="not a boosted model"):
+        NativeEngine.from_folder(tmp_path / "large", hints_for=tmp_path / "large")
+
+
+@pytest.fixture(scope="module")
+def boosted_engine_and_model():
+    torch.manual_seed(11)
+    model = build_model(PAPER_BOOSTED).eval()
+    return model, tensors_of(model)
+
+
+@pytest.mark.parametrize("where", ["input-nan", "input-inf", "hint-nan"])
+def test_nonfinite_input_silences_one_chunk_then_recovers(boosted_engine_and_model, where):
+    _, tensors = boosted_engine_and_model
+    engine = NativeEngine(PAPER_BOOSTED, tensors)
+    x = audio(2, 60, seed=5)
+    hints = hint_schedule(60, 3, 8)
+    bad = 30
+    if where.startswith("input"):
+        x = x.copy()
+        x[bad, 1, 17] = np.nan if where == "input-nan" else np.inf
+    else:
+        hints[bad] = hints[bad].copy()
+        hints[bad][4, 50] = np.nan
+    outs = [engine.process(x[t], hints[t]) for t in range(60)]
+    assert engine.nonfinite_resets == 1 and engine.chunks == 60
+    assert not np.any(outs[bad]) and np.all(np.isfinite(np.array(outs)))
+    # After the reset it behaves exactly like a fresh engine started at bad + 1.
+    fresh = NativeEngine(PAPER_BOOSTED, tensors)
+    for t in range(bad + 1, 60):
+        assert np.array_equal(outs[t], fresh.process(x[t], hints[t]))
+
+
+def test_reset_equals_a_new_engine(boosted_engine_and_model):
+    _, tensors = boosted_engine_and_model
+    engine = NativeEngine(PAPER_BOOSTED, tensors)
+    x = audio(2, 30, seed=6)
+    first = [engine.process(c) for c in x]
+    engine.reset()
+    second = [engine.process(c) for c in x]
+    assert np.array_equal(np.array(first), np.array(second))
+
+
+def test_all_kernel_sets_agree(boosted_engine_and_model):
+    """The generic build and the SIMD one compute the same step."""
+    model, tensors = boosted_engine_and_model
+    x = audio(2, 100, seed=7)
+    hints = hint_schedule(100, 3, 8)
+    results = {}
+    try:
+        for name in _native.kernel_sets():
+            assert _native.select_kernels(name)
+            engine = NativeEngine(PAPER_BOOSTED, tensors)
+            results[name] = np.array([engine.process(x[t], hints[t]) for t in range(100)])
+    finally:
+        _native.select_kernels(_native.kernel_sets()[-1])
+    assert "generic" in results
+    for name, out in results.items():
+        assert np.abs(out - results["generic"]).max() <= TOL, name
+
+
+def test_bad_arguments_give_clear_errors(boosted_engine_and_model):
+    _, tensors = boosted_engine_and_model
+    engine = NativeEngine(PAPER_BOOSTED, tensors)
+    with pytest.raises(ValueError, match=r"chunk must be \[2, 128\]"):
+        engine.process(np.zeros((2, 100), np.float32))
+    with pytest.raises(ValueError, match=r"hint must be \[8, 97\]"):
+        engine.process(np.zeros((2, 128), np.float32), np.zeros((8, 96), np.float32))
+    with pytest.raises(ValueError, match="has no hint generator"):
+        engine.process_with_hint(np.zeros((2, 128), np.float32))
+    broken = dict(tensors)
+    broken["small.blocks.1.inter_proj.weight"] = np.zeros((16, 15), np.float32)
+    with pytest.raises(
+        ValueError, match=r"'small.blocks.1.inter_proj.weight' has shape \(16, 15\)"
+    ):
+        NativeEngine(PAPER_BOOSTED, broken)
+    del broken["small.blocks.1.inter_proj.weight"]
+    with pytest.raises(ValueError, match="missing tensor 'small.blocks.1.inter_proj.weight'"):
+        NativeEngine(PAPER_BOOSTED, broken)
