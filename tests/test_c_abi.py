@@ -24,7 +24,9 @@ typedef struct {
   int32_t attention_heads, attention_e, attention_frames;
   int32_t hint_channels, delay, merge_heads, merge_e, merge_frames;
 } kb_config;
-typedef struct { const char* name; const float* data; int32_t ndim; const int64_t* shape; } kb_tensor;
+typedef struct {
+  const char* name; const float* data; int32_t ndim; const int64_t* shape;
+} kb_tensor;
 typedef struct kb_engine kb_engine;
 typedef struct { uint64_t chunks; uint64_t nonfinite_resets; } kb_stats;
 int kb_abi_version(void);
@@ -213,7 +215,6 @@ def test_process_allocates_nothing(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stdout.strip().splitlines()[-1])
-    print(counts)
     # The counter works: building an engine allocates.
     assert counts["small_create"] > 0 and counts["large_create"] > 0
     # 3000 chunks each (300 for large), with hints lost and a NaN reset on the way: none.
