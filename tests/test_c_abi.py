@@ -1,19 +1,13 @@
 """The C ABI (kboost.h / libkboost.so) through cffi, and zero heap allocations
 inside kb_engine_process, counted by an LD_PRELOADed malloc counter."""
 
-import json
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
 from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL
-from kboost_rt.engine import NativeEngine, native_include_dir, native_library
-from kboost_rt.reference import build_model, save_model
+from kboost_rt.engine import NativeEngine, native_library
+from kboost_rt.reference import build_model
 
 cffi = pytest.importorskip("cffi")
 
@@ -125,98 +119,14 @@ def test_c_abi_reports_bad_weights(lib):
     assert engine.error == "missing tensor 'decoder.bias'"
 
 
-COUNT_SCRIPT = textwrap.dedent("""
-    import json, sys
-    import cffi, numpy as np
-    sys.path.insert(0, {tests!r})
-    from test_c_abi import CDEF, CEngine
-    from kboost_rt.engine import native_library
-    from kboost_rt.model_files import load_model_files
+def test_process_allocates_nothing():
+    from kboost_rt.alloc_check import count_allocations
 
-    ffi = cffi.FFI()
-    ffi.cdef(CDEF + '''
-        void kb_count_begin(void);
-        long kb_count_end(void);
-        long kb_count_process(kb_engine*, const float*, long, const float*, long, int,
-                              float*, float*, int);''')
-    lib = ffi.dlopen(str(native_library()))
-    counter = ffi.dlopen({shim!r})
-    rng = np.random.default_rng(0)
-    chunks = 3000
-    x = (0.1 * rng.standard_normal((chunks, 2, 128))).astype(np.float32)
-    x[1234, 0, 5] = np.nan  # a reset on the way must not allocate either
-    hints = rng.standard_normal((chunks, 8, 97)).astype(np.float32)
-    out = np.zeros((2, 2, 128), np.float32)
-    hint_out = np.zeros((8, 97), np.float32)
-    counts = {{}}
-    large = load_model_files({large!r})
-    boosted = load_model_files({boosted!r})
-    generator = {{k: v for k, v in boosted.tensors.items() if k.startswith("hint_generator.")}}
-    for name, files, extra, with_hints in [
-        ("small", load_model_files({small!r}), {{}}, False),
-        ("boosted", boosted, {{}}, True),
-        ("large", large, generator, False),
-    ]:
-        tensors = dict(files.tensors, **extra)
-        counter.kb_count_begin()
-        engine = CEngine(ffi, lib, files.config, tensors, 8 if extra else 0)
-        counts[name + "_create"] = counter.kb_count_end()
-        assert engine.ptr != ffi.NULL, engine.error
-        n = chunks if name != "large" else 300
-        counts[name] = counter.kb_count_process(
-            engine.ptr, ffi.from_buffer("float[]", x), 256,
-            ffi.from_buffer("float[]", hints) if with_hints else ffi.NULL, 8 * 97, 3,
-            ffi.from_buffer("float[]", out),
-            ffi.from_buffer("float[]", hint_out) if extra else ffi.NULL, n)
-        counts[name + "_resets"] = lib.kb_engine_stats(engine.ptr).nonfinite_resets
-    print(json.dumps(counts))
-""")
-
-
-def test_process_allocates_nothing(tmp_path):
-    shim = tmp_path / "alloc_counter.so"
-    here = str(native_library().parent)
-    subprocess.run(
-        [
-            "gcc",
-            "-O1",
-            "-shared",
-            "-fPIC",
-            "-std=c99",
-            "-Wall",
-            "-Werror",
-            f"-I{native_include_dir()}",
-            "tests/alloc_counter.c",
-            "-o",
-            str(shim),
-            f"-L{here}",
-            "-lkboost",
-            f"-Wl,-rpath,{here}",
-        ],
-        check=True,
-        cwd=str(Path(__file__).parent.parent),
-    )
-    torch.manual_seed(0)
-    for name, cfg in [("small", PAPER_SMALL), ("boosted", PAPER_BOOSTED), ("large", PAPER_LARGE)]:
-        save_model(build_model(cfg), cfg, tmp_path / name)
-    script = COUNT_SCRIPT.format(
-        tests=str(Path(__file__).parent),
-        shim=str(shim),
-        small=str(tmp_path / "small"),
-        boosted=str(tmp_path / "boosted"),
-        large=str(tmp_path / "large"),
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        cwd=tmp_path,
-        env={"LD_PRELOAD": str(shim), "PATH": "/usr/bin:/bin"},
-    )
-    assert result.returncode == 0, result.stderr
-    counts = json.loads(result.stdout.strip().splitlines()[-1])
-    # The counter works: building an engine allocates.
-    assert counts["small_create"] > 0 and counts["large_create"] > 0
-    # 3000 chunks each (300 for large), with hints lost and a NaN reset on the way: none.
-    assert counts["small"] == counts["boosted"] == counts["large"] == 0, counts
-    assert counts["small_resets"] == counts["boosted_resets"] == 1
+    counts = count_allocations(["paper-small", "paper-boosted", "paper-large"], chunks=3000)
+    assert counts is not None, "the malloc counter library is not installed"
+    for name in ("paper-small", "paper-boosted", "paper-large"):
+        # The counter works: building an engine allocates...
+        assert counts[f"{name}.create"] > 0
+        # ...and 3000 chunks, with hints lost and one NaN reset, allocate nothing.
+        assert counts[f"{name}.process"] == 0, counts
+        assert counts[f"{name}.chunks"] == 3000 and counts[f"{name}.resets"] == 1

@@ -1,6 +1,8 @@
-/* Test helper, LD_PRELOADed: counts heap allocations made by this thread
- * while counting is on, and drives kb_engine_process from C so that nothing
- * but the engine runs while it counts. Also proves kboost.h compiles as C. */
+/* libkboost_alloc_counter.so: a malloc counter for tests and `kboost-rt bench`.
+ * LD_PRELOADed, it counts the heap allocations this thread makes while
+ * counting is on; kb_count_process drives kb_engine_process from C so that
+ * nothing but the engine runs while it counts (kboost_rt/alloc_check.py).
+ * It is also a C user of kboost.h. Not for production processes. */
 #define _GNU_SOURCE
 #include <stddef.h>
 
