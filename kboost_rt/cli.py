@@ -109,6 +109,27 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(out=Path(args.out), seconds=args.seconds, delay=args.delay, seed=args.seed)
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import BACKENDS, CONFIGS, format_table, run_bench  # needs torch
+
+    configs = args.configs.split(",")
+    backends = args.backends.split(",")
+    for value, allowed, what in ((configs, CONFIGS, "config"), (backends, BACKENDS, "backend")):
+        unknown = [v for v in value if v not in allowed]
+        if unknown:
+            print(f"kboost-rt: error: unknown {what} {unknown[0]!r} "
+                  f"(choose from {', '.join(allowed)})", file=sys.stderr)
+            return 2
+    print(f"Benchmarking {', '.join(configs)} on {', '.join(backends)} "
+          f"({args.seconds:g} s of audio each)...", file=sys.stderr)
+    report = run_bench(args.seconds, Path(args.json) if args.json else None, configs, backends,
+                       progress=lambda line: print(line, file=sys.stderr))
+    print(format_table(report))
+    if args.json:
+        print(f"\nwrote {args.json}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kboost-rt",
@@ -124,6 +145,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("info", help="validate one model folder (or preset) and print its cost")
     p.add_argument("model", help="a model folder, or a preset: " + ", ".join(PRESETS))
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "bench",
+        help="time one streaming step per backend (native, eager, torchscript, onnxruntime)",
+    )
+    p.add_argument("--json", help="also write the results as JSON to this file")
+    p.add_argument("--seconds", type=float, default=10.0,
+                   help="audio per config and backend (default: 10)")
+    p.add_argument("--configs", default="small,boosted,large",
+                   help="comma-separated: small, boosted, large (paper sizes; default: all)")
+    p.add_argument("--backends", default="native,eager,torchscript,onnxruntime",
+                   help="comma-separated backends (default: all four)")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
         "demo",

@@ -65,7 +65,8 @@ class ChannelNorm(nn.LayerNorm):
     """LayerNorm over the channels at every (time, freq) point."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
+        # Explicit permutes (not movedim): the ONNX exporter mishandles negative axes.
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
 class Projection(nn.Module):

@@ -217,8 +217,9 @@ class Merge(nn.Module):
         self.attention = FrameAttention(net.dim, boost.heads, boost.e, boost.frames)
 
     def _film(self, z: torch.Tensor, hint: torch.Tensor) -> torch.Tensor:
-        h = hint.movedim(1, -1)
-        return z * self.scale(h).movedim(-1, 1) + self.shift(h).movedim(-1, 1)
+        h = hint.permute(0, 2, 3, 1)  # channels last for the 1x1 maps
+        scale = self.scale(h).permute(0, 3, 1, 2)
+        return z * scale + self.shift(h).permute(0, 3, 1, 2)
 
     def forward(self, z: torch.Tensor, hints: torch.Tensor) -> torch.Tensor:
         """z [B, D, T, F]; hints [B, C_h, T, F] already delayed: hints[t] describes frame t-d."""
