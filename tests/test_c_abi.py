@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL
+from kboost_rt.config import PAPER_BOOSTED, PAPER_SMALL
 from kboost_rt.engine import NativeEngine, native_library
 from kboost_rt.reference import build_model
 
