@@ -69,16 +69,16 @@ FloatArray istft(const ComplexArray& spec, py::ssize_t length) {
   float* y = out.mutable_data();
   {
     py::gil_scoped_release release;
-    kb::IstftStream synth;
-    std::vector<float> re(kb::kBins), im(kb::kBins), chunk(kb::kChunk);
+    kb::IstftBank synth(1);
+    std::vector<float> packed(2 * kb::kBins), chunk(kb::kChunk);
     for (py::ssize_t c = 0; c < channels; ++c) {
       synth.reset();
       for (py::ssize_t k = 0; k < frames; ++k) {
         for (int f = 0; f < kb::kBins; ++f) {
-          re[f] = x[(c * frames + k) * kb::kBins + f].real();
-          im[f] = x[(c * frames + k) * kb::kBins + f].imag();
+          packed[f] = x[(c * frames + k) * kb::kBins + f].real();
+          packed[kb::kBins + f] = x[(c * frames + k) * kb::kBins + f].imag();
         }
-        synth.process(re.data(), im.data(), chunk.data());
+        synth.process(packed.data(), chunk.data());
         for (int n = 0; n < kb::kChunk; ++n) {
           const py::ssize_t i = k * kb::kChunk + n;
           if (i < length) y[c * length + i] = chunk[n];
@@ -253,32 +253,32 @@ PYBIND11_MODULE(_native, m) {
                              [](PyEngine& e) { return e.engine().stats().nonfinite_resets; })
       .def_property_readonly("makes_hints", [](PyEngine& e) { return e.engine().makes_hints(); });
 
-  py::class_<kb::StftStream>(m, "StftStream", "Streaming STFT of one channel.")
-      .def(py::init<>())
-      .def("reset", &kb::StftStream::reset)
-      .def("process", [](kb::StftStream& self, const FloatArray& chunk) {
+  py::class_<kb::StftBank>(m, "StftStream", "Streaming STFT of one channel.")
+      .def(py::init([] { return kb::StftBank(1); }))
+      .def("reset", &kb::StftBank::reset)
+      .def("process", [](kb::StftBank& self, const FloatArray& chunk) {
         require(chunk.ndim() == 1 && chunk.shape(0) == kb::kChunk,
                 "StftStream.process: expected 128 samples");
-        float re[kb::kBins], im[kb::kBins];
-        self.process(chunk.data(), re, im);
+        float bins[2 * kb::kPadded];
+        self.process(chunk.data(), bins);
         ComplexArray out(kb::kBins);
-        for (int f = 0; f < kb::kBins; ++f) out.mutable_data()[f] = {re[f], im[f]};
+        for (int f = 0; f < kb::kBins; ++f) out.mutable_data()[f] = {bins[f], bins[kb::kPadded + f]};
         return out;
       }, py::arg("chunk"), "128 new samples -> the 97 bins of the window ending with them.");
 
-  py::class_<kb::IstftStream>(m, "IstftStream", "Streaming inverse STFT of one channel.")
-      .def(py::init<>())
-      .def("reset", &kb::IstftStream::reset)
-      .def("process", [](kb::IstftStream& self, const ComplexArray& bins) {
+  py::class_<kb::IstftBank>(m, "IstftStream", "Streaming inverse STFT of one channel.")
+      .def(py::init([] { return kb::IstftBank(1); }))
+      .def("reset", &kb::IstftBank::reset)
+      .def("process", [](kb::IstftBank& self, const ComplexArray& bins) {
         require(bins.ndim() == 1 && bins.shape(0) == kb::kBins,
                 "IstftStream.process: expected 97 complex bins");
-        float re[kb::kBins], im[kb::kBins];
+        float packed[2 * kb::kBins];
         for (int f = 0; f < kb::kBins; ++f) {
-          re[f] = bins.data()[f].real();
-          im[f] = bins.data()[f].imag();
+          packed[f] = bins.data()[f].real();
+          packed[kb::kBins + f] = bins.data()[f].imag();
         }
         FloatArray out(kb::kChunk);
-        self.process(re, im, out.mutable_data());
+        self.process(packed, out.mutable_data());
         return out;
       }, py::arg("bins"), "97 complex bins -> the next 128 output samples.");
 }

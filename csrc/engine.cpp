@@ -135,13 +135,13 @@ void Merge::step(float* z, const float* hint) {
 
 // ---- Engine ----------------------------------------------------------------
 
-Engine::Engine(const EngineConfig& cfg, const TensorMap& tensors) : cfg_(cfg) {
-  check_config(cfg);
+Engine::Engine(const EngineConfig& cfg, const TensorMap& tensors)
+    : cfg_((check_config(cfg), cfg)),
+      analysis_(cfg.channels),
+      synthesis_(cfg.spec_channels() / 2) {
   const bool boosted = cfg.role == Role::kBoosted;
   const Weights root(tensors);
   const Weights net = boosted ? root / "small" : root;
-  analysis_.resize(cfg.channels);
-  synthesis_.resize(cfg.spec_channels() / 2);
   encoder_ = CausalConv3x3(net / "encoder", 2 * cfg.channels, cfg.dim, false);
   encoder_norm_ = ChannelNorm(net / "encoder_norm", cfg.dim);
   for (int b = 0; b < cfg.blocks; ++b)
@@ -153,18 +153,18 @@ Engine::Engine(const EngineConfig& cfg, const TensorMap& tensors) : cfg_(cfg) {
   if (cfg.role == Role::kLarge && cfg.hint_channels > 0)
     hint_generator_ = CausalConv3x3(root / "hint_generator", cfg.spec_channels(),
                                     cfg.hint_channels, false);
+  bins_in_ = Buffer(static_cast<std::size_t>(cfg.channels) * 2 * kPadded);
   features_ = Buffer(static_cast<std::size_t>(F) * 2 * cfg.channels);
+  bins_out_ = Buffer(static_cast<std::size_t>(cfg.spec_channels()) * F);
   z_ = Buffer(static_cast<std::size_t>(F) * cfg.dim);
   maps_ = Buffer(static_cast<std::size_t>(F) * cfg.spec_channels());
   hint_rows_ = Buffer(static_cast<std::size_t>(F) * std::max(cfg.hint_channels, 1));
   hint_made_ = Buffer(static_cast<std::size_t>(F) * std::max(cfg.hint_channels, 1));
-  re_ = Buffer(F);
-  im_ = Buffer(F);
 }
 
 void Engine::reset() {
-  for (auto& s : analysis_) s.reset();
-  for (auto& s : synthesis_) s.reset();
+  analysis_.reset();
+  synthesis_.reset();
   encoder_.reset();
   for (auto& b : blocks_) b.reset();
   for (auto& m : merges_) m.reset();
@@ -195,11 +195,13 @@ void Engine::step(const float* input, const float* hint, float* output, float* h
   PROF_START
   const int m_count = cfg_.channels, s_count = cfg_.sources, hc = cfg_.hint_channels;
   // STFT -> features [bin x (re, im per mic)].
+  analysis_.process(input, bins_in_.data());
   for (int m = 0; m < m_count; ++m) {
-    analysis_[m].process(input + m * kChunk, re_.data(), im_.data());
+    const float* re = bins_in_.data() + m * 2 * kPadded;
+    const float* im = re + kPadded;
     for (int f = 0; f < F; ++f) {
-      features_[f * 2 * m_count + 2 * m] = re_[f];
-      features_[f * 2 * m_count + 2 * m + 1] = im_[f];
+      features_[f * 2 * m_count + 2 * m] = re[f];
+      features_[f * 2 * m_count + 2 * m + 1] = im[f];
     }
   }
   PROF(5)
@@ -227,12 +229,14 @@ void Engine::step(const float* input, const float* hint, float* output, float* h
   PROF(9)
   const int sc = cfg_.spec_channels();
   for (int p = 0; p < s_count * m_count; ++p) {  // p = s * M + m
+    float* re = bins_out_.data() + p * 2 * F;
+    float* im = re + F;
     for (int f = 0; f < F; ++f) {
-      re_[f] = maps_[f * sc + 2 * p];
-      im_[f] = maps_[f * sc + 2 * p + 1];
+      re[f] = maps_[f * sc + 2 * p];
+      im[f] = maps_[f * sc + 2 * p + 1];
     }
-    synthesis_[p].process(re_.data(), im_.data(), output + p * kChunk);
   }
+  synthesis_.process(bins_out_.data(), output);
 
   PROF(10)
   if (makes_hints()) {

@@ -85,15 +85,15 @@ class Engine {
 
   EngineConfig cfg_;
   EngineStats stats_;
-  std::vector<StftStream> analysis_;
-  std::vector<IstftStream> synthesis_;
+  StftBank analysis_;
+  IstftBank synthesis_;
   CausalConv3x3 encoder_;
   ChannelNorm encoder_norm_;
   std::vector<GridBlock> blocks_;
   std::vector<Merge> merges_;
   CausalConv3x3 decoder_;
   CausalConv3x3 hint_generator_;
-  Buffer features_, z_, maps_, hint_rows_, hint_made_, re_, im_;
+  Buffer bins_in_, features_, z_, maps_, bins_out_, hint_rows_, hint_made_;
 };
 
 }  // namespace kb

@@ -129,6 +129,8 @@ inline void gemm_rows(const float* a, int k, const float* b, int n, const float*
 void gemm(const float* a, int rows, int k, const float* b, int n, const float* bias, float* c,
           bool accumulate) {
   int r = 0;
+  if (n <= 8)  // one vector of columns: eight rows at a time for eight independent chains
+    for (; r + 8 <= rows; r += 8) gemm_rows<8>(a + r * k, k, b, n, bias, c + r * n, accumulate);
   for (; r + 4 <= rows; r += 4) gemm_rows<4>(a + r * k, k, b, n, bias, c + r * n, accumulate);
   for (; r < rows; ++r) gemm_rows<1>(a + r * k, k, b, n, bias, c + r * n, accumulate);
   const int j0 = n / 4 * 4;
@@ -186,7 +188,10 @@ inline __attribute__((always_inline)) void lstm_cell_inline(const float* __restr
   }
 }
 
-void lstm_cell(const float* g, int h, float* c, float* hidden) { lstm_cell_inline(g, h, c, hidden); }
+void lstm_cells(const float* g, int rows, int h, float* c, float* hidden) {
+  for (int r = 0; r < rows; ++r)
+    lstm_cell_inline(g + r * 4 * h, h, c + r * h, hidden + r * h);
+}
 
 // The sequential heart of the across-frequency LSTM, with the gate vector
 // of H = compile-time size held in registers.
@@ -479,7 +484,7 @@ void exp_inplace(float* x, int n) {
 }
 
 extern const Kernels kKernels;
-const Kernels kKernels = {KB_ISA_NAME,  gemm,   vecmat_acc,   lstm_cell,   lstm_sequence,
+const Kernels kKernels = {KB_ISA_NAME,  gemm,   vecmat_acc,   lstm_cells,  lstm_sequence,
                           bilstm,       exp_inplace, dot, dot_many, weighted_sum,
                           channel_norm, head_norm};
 

@@ -14,8 +14,9 @@ struct Kernels {
                bool accumulate);
   // y[n] += x[k] . B[k x n]
   void (*vecmat_acc)(const float* x, int k, const float* b, int n, float* y);
-  // LSTM cell on one row: gates [4h] in PyTorch order (i, f, g, o); updates c and h.
-  void (*lstm_cell)(const float* gates, int h, float* c, float* hidden);
+  // LSTM cells of `rows` rows: gates [rows x 4h] in PyTorch order (i, f, g, o);
+  // updates c and hidden [rows x h].
+  void (*lstm_cells)(const float* gates, int rows, int h, float* c, float* hidden);
   // A whole LSTM pass over `steps` rows of precomputed input gates (bias
   // included), from zero state, forwards or in reverse; writes h of each step
   // to out[t * out_stride]. scratch: 6 * hidden floats.

@@ -186,8 +186,7 @@ void TimeLstm::step(const float* x, float* y) {
   const Kernels& k = kernels();
   input_.forward(x, F, gates_.data());
   k.gemm(h_.data(), F, h, recurrent_.data(), g, nullptr, gates_.data(), true);
-  for (int f = 0; f < F; ++f) k.lstm_cell(gates_.data() + f * g, h, c_.data() + f * h,
-                                          h_.data() + f * h);
+  k.lstm_cells(gates_.data(), F, h, c_.data(), h_.data());
   std::memcpy(y, h_.data(), sizeof(float) * F * h);
 }
 

@@ -2,6 +2,7 @@
 
 #include "kernels.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -22,64 +23,94 @@ std::array<float, kWindow> hamming_window() {
   return w;
 }
 
-StftAnalyzer::StftAnalyzer() : table_(kWindow * 2 * kPadded, 0.f), bins_(2 * kPadded) {
-  const auto w = hamming_window();
-  for (int n = 0; n < kWindow; ++n) {
-    for (int f = 0; f < kBins; ++f) {
-      const long k = static_cast<long>(f) * n;
-      table_[n * 2 * kPadded + f] = static_cast<float>(w[n] * cos_step(k));
-      table_[n * 2 * kPadded + kPadded + f] = static_cast<float>(-w[n] * sin_step(k));
-    }
-  }
+// [kWindow x 2 kPadded]: column f < 97 gives re of bin f, kPadded + f its im.
+const std::vector<float>& analysis_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(kWindow * 2 * kPadded, 0.f);
+    const auto w = hamming_window();
+    for (int n = 0; n < kWindow; ++n)
+      for (int f = 0; f < kBins; ++f) {
+        const long k = static_cast<long>(f) * n;
+        t[n * 2 * kPadded + f] = static_cast<float>(w[n] * cos_step(k));
+        t[n * 2 * kPadded + kPadded + f] = static_cast<float>(-w[n] * sin_step(k));
+      }
+    return t;
+  }();
+  return table;
 }
 
+// [2 kBins x kWindow]: rows are re bins then im bins; window, 1/N and the
+// one-sided bin weight folded in.
+const std::vector<float>& synthesis_table() {
+  static const std::vector<float> table = [] {
+    std::vector<float> t(2 * kBins * kWindow);
+    const auto w = hamming_window();
+    for (int f = 0; f < kBins; ++f) {
+      // One-sided inverse real DFT: DC and Nyquist count once, the rest twice;
+      // the imaginary parts of DC and Nyquist drop out (sin = 0 there).
+      const double weight = (f == 0 || f == kBins - 1) ? 1.0 : 2.0;
+      for (int n = 0; n < kWindow; ++n) {
+        const long k = static_cast<long>(f) * n;
+        t[f * kWindow + n] = static_cast<float>(w[n] * weight * cos_step(k) / kWindow);
+        t[(kBins + f) * kWindow + n] = static_cast<float>(-w[n] * weight * sin_step(k) / kWindow);
+      }
+    }
+    return t;
+  }();
+  return table;
+}
+
+StftAnalyzer::StftAnalyzer() : table_(&analysis_table()), bins_(2 * kPadded) {}
+
 void StftAnalyzer::analyze(const float* frame, float* re, float* im) const {
-  kernels().gemm(frame, 1, kWindow, table_.data(), 2 * kPadded, nullptr, bins_.data(), false);
+  kernels().gemm(frame, 1, kWindow, table_->data(), 2 * kPadded, nullptr, bins_.data(), false);
   std::memcpy(re, bins_.data(), sizeof(float) * kBins);
   std::memcpy(im, bins_.data() + kPadded, sizeof(float) * kBins);
 }
 
-void StftStream::reset() { window_.fill(0.f); }
+StftBank::StftBank(int channels)
+    : channels_(channels), table_(&analysis_table()), windows_(channels * kWindow, 0.f) {}
 
-void StftStream::process(const float* chunk, float* re, float* im) {
-  std::memmove(window_.data(), window_.data() + kChunk, kLookahead * sizeof(float));
-  std::memcpy(window_.data() + kLookahead, chunk, kChunk * sizeof(float));
-  analyzer_.analyze(window_.data(), re, im);
+void StftBank::reset() { std::fill(windows_.begin(), windows_.end(), 0.f); }
+
+void StftBank::process(const float* chunks, float* bins) {
+  for (int c = 0; c < channels_; ++c) {
+    float* w = windows_.data() + c * kWindow;
+    std::memmove(w, w + kChunk, kLookahead * sizeof(float));
+    std::memcpy(w + kLookahead, chunks + c * kChunk, kChunk * sizeof(float));
+  }
+  kernels().gemm(windows_.data(), channels_, kWindow, table_->data(), 2 * kPadded, nullptr, bins,
+                 false);
 }
 
-IstftStream::IstftStream() : table_(2 * kBins * kWindow) {
+IstftBank::IstftBank(int channels)
+    : channels_(channels),
+      table_(&synthesis_table()),
+      frames_(channels * kWindow),
+      tails_(channels * kLookahead, 0.f) {
   const auto w = hamming_window();
-  for (int f = 0; f < kBins; ++f) {
-    // One-sided inverse real DFT: DC and Nyquist count once, the rest twice;
-    // the imaginary parts of DC and Nyquist drop out (sin = 0 there).
-    const double weight = (f == 0 || f == kBins - 1) ? 1.0 : 2.0;
-    for (int n = 0; n < kWindow; ++n) {
-      const long k = static_cast<long>(f) * n;
-      table_[f * kWindow + n] = static_cast<float>(w[n] * weight * cos_step(k) / kWindow);
-      table_[(kBins + f) * kWindow + n] =
-          static_cast<float>(-w[n] * weight * sin_step(k) / kWindow);
-    }
-  }
   for (int i = 0; i < kChunk; ++i) {
     double env = static_cast<double>(w[i]) * w[i];
     if (i < kLookahead) env += static_cast<double>(w[i + kChunk]) * w[i + kChunk];
     inv_envelope_[i] = static_cast<float>(1.0 / env);
   }
-  reset();
 }
 
-void IstftStream::reset() { tail_.fill(0.f); }
+void IstftBank::reset() { std::fill(tails_.begin(), tails_.end(), 0.f); }
 
-void IstftStream::process(const float* re, const float* im, float* out) {
-  std::memcpy(bins_.data(), re, sizeof(float) * kBins);
-  std::memcpy(bins_.data() + kBins, im, sizeof(float) * kBins);
-  kernels().gemm(bins_.data(), 1, 2 * kBins, table_.data(), kWindow, nullptr, frame_.data(),
+void IstftBank::process(const float* bins, float* out) {
+  kernels().gemm(bins, channels_, 2 * kBins, table_->data(), kWindow, nullptr, frames_.data(),
                  false);
-  for (int i = 0; i < kChunk; ++i) {
-    const float overlap = i < kLookahead ? tail_[i] : 0.f;
-    out[i] = (frame_[i] + overlap) * inv_envelope_[i];
+  for (int c = 0; c < channels_; ++c) {
+    const float* frame = frames_.data() + c * kWindow;
+    float* tail = tails_.data() + c * kLookahead;
+    float* o = out + c * kChunk;
+    for (int i = 0; i < kChunk; ++i) {
+      const float overlap = i < kLookahead ? tail[i] : 0.f;
+      o[i] = (frame[i] + overlap) * inv_envelope_[i];
+    }
+    std::memcpy(tail, frame + kChunk, kLookahead * sizeof(float));
   }
-  std::memcpy(tail_.data(), frame_.data() + kChunk, kLookahead * sizeof(float));
 }
 
 }  // namespace kb

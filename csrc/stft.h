@@ -24,44 +24,43 @@ class StftAnalyzer {
   void analyze(const float* frame, float* re, float* im) const;
 
  private:
-  // [kWindow x 2*kPadded]: columns 0..96 give re, kPadded.. give im; window folded in.
-  std::vector<float> table_;
+  const std::vector<float>* table_;
   mutable std::vector<float> bins_;  // [2 * kPadded]
 };
 
-// Streaming analysis of one channel: keeps the last kLookahead samples so
-// that each 128-sample chunk completes one 192-sample window.
-class StftStream {
+// Streaming analysis of `channels` channels in one matrix product: keeps the
+// last kLookahead samples of each so that each 128-sample chunk completes a
+// 192-sample window.
+class StftBank {
  public:
-  StftStream() { reset(); }
+  explicit StftBank(int channels = 1);
   void reset();
-  // chunk: kChunk samples; re, im: kBins values each.
-  void process(const float* chunk, float* re, float* im);
+  // chunks: [channels x kChunk]; bins: [channels x 2 kPadded], re at 0, im at kPadded.
+  void process(const float* chunks, float* bins);
 
  private:
-  StftAnalyzer analyzer_;
-  std::array<float, kWindow> window_{};  // [history | new chunk]
+  int channels_;
+  const std::vector<float>* table_;  // shared [kWindow x 2 kPadded]
+  std::vector<float> windows_;       // [channels x kWindow]: history | new chunk
 };
 
-// Streaming synthesis of one channel: inverse DFT, synthesis window and
-// overlap-add. The 64-sample overlap tail is carried to the next chunk. The
+// Streaming synthesis of `channels` channels in one matrix product: inverse
+// DFT, synthesis window and overlap-add, carrying each 64-sample tail. The
 // normalisation is the steady-state window envelope, so every chunk (the
 // first one too) is treated alike and streaming equals offline exactly.
-class IstftStream {
+class IstftBank {
  public:
-  IstftStream();
+  explicit IstftBank(int channels = 1);
   void reset();
-  // re, im: kBins values each; out: kChunk samples.
-  void process(const float* re, const float* im, float* out);
+  // bins: [channels x 2 kBins], re at 0, im at kBins; out: [channels x kChunk].
+  void process(const float* bins, float* out);
 
  private:
-  // [2*kBins x kWindow]: rows are re bins then im bins; window, 1/N and the
-  // one-sided bin weight folded in.
-  std::vector<float> table_;
-  std::array<float, 2 * kBins> bins_{};
+  int channels_;
+  const std::vector<float>* table_;  // shared [2 kBins x kWindow]
   std::array<float, kChunk> inv_envelope_{};
-  std::array<float, kLookahead> tail_{};
-  std::array<float, kWindow> frame_{};
+  std::vector<float> frames_;  // [channels x kWindow]
+  std::vector<float> tails_;   // [channels x kLookahead]
 };
 
 }  // namespace kb
