@@ -221,12 +221,14 @@ void lstm_sequence_fixed(const float* __restrict gates_in, int in_stride, int st
   }
 }
 
-// Both directions of a bidirectional LSTM at once: the two recurrences are
-// independent, so interleaving them hides each one's latency. The gate
-// products are split into two partial sums (even/odd inputs) to halve the
-// FMA dependency chain that each step waits on.
+// Both directions of a bidirectional LSTM at once, input projection included:
+// the two recurrences are independent, and the input products of a step do
+// not depend on the previous one, so interleaving all of it fills the time
+// each step waits on its own dependency chain. The recurrent products are
+// split into two partial sums (even/odd inputs) to halve that chain.
 template <int H, typename V, int L>
-void bilstm_fixed(const float* __restrict gates_in, int steps, const float* __restrict whh_fwd,
+void bilstm_fixed(const float* __restrict x, int dim, const float* __restrict wih_t,
+                  const float* __restrict bias, int steps, const float* __restrict whh_fwd,
                   const float* __restrict whh_rev, float* __restrict out) {
   constexpr int G = 4 * H / L;
   auto ld = [](const float* p) { V v; std::memcpy(&v, p, sizeof v); return v; };
@@ -237,11 +239,18 @@ void bilstm_fixed(const float* __restrict gates_in, int steps, const float* __re
   for (int i = 0; i < steps; ++i) {
     const int t[2] = {i, steps - 1 - i};
     V acc[2][2][G];
-    for (int d = 0; d < 2; ++d)
+    for (int d = 0; d < 2; ++d) {
       for (int w = 0; w < G; ++w) {
-        acc[d][0][w] = ld(gates_in + t[d] * 8 * H + d * 4 * H + L * w);
+        acc[d][0][w] = ld(bias + d * 4 * H + L * w);
         acc[d][1][w] = V{};
       }
+      const float* xt = x + t[d] * dim;
+      for (int p = 0; p < dim; ++p) {
+        const V xp = V{} + xt[p];
+        const float* wp = wih_t + p * 8 * H + d * 4 * H;
+        for (int w = 0; w < G; ++w) acc[d][1][w] += xp * ld(wp + L * w);
+      }
+    }
     for (int p = 0; p < H; p += 2)
       for (int d = 0; d < 2; ++d) {
         const V h0 = V{} + h[d][p], h1 = V{} + h[d][p + 1];
@@ -462,17 +471,72 @@ void head_norm(float* y, int rows, int width, int per_head, const float* slope,
     head_norm_vec<v1, 1>(y, rows, width, per_head, slope, gamma, beta, eps, scratch);
 }
 
-bool bilstm(const float* gates_in, int steps, const float* whh_fwd, const float* whh_rev,
-            int hidden, float* out) {
+// The across-time LSTM of many independent rows (one per bin): gates for R
+// rows stay in registers from the products to the cell, never stored.
+template <int H, typename V, int L, int R>
+void lstm_rows_fixed(const float* __restrict x, int dim, const float* __restrict wih_t,
+                     const float* __restrict whh_t, const float* __restrict bias, int rows,
+                     float* __restrict c, float* __restrict h) {
+  constexpr int G = 4 * H / L;
+  auto ld = [](const float* p) { V v; std::memcpy(&v, p, sizeof v); return v; };
+  auto st = [](float* p, V v) { std::memcpy(p, &v, sizeof v); };
+  alignas(64) float g[R][4 * H];
+  int r0 = 0;
+  for (; r0 + R <= rows; r0 += R) {
+    V acc[R][G];
+    for (int r = 0; r < R; ++r)
+      for (int w = 0; w < G; ++w) acc[r][w] = ld(bias + L * w);
+    for (int p = 0; p < dim; ++p) {
+      V wv[G];
+      for (int w = 0; w < G; ++w) wv[w] = ld(wih_t + p * 4 * H + L * w);
+      for (int r = 0; r < R; ++r) {
+        const V xp = V{} + x[(r0 + r) * dim + p];
+        for (int w = 0; w < G; ++w) acc[r][w] += xp * wv[w];
+      }
+    }
+    for (int p = 0; p < H; ++p) {
+      V wv[G];
+      for (int w = 0; w < G; ++w) wv[w] = ld(whh_t + p * 4 * H + L * w);
+      for (int r = 0; r < R; ++r) {
+        const V hp = V{} + h[(r0 + r) * H + p];
+        for (int w = 0; w < G; ++w) acc[r][w] += hp * wv[w];
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      for (int w = 0; w < G; ++w) st(g[r] + L * w, acc[r][w]);
+      lstm_cell_inline(g[r], H, c + (r0 + r) * H, h + (r0 + r) * H);
+    }
+  }
+  if (r0 < rows) lstm_rows_fixed<H, V, L, 1>(x + r0 * dim, dim, wih_t, whh_t, bias, rows - r0,
+                                             c + r0 * H, h + r0 * H);
+}
+
+bool lstm_rows(const float* x, int dim, const float* wih_t, const float* whh_t,
+               const float* bias, int rows, int hidden, float* c, float* h) {
   switch (hidden) {
-    case 8: bilstm_fixed<8, v8, 8>(gates_in, steps, whh_fwd, whh_rev, out); return true;
 #ifdef __AVX512F__
-    case 16: bilstm_fixed<16, v16, 16>(gates_in, steps, whh_fwd, whh_rev, out); return true;
-    case 32: bilstm_fixed<32, v16, 16>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+    case 16: lstm_rows_fixed<16, v16, 16, 4>(x, dim, wih_t, whh_t, bias, rows, c, h); return true;
+    case 32: lstm_rows_fixed<32, v16, 16, 2>(x, dim, wih_t, whh_t, bias, rows, c, h); return true;
 #else
-    case 16: bilstm_fixed<16, v8, 8>(gates_in, steps, whh_fwd, whh_rev, out); return true;
-    case 32: bilstm_fixed<32, v8, 8>(gates_in, steps, whh_fwd, whh_rev, out); return true;
+    case 16: lstm_rows_fixed<16, v8, 8, 2>(x, dim, wih_t, whh_t, bias, rows, c, h); return true;
 #endif
+    default: return false;
+  }
+}
+
+bool bilstm(const float* x, int dim, const float* wih_t, const float* bias, int steps,
+            const float* whh_fwd, const float* whh_rev, int hidden, float* out) {
+#ifdef __AVX512F__
+  using VW = v16;
+  constexpr int LW = 16;
+#else
+  using VW = v8;
+  constexpr int LW = 8;
+#endif
+  switch (hidden) {
+    case 8: bilstm_fixed<8, v8, 8>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out); return true;
+    case 16: bilstm_fixed<16, VW, LW>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out); return true;
+    case 32: bilstm_fixed<32, VW, LW>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out); return true;
     default: return false;  // larger states do not fit registers: one direction at a time
   }
 }
@@ -486,7 +550,7 @@ void exp_inplace(float* x, int n) {
 extern const Kernels kKernels;
 const Kernels kKernels = {KB_ISA_NAME,  gemm,   vecmat_acc,   lstm_cells,  lstm_sequence,
                           bilstm,       exp_inplace, dot, dot_many, weighted_sum,
-                          channel_norm, head_norm};
+                          channel_norm, head_norm,    lstm_rows};
 
 }  // namespace KB_ISA
 }  // namespace kb

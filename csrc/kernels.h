@@ -23,11 +23,12 @@ struct Kernels {
   void (*lstm_sequence)(const float* gates_in, int in_stride, int steps, bool reverse,
                         const float* whh_t, int hidden, float* out, int out_stride,
                         float* scratch);
-  // Both directions of a bidirectional LSTM over rows of input gates
-  // [steps x (4h forward | 4h reverse)] -> out [steps x 2h]. Returns false
-  // (and does nothing) for sizes it has no register-resident version of.
-  bool (*bilstm)(const float* gates_in, int steps, const float* whh_fwd, const float* whh_rev,
-                 int hidden, float* out);
+  // Both directions of a bidirectional LSTM from zero state over `steps` rows
+  // of x [steps x dim], input projection included: wih_t [dim x 8h] and bias
+  // [8h] are forward | reverse gates; whh_* [h x 4h]. out [steps x 2h].
+  // Returns false (and does nothing) for sizes with no register-resident version.
+  bool (*bilstm)(const float* x, int dim, const float* wih_t, const float* bias, int steps,
+                 const float* whh_fwd, const float* whh_rev, int hidden, float* out);
   // x[i] = exp(x[i]) in place (for softmax).
   void (*exp_inplace)(float* x, int n);
   float (*dot)(const float* a, const float* b, int n);
@@ -44,6 +45,12 @@ struct Kernels {
   // LayerNorm over (per_head columns x rows) of each head. scratch: 2 * width.
   void (*head_norm)(float* y, int rows, int width, int per_head, const float* slope,
                     const float* gamma, const float* beta, float eps, float* scratch);
+  // One step of `rows` independent LSTMs (the across-time LSTM, a row per
+  // bin): gates = x . wih_t + h . whh_t + bias, then the cell; c and h
+  // [rows x hidden] are updated in place. False (nothing done) for sizes
+  // without a register-resident version.
+  bool (*lstm_rows)(const float* x, int dim, const float* wih_t, const float* whh_t,
+                    const float* bias, int rows, int hidden, float* c, float* h);
 };
 
 const Kernels& kernels();  // the best the running CPU supports, unless select_kernels chose

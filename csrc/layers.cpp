@@ -101,21 +101,24 @@ CausalConv3x3::CausalConv3x3(const Weights& w, int c_in, int c_out, bool transpo
 void CausalConv3x3::reset() { history_.zero(); }
 
 void CausalConv3x3::step(const float* x, float* y) {
-  const int frame = F * c_in_;
+  const int frame = F * c_in_, width = 9 * c_in_;
   const float* frames[3] = {history_.data(), history_.data() + frame, x};
-  for (int f = 0; f < F; ++f) {
-    float* col = columns_.data() + f * 9 * c_in_;
-    for (int kt = 0; kt < 3; ++kt)
+  // im2col: row f holds frames t-2..t at bins f-1..f+1 (zeros past the edges).
+  float* __restrict cols = columns_.data();
+  for (int kt = 0; kt < 3; ++kt) {
+    const float* __restrict src = frames[kt];
+    for (int f = 0; f < F; ++f)
       for (int kf = 0; kf < 3; ++kf) {
-        float* dst = col + (kt * 3 + kf) * c_in_;
+        float* __restrict dst = cols + f * width + (kt * 3 + kf) * c_in_;
         const int ff = f + kf - 1;
-        if (ff < 0 || ff >= F)
-          std::memset(dst, 0, sizeof(float) * c_in_);
-        else
-          std::memcpy(dst, frames[kt] + ff * c_in_, sizeof(float) * c_in_);
+        if (ff < 0 || ff >= F) {
+          for (int c = 0; c < c_in_; ++c) dst[c] = 0.f;
+        } else {
+          for (int c = 0; c < c_in_; ++c) dst[c] = src[ff * c_in_ + c];
+        }
       }
   }
-  kernels().gemm(columns_.data(), F, 9 * c_in_, weight_.data(), c_out_, bias_.data(), y, false);
+  kernels().gemm(cols, F, width, weight_.data(), c_out_, bias_.data(), y, false);
   std::memcpy(history_.data(), history_.data() + frame, sizeof(float) * frame);
   std::memcpy(history_.data() + frame, x, sizeof(float) * frame);
 }
@@ -133,7 +136,8 @@ void pack_recurrent(const float* whh, int hidden, float* out) {
 }  // namespace
 
 FreqBiLstm::FreqBiLstm(const Weights& w, int dim, int hidden)
-    : hidden_(hidden),
+    : dim_(dim),
+      hidden_(hidden),
       gates_(static_cast<std::size_t>(F) * 8 * hidden),
       step_gates_(6 * hidden) {
   const int g = 4 * hidden;
@@ -154,8 +158,10 @@ FreqBiLstm::FreqBiLstm(const Weights& w, int dim, int hidden)
 
 void FreqBiLstm::forward(const float* x, float* y) {
   const int h = hidden_, g = 4 * h;
+  if (kernels().bilstm(x, dim_, input_.weight_t(), input_.bias(), F, recurrent_[0].data(),
+                       recurrent_[1].data(), h, y))
+    return;
   input_.forward(x, F, gates_.data());
-  if (kernels().bilstm(gates_.data(), F, recurrent_[0].data(), recurrent_[1].data(), h, y)) return;
   for (int d = 0; d < 2; ++d)
     kernels().lstm_sequence(gates_.data() + d * g, 2 * g, F, d == 1, recurrent_[d].data(), h,
                             y + d * h, 2 * h, step_gates_.data());
@@ -184,9 +190,12 @@ void TimeLstm::reset() {
 void TimeLstm::step(const float* x, float* y) {
   const int h = hidden_, g = 4 * h;
   const Kernels& k = kernels();
-  input_.forward(x, F, gates_.data());
-  k.gemm(h_.data(), F, h, recurrent_.data(), g, nullptr, gates_.data(), true);
-  k.lstm_cells(gates_.data(), F, h, c_.data(), h_.data());
+  if (!k.lstm_rows(x, input_.in(), input_.weight_t(), recurrent_.data(), input_.bias(), F, h,
+                   c_.data(), h_.data())) {
+    input_.forward(x, F, gates_.data());
+    k.gemm(h_.data(), F, h, recurrent_.data(), g, nullptr, gates_.data(), true);
+    k.lstm_cells(gates_.data(), F, h, c_.data(), h_.data());
+  }
   std::memcpy(y, h_.data(), sizeof(float) * F * h);
 }
 

@@ -67,6 +67,8 @@ class Linear {
   void forward(const float* x, int rows, float* y, bool accumulate = false) const;
   int in() const { return in_; }
   int out() const { return out_; }
+  const float* weight_t() const { return wt_.data(); }  // [in x out]
+  const float* bias() const { return bias_.data(); }
 
  private:
   int in_ = 0, out_ = 0;
@@ -112,7 +114,7 @@ class FreqBiLstm {
   void forward(const float* x, float* y);  // x [kBins x dim] -> y [kBins x 2 hidden]
 
  private:
-  int hidden_ = 0;
+  int dim_ = 0, hidden_ = 0;
   Linear input_;             // dim -> 8 hidden: forward gates | reverse gates
   Buffer recurrent_[2];      // W_hh^T per direction: [hidden x 4 hidden]
   Buffer gates_;             // [kBins x 8 hidden]
