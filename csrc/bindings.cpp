@@ -15,9 +15,6 @@
 #include "kernels.h"
 #include "stft.h"
 
-#ifdef KB_PROFILE
-namespace kb { extern double g_prof[16]; }
-#endif
 namespace py = pybind11;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
 using ComplexArray = py::array_t<std::complex<float>, py::array::c_style | py::array::forcecast>;
@@ -189,7 +186,7 @@ class PyEngine {
     std::vector<float> hint_out(static_cast<std::size_t>(std::max<py::ssize_t>(hint_size_, 1)));
     int64_t* t = times.mutable_data();
     const float* in = chunks.data();
-    const float* h = hint_arr ? hint_arr.data() : nullptr;
+    const float* h = hints.is_none() ? nullptr : hint_arr.data();
     const bool make = engine_->makes_hints();
     py::gil_scoped_release release;
     for (py::ssize_t i = 0; i < n; ++i) {
@@ -225,9 +222,6 @@ PYBIND11_MODULE(_native, m) {
   m.def("istft", &istft, py::arg("spec"), py::arg("length") = -1,
         "Inverse STFT with overlap-add of [channels, frames, 97] -> [channels, length].");
 
-#ifdef KB_PROFILE
-  m.def("profile", [] { py::list v; for (auto& x : kb::g_prof) { v.append(x); x = 0; } return v; });
-#endif
   m.def("simd", [] { return std::string(kb::kernels().name); },
         "Name of the kernel set in use ('avx512', 'avx2' or 'generic').");
   m.def("kernel_sets", [] {

@@ -6,17 +6,6 @@
 #include <stdexcept>
 #include <string>
 
-#ifdef KB_PROFILE
-#include <chrono>
-#include <cstdio>
-namespace kb { double g_prof[16]; }
-#define PROF_START auto _p0 = std::chrono::steady_clock::now();
-#define PROF(i) { auto _p1 = std::chrono::steady_clock::now(); kb::g_prof[i] += std::chrono::duration<double>(_p1 - _p0).count(); _p0 = _p1; }
-#else
-#define PROF_START
-#define PROF(i)
-#endif
-
 namespace kb {
 namespace {
 
@@ -76,24 +65,16 @@ void GridBlock::reset() {
 }
 
 void GridBlock::step(float* z) {
-  PROF_START
   intra_norm_.forward(z, normed_.data(), F);
-  PROF(0)
   intra_lstm_.forward(normed_.data(), lstm_out_.data());
-  PROF(1)
   intra_proj_.forward(lstm_out_.data(), F, z, /*accumulate=*/true);  // residual
-  PROF(2)
   inter_norm_.forward(z, normed_.data(), F);
-  PROF(0)
   inter_lstm_.step(normed_.data(), lstm_out_.data());
-  PROF(3)
   inter_proj_.forward(lstm_out_.data(), F, z, /*accumulate=*/true);
-  PROF(2)
   if (has_attention_) {
     attention_.step(z, z, update_.data());
     for (int i = 0; i < F * dim_; ++i) z[i] += update_[i];
   }
-  PROF(4)
 }
 
 // ---- Merge -----------------------------------------------------------------
@@ -116,7 +97,6 @@ void Merge::reset() {
 }
 
 void Merge::step(float* z, const float* hint) {
-  PROF_START
   const int n = F * dim_;
   // The feature the hint describes: frame t-d (the oldest in the ring).
   float* past = delay_ ? past_.data() + static_cast<std::size_t>(next_) * n : z;
@@ -127,9 +107,7 @@ void Merge::step(float* z, const float* hint) {
     std::memcpy(past, z, sizeof(float) * n);
     next_ = (next_ + 1) % delay_;
   }
-  PROF(11)
   attention_.step(z, aligned_.data(), update_.data());
-  PROF(12)
   for (int i = 0; i < n; ++i) z[i] += update_[i];
 }
 
@@ -192,7 +170,6 @@ bool Engine::process(const float* input, const float* hint, float* output, float
 }
 
 void Engine::step(const float* input, const float* hint, float* output, float* hint_out) {
-  PROF_START
   const int m_count = cfg_.channels, s_count = cfg_.sources, hc = cfg_.hint_channels;
   // STFT -> features [bin x (re, im per mic)].
   analysis_.process(input, bins_in_.data());
@@ -204,10 +181,8 @@ void Engine::step(const float* input, const float* hint, float* output, float* h
       features_[f * 2 * m_count + 2 * m + 1] = im[f];
     }
   }
-  PROF(5)
   encoder_.step(features_.data(), z_.data());
   encoder_norm_.forward(z_.data(), z_.data(), F);
-  PROF(6)
 
   if (!merges_.empty()) {
     // Hints arrive as [C_h x bins]; a missing one is zeros, as in training.
@@ -220,13 +195,10 @@ void Engine::step(const float* input, const float* hint, float* output, float* h
   }
   for (std::size_t b = 0; b < blocks_.size(); ++b) {
     blocks_[b].step(z_.data());
-    PROF(7)
     if (b < merges_.size()) merges_[b].step(z_.data(), hint_rows_.data());
-    PROF(8)
   }
 
   decoder_.step(z_.data(), maps_.data());
-  PROF(9)
   const int sc = cfg_.spec_channels();
   for (int p = 0; p < s_count * m_count; ++p) {  // p = s * M + m
     float* re = bins_out_.data() + p * 2 * F;
@@ -238,7 +210,6 @@ void Engine::step(const float* input, const float* hint, float* output, float* h
   }
   synthesis_.process(bins_out_.data(), output);
 
-  PROF(10)
   if (makes_hints()) {
     hint_generator_.step(maps_.data(), hint_made_.data());
     if (hint_out)

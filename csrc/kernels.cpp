@@ -14,18 +14,27 @@
 namespace kb {
 namespace KB_ISA {
 
-// 8 floats: GCC/Clang vector extensions, lowered to AVX2 in the avx2 build
-// and to pairs of SSE registers in the generic one.
-typedef float v8 __attribute__((vector_size(32)));
-typedef float v8u __attribute__((vector_size(32), aligned(4)));  // unaligned access
-typedef int32_t v8i __attribute__((vector_size(32)));
+// The native vector of each build (GCC/Clang vector extensions): 8 floats
+// with AVX2, 4 with the baseline (SSE2 on x86-64, NEON on arm64). Wider types
+// than the ISA has are lowered through memory, so each build uses its own.
+#if defined(__AVX2__)
+constexpr int kL = 8;
+typedef float vf __attribute__((vector_size(32)));
+typedef float vfu __attribute__((vector_size(32), aligned(4)));  // unaligned access
+typedef int32_t vfi __attribute__((vector_size(32)));
+#else
+constexpr int kL = 4;
+typedef float vf __attribute__((vector_size(16)));
+typedef float vfu __attribute__((vector_size(16), aligned(4)));
+typedef int32_t vfi __attribute__((vector_size(16)));
+#endif
 typedef float v4u __attribute__((vector_size(16), aligned(4)));
 typedef float v16 __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 
-inline v8 load(const float* p) { return *reinterpret_cast<const v8u*>(p); }
-inline void store(float* p, v8 v) { *reinterpret_cast<v8u*>(p) = v; }
-inline v8 splat(float x) { return v8{} + x; }
+inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
+inline void store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
+inline vf splat(float x) { return vf{} + x; }
 
 // exp with a degree-6 polynomial on [-ln2/2, ln2/2] and exponent bit tricks; about 2 ulp.
 template <typename V, typename VI>
@@ -56,32 +65,30 @@ inline V exp_poly(V x) {
 }
 
 inline float fast_exp(float x) { return exp_poly<float, int32_t>(x); }
-inline v8 exp8(v8 x) { return exp_poly<v8, v8i>(x); }
-inline v8 sigmoid8(v8 x) { return 1.f / (1.f + exp8(-x)); }
-inline v8 tanh8(v8 x) { return 2.f / (1.f + exp8(-2.f * x)) - 1.f; }
+inline vf expv(vf x) { return exp_poly<vf, vfi>(x); }
 inline float sigmoid(float x) { return 1.f / (1.f + fast_exp(-x)); }
 inline float tanh_(float x) { return 2.f / (1.f + fast_exp(-2.f * x)) - 1.f; }
 
-// R rows x 8W columns of C held in registers across the whole k loop.
+// R rows x W vectors of columns of C held in registers across the whole k loop.
 template <int R, int W>
 inline void gemm_block(const float* __restrict a, int k, const float* __restrict b, int n,
                        const float* __restrict bias, float* __restrict c, bool accumulate) {
-  v8 acc[R][W];
+  vf acc[R][W];
   for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) acc[r][w] = accumulate ? load(c + r * n + 8 * w) : v8{};
+    for (int w = 0; w < W; ++w) acc[r][w] = accumulate ? load(c + r * n + kL * w) : vf{};
   if (bias)
     for (int r = 0; r < R; ++r)
-      for (int w = 0; w < W; ++w) acc[r][w] += load(bias + 8 * w);
+      for (int w = 0; w < W; ++w) acc[r][w] += load(bias + kL * w);
   for (int p = 0; p < k; ++p) {
-    v8 bp[W];
-    for (int w = 0; w < W; ++w) bp[w] = load(b + p * n + 8 * w);
+    vf bp[W];
+    for (int w = 0; w < W; ++w) bp[w] = load(b + p * n + kL * w);
     for (int r = 0; r < R; ++r) {
-      const v8 x = splat(a[r * k + p]);
+      const vf x = splat(a[r * k + p]);
       for (int w = 0; w < W; ++w) acc[r][w] += x * bp[w];
     }
   }
   for (int r = 0; r < R; ++r)
-    for (int w = 0; w < W; ++w) store(c + r * n + 8 * w, acc[r][w]);
+    for (int w = 0; w < W; ++w) store(c + r * n + kL * w, acc[r][w]);
 }
 
 // Four columns (the remainder of widths like 12) with 4-float vectors.
@@ -116,11 +123,11 @@ inline void gemm_rows(const float* a, int k, const float* b, int n, const float*
                       bool accumulate) {
   int j = 0;
   if (R == 1)  // a single row needs wide blocks for enough independent FMA chains
-    for (; j + 64 <= n; j += 64)
+    for (; j + 8 * kL <= n; j += 8 * kL)
       gemm_block<1, 8>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
-  for (; j + 16 <= n; j += 16)
+  for (; j + 2 * kL <= n; j += 2 * kL)
     gemm_block<R, 2>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
-  for (; j + 8 <= n; j += 8)
+  for (; j + kL <= n; j += kL)
     gemm_block<R, 1>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
   for (; j + 4 <= n; j += 4)
     gemm_block4<R>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
@@ -129,7 +136,7 @@ inline void gemm_rows(const float* a, int k, const float* b, int n, const float*
 void gemm(const float* a, int rows, int k, const float* b, int n, const float* bias, float* c,
           bool accumulate) {
   int r = 0;
-  if (n <= 8)  // one vector of columns: eight rows at a time for eight independent chains
+  if (n <= kL)  // one vector of columns: eight rows at a time for eight independent chains
     for (; r + 8 <= rows; r += 8) gemm_rows<8>(a + r * k, k, b, n, bias, c + r * n, accumulate);
   for (; r + 4 <= rows; r += 4) gemm_rows<4>(a + r * k, k, b, n, bias, c + r * n, accumulate);
   for (; r < rows; ++r) gemm_rows<1>(a + r * k, k, b, n, bias, c + r * n, accumulate);
@@ -180,7 +187,7 @@ inline __attribute__((always_inline)) void lstm_cell_inline(const float* __restr
 #ifdef __AVX512F__
   for (; j + 16 <= h; j += 16) lstm_cell_vec<v16, v16i>(g, h, j, c, hidden);
 #endif
-  for (; j + 8 <= h; j += 8) lstm_cell_vec<v8, v8i>(g, h, j, c, hidden);
+  for (; j + kL <= h; j += kL) lstm_cell_vec<vf, vfi>(g, h, j, c, hidden);
   for (; j < h; ++j) {
     const float cj = sigmoid(g[h + j]) * c[j] + sigmoid(g[j]) * tanh_(g[2 * h + j]);
     c[j] = cj;
@@ -198,7 +205,7 @@ void lstm_cells(const float* g, int rows, int h, float* c, float* hidden) {
 template <int H>
 void lstm_sequence_fixed(const float* __restrict gates_in, int in_stride, int steps, bool reverse,
                          const float* __restrict whh_t, float* __restrict out, int out_stride) {
-  constexpr int G = 4 * H / 8;           // gate vectors
+  constexpr int G = 4 * H / kL;          // gate vectors
   constexpr int B = G < 8 ? G : 8;       // gate vectors per register block
   float h[H] = {}, c[H] = {};
   alignas(32) float g[4 * H];
@@ -206,14 +213,14 @@ void lstm_sequence_fixed(const float* __restrict gates_in, int in_stride, int st
     const int t = reverse ? steps - 1 - i : i;
     const float* gi = gates_in + t * in_stride;
     for (int wb = 0; wb < G; wb += B) {
-      v8 acc[B];
-      for (int w = 0; w < B; ++w) acc[w] = load(gi + 8 * (wb + w));
+      vf acc[B];
+      for (int w = 0; w < B; ++w) acc[w] = load(gi + kL * (wb + w));
       for (int p = 0; p < H; ++p) {
-        const v8 hp = splat(h[p]);
-        const float* wp = whh_t + p * 4 * H + 8 * wb;
-        for (int w = 0; w < B; ++w) acc[w] += hp * load(wp + 8 * w);
+        const vf hp = splat(h[p]);
+        const float* wp = whh_t + p * 4 * H + kL * wb;
+        for (int w = 0; w < B; ++w) acc[w] += hp * load(wp + kL * w);
       }
-      for (int w = 0; w < B; ++w) store(g + 8 * (wb + w), acc[w]);
+      for (int w = 0; w < B; ++w) store(g + kL * (wb + w), acc[w]);
     }
     lstm_cell_inline(g, H, c, h);
     float* o = out + t * out_stride;
@@ -226,7 +233,7 @@ void lstm_sequence_fixed(const float* __restrict gates_in, int in_stride, int st
 // not depend on the previous one, so interleaving all of it fills the time
 // each step waits on its own dependency chain. The recurrent products are
 // split into two partial sums (even/odd inputs) to halve that chain.
-template <int H, typename V, int L>
+template <int H, typename V, int L, int P>
 void bilstm_fixed(const float* __restrict x, int dim, const float* __restrict wih_t,
                   const float* __restrict bias, int steps, const float* __restrict whh_fwd,
                   const float* __restrict whh_rev, float* __restrict out) {
@@ -238,30 +245,29 @@ void bilstm_fixed(const float* __restrict x, int dim, const float* __restrict wi
   const float* whh[2] = {whh_fwd, whh_rev};
   for (int i = 0; i < steps; ++i) {
     const int t[2] = {i, steps - 1 - i};
-    V acc[2][2][G];
+    V acc[2][P][G];
     for (int d = 0; d < 2; ++d) {
       for (int w = 0; w < G; ++w) {
         acc[d][0][w] = ld(bias + d * 4 * H + L * w);
-        acc[d][1][w] = V{};
+        if (P > 1) acc[d][P - 1][w] = V{};
       }
       const float* xt = x + t[d] * dim;
       for (int p = 0; p < dim; ++p) {
         const V xp = V{} + xt[p];
         const float* wp = wih_t + p * 8 * H + d * 4 * H;
-        for (int w = 0; w < G; ++w) acc[d][1][w] += xp * ld(wp + L * w);
+        for (int w = 0; w < G; ++w) acc[d][P - 1][w] += xp * ld(wp + L * w);
       }
     }
-    for (int p = 0; p < H; p += 2)
-      for (int d = 0; d < 2; ++d) {
-        const V h0 = V{} + h[d][p], h1 = V{} + h[d][p + 1];
-        const float* w0 = whh[d] + p * 4 * H;
-        for (int w = 0; w < G; ++w) {
-          acc[d][0][w] += h0 * ld(w0 + L * w);
-          acc[d][1][w] += h1 * ld(w0 + 4 * H + L * w);
+    for (int p = 0; p < H; p += P)
+      for (int d = 0; d < 2; ++d)
+        for (int q = 0; q < P; ++q) {
+          const V hp = V{} + h[d][p + q];
+          const float* wp = whh[d] + (p + q) * 4 * H;
+          for (int w = 0; w < G; ++w) acc[d][q][w] += hp * ld(wp + L * w);
         }
-      }
     for (int d = 0; d < 2; ++d)
-      for (int w = 0; w < G; ++w) st(g[d] + L * w, acc[d][0][w] + acc[d][1][w]);
+      for (int w = 0; w < G; ++w) st(g[d] + L * w, P > 1 ? acc[d][0][w] + acc[d][P - 1][w]
+                                                         : acc[d][0][w]);
     lstm_cell_inline(g[0], H, c[0], h[0]);
     lstm_cell_inline(g[1], H, c[1], h[1]);
     for (int j = 0; j < H; ++j) {
@@ -304,17 +310,17 @@ void lstm_sequence(const float* gates_in, int in_stride, int steps, bool reverse
 }
 
 float dot(const float* __restrict a, const float* __restrict b, int n) {
-  v8 acc0{}, acc1{};
+  vf acc0{}, acc1{};
   int i = 0;
-  for (; i + 16 <= n; i += 16) {
+  for (; i + 2 * kL <= n; i += 2 * kL) {
     acc0 += load(a + i) * load(b + i);
-    acc1 += load(a + i + 8) * load(b + i + 8);
+    acc1 += load(a + i + kL) * load(b + i + kL);
   }
-  for (; i + 8 <= n; i += 8) acc0 += load(a + i) * load(b + i);
+  for (; i + kL <= n; i += kL) acc0 += load(a + i) * load(b + i);
   acc0 += acc1;
   float total = 0.f;
   for (; i < n; ++i) total += a[i] * b[i];
-  for (int j = 0; j < 8; ++j) total += acc0[j];
+  for (int j = 0; j < kL; ++j) total += acc0[j];
   return total;
 }
 
@@ -325,14 +331,14 @@ void weighted_sum(const float* __restrict weights, const float* __restrict value
   const int n = rows * dim;
   for (int i = 0; i < n; ++i) out[i] = 0.f;
   int s = 0;
-  if (dim % 8 == 0) {
+  if (dim % kL == 0) {
     for (; s + 4 <= count; s += 4) {
       const float* v = values + s * frame_stride;
       const float* w = weights + s * dim;
       for (int f = 0; f < rows; ++f)
-        for (int j = 0; j < dim; j += 8) {
+        for (int j = 0; j < dim; j += kL) {
           const int i = f * dim + j;
-          v8 acc = load(out + i);
+          vf acc = load(out + i);
           acc += load(w + j) * load(v + i);
           acc += load(w + dim + j) * load(v + frame_stride + i);
           acc += load(w + 2 * dim + j) * load(v + 2 * frame_stride + i);
@@ -358,10 +364,10 @@ void dot_many(const float* __restrict q, const float* __restrict keys, long key_
     const float* k1 = k0 + key_stride;
     const float* k2 = k1 + key_stride;
     const float* k3 = k2 + key_stride;
-    v8 a0{}, a1{}, a2{}, a3{};
+    vf a0{}, a1{}, a2{}, a3{};
     int i = 0;
-    for (; i + 8 <= n; i += 8) {
-      const v8 x = load(q + i);
+    for (; i + kL <= n; i += kL) {
+      const vf x = load(q + i);
       a0 += x * load(k0 + i);
       a1 += x * load(k1 + i);
       a2 += x * load(k2 + i);
@@ -374,7 +380,7 @@ void dot_many(const float* __restrict q, const float* __restrict keys, long key_
       r[2] += q[i] * k2[i];
       r[3] += q[i] * k3[i];
     }
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < kL; ++j) {
       r[0] += a0[j];
       r[1] += a1[j];
       r[2] += a2[j];
@@ -390,10 +396,10 @@ void channel_norm(const float* x, float* y, int rows, int dim, const float* __re
   for (int r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
     float* yr = y + r * dim;  // may alias x (in-place use)
-    v8 lanes{}, lanes_sq{};
+    vf lanes{}, lanes_sq{};
     int c = 0;
-    for (; c + 8 <= dim; c += 8) {
-      const v8 v = load(xr + c);
+    for (; c + kL <= dim; c += kL) {
+      const vf v = load(xr + c);
       lanes += v;
       lanes_sq += v * v;
     }
@@ -402,7 +408,7 @@ void channel_norm(const float* x, float* y, int rows, int dim, const float* __re
       sum += xr[c];
       sq += xr[c] * xr[c];
     }
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < kL; ++j) {
       sum += lanes[j];
       sq += lanes_sq[j];
     }
@@ -463,8 +469,8 @@ typedef float v1 __attribute__((vector_size(4)));
 
 void head_norm(float* y, int rows, int width, int per_head, const float* slope,
                const float* gamma, const float* beta, float eps, float* scratch) {
-  if (width % 8 == 0)
-    head_norm_vec<v8, 8>(y, rows, width, per_head, slope, gamma, beta, eps, scratch);
+  if (width % kL == 0)
+    head_norm_vec<vf, kL>(y, rows, width, per_head, slope, gamma, beta, eps, scratch);
   else if (width % 4 == 0)
     head_norm_vec<v4u, 4>(y, rows, width, per_head, slope, gamma, beta, eps, scratch);
   else
@@ -518,7 +524,7 @@ bool lstm_rows(const float* x, int dim, const float* wih_t, const float* whh_t,
     case 16: lstm_rows_fixed<16, v16, 16, 4>(x, dim, wih_t, whh_t, bias, rows, c, h); return true;
     case 32: lstm_rows_fixed<32, v16, 16, 2>(x, dim, wih_t, whh_t, bias, rows, c, h); return true;
 #else
-    case 16: lstm_rows_fixed<16, v8, 8, 2>(x, dim, wih_t, whh_t, bias, rows, c, h); return true;
+    case 16: lstm_rows_fixed<16, vf, kL, 1>(x, dim, wih_t, whh_t, bias, rows, c, h); return true;
 #endif
     default: return false;
   }
@@ -526,31 +532,36 @@ bool lstm_rows(const float* x, int dim, const float* wih_t, const float* whh_t,
 
 bool bilstm(const float* x, int dim, const float* wih_t, const float* bias, int steps,
             const float* whh_fwd, const float* whh_rev, int hidden, float* out) {
-#ifdef __AVX512F__
+#ifdef __AVX512F__  // 32 registers: room for two partial sums per gate vector
   using VW = v16;
-  constexpr int LW = 16;
+  constexpr int LW = 16, P = 2;
 #else
-  using VW = v8;
-  constexpr int LW = 8;
+  using VW = vf;
+  constexpr int LW = kL, P = 1;
 #endif
   switch (hidden) {
-    case 8: bilstm_fixed<8, v8, 8>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out); return true;
-    case 16: bilstm_fixed<16, VW, LW>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out); return true;
-    case 32: bilstm_fixed<32, VW, LW>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out); return true;
+    case 8:
+      bilstm_fixed<8, vf, kL, 1>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out);
+      return true;
+    case 16:
+      bilstm_fixed<16, VW, LW, P>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out);
+      return true;
+    case 32:
+      bilstm_fixed<32, VW, LW, P>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out);
+      return true;
     default: return false;  // larger states do not fit registers: one direction at a time
   }
 }
 
 void exp_inplace(float* x, int n) {
   int i = 0;
-  for (; i + 8 <= n; i += 8) store(x + i, exp8(load(x + i)));
+  for (; i + kL <= n; i += kL) store(x + i, expv(load(x + i)));
   for (; i < n; ++i) x[i] = fast_exp(x[i]);
 }
 
 extern const Kernels kKernels;
-const Kernels kKernels = {KB_ISA_NAME,  gemm,   vecmat_acc,   lstm_cells,  lstm_sequence,
-                          bilstm,       exp_inplace, dot, dot_many, weighted_sum,
-                          channel_norm, head_norm,    lstm_rows};
+const Kernels kKernels = {KB_ISA_NAME, gemm,     lstm_cells,   lstm_sequence, bilstm,   exp_inplace,
+                          dot_many,    weighted_sum, channel_norm, head_norm, lstm_rows};
 
 }  // namespace KB_ISA
 }  // namespace kb

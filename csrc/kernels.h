@@ -12,8 +12,6 @@ struct Kernels {
   // C[rows x n] (+)= A[rows x k] . B[k x n] (+ bias[n] if not null). Row-major.
   void (*gemm)(const float* a, int rows, int k, const float* b, int n, const float* bias, float* c,
                bool accumulate);
-  // y[n] += x[k] . B[k x n]
-  void (*vecmat_acc)(const float* x, int k, const float* b, int n, float* y);
   // LSTM cells of `rows` rows: gates [rows x 4h] in PyTorch order (i, f, g, o);
   // updates c and hidden [rows x h].
   void (*lstm_cells)(const float* gates, int rows, int h, float* c, float* hidden);
@@ -31,7 +29,6 @@ struct Kernels {
                  const float* whh_fwd, const float* whh_rev, int hidden, float* out);
   // x[i] = exp(x[i]) in place (for softmax).
   void (*exp_inplace)(float* x, int n);
-  float (*dot)(const float* a, const float* b, int n);
   // out[s * out_stride] = dot(q, keys + s * key_stride, n) for s < count
   void (*dot_many)(const float* q, const float* keys, long key_stride, int count, int n,
                    float* out, int out_stride);

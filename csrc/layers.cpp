@@ -1,5 +1,4 @@
 #include "layers.h"
-#include "profile.h"
 
 #include <algorithm>
 #include <cmath>
@@ -267,7 +266,6 @@ void split_heads(const float* __restrict x, int heads, int e, float* __restrict 
 void FrameAttention::step(const float* q_in, const float* kv_in, float* update) {
   const int qk = heads_ * e_, dv = dim_ / heads_, per_head = F * e_;
   const std::size_t key_frame = static_cast<std::size_t>(F) * qk;
-  PROF_START
   query_.forward(q_in, mixed_.data());  // mixed_ is free until the weighted sum
   split_heads(mixed_.data(), heads_, e_, q_.data());
   key_.forward(kv_in, mixed_.data());
@@ -275,7 +273,6 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   value_.forward(kv_in, values_.data() + static_cast<std::size_t>(next_) * F * dim_);
   next_ = (next_ + 1) % frames_;
   count_ = std::min(count_ + 1, frames_);
-  PROF(13)
 
   // Scores of every valid frame (slots 0..count-1; their order does not matter).
   for (int h = 0; h < heads_; ++h) {
@@ -295,7 +292,6 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   for (int s = 0; s < count_; ++s)
     for (int h = 0; h < heads_; ++h) head_sum_[h] += scores_[s * heads_ + h];
 
-  PROF(14)
   // Softmax-weighted sum of the values, all heads at once: per-column weights
   // of every frame, then for each bin one pass over the frames.
   float* __restrict weight = column_weight_.data();
@@ -308,9 +304,7 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   float* mixed = mixed_.data();
   kernels().weighted_sum(weight, values_.data(), static_cast<long>(F) * dim_, count_, F, dim_,
                          mixed);
-  PROF(15)
   out_.forward(mixed, update);
-  PROF(13)
 }
 
 }  // namespace kb

@@ -26,9 +26,22 @@ from .signal_path import CHUNK, N_BINS
 
 COUNTER = Path(__file__).parent / "libkboost_alloc_counter.so"
 ROLES = {"small": 0, "large": 1, "boosted": 2}
-_CONFIG_FIELDS = ["role", "channels", "sources", "dim", "hidden", "blocks", "attention_heads",
-                  "attention_e", "attention_frames", "hint_channels", "delay", "merge_heads",
-                  "merge_e", "merge_frames"]
+_CONFIG_FIELDS = [
+    "role",
+    "channels",
+    "sources",
+    "dim",
+    "hidden",
+    "blocks",
+    "attention_heads",
+    "attention_e",
+    "attention_frames",
+    "hint_channels",
+    "delay",
+    "merge_heads",
+    "merge_e",
+    "merge_frames",
+]
 
 
 class KbConfig(ctypes.Structure):
@@ -36,8 +49,12 @@ class KbConfig(ctypes.Structure):
 
 
 class KbTensor(ctypes.Structure):
-    _fields_ = [("name", ctypes.c_char_p), ("data", ctypes.POINTER(ctypes.c_float)),
-                ("ndim", ctypes.c_int32), ("shape", ctypes.POINTER(ctypes.c_int64))]
+    _fields_ = [
+        ("name", ctypes.c_char_p),
+        ("data", ctypes.POINTER(ctypes.c_float)),
+        ("ndim", ctypes.c_int32),
+        ("shape", ctypes.POINTER(ctypes.c_int64)),
+    ]
 
 
 class KbStats(ctypes.Structure):
@@ -46,8 +63,10 @@ class KbStats(ctypes.Structure):
 
 def random_tensors(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {name: (0.2 * rng.standard_normal(shape)).astype(np.float32)
-            for name, shape in parameter_shapes(config).items()}
+    return {
+        name: (0.2 * rng.standard_normal(shape)).astype(np.float32)
+        for name, shape in parameter_shapes(config).items()
+    }
 
 
 def _ptr(a: np.ndarray):
@@ -58,17 +77,29 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
     lib = ctypes.CDLL(str(native_library()))
     counter = ctypes.CDLL(str(COUNTER))
     lib.kb_engine_create.restype = ctypes.c_void_p
-    lib.kb_engine_create.argtypes = [ctypes.POINTER(KbConfig), ctypes.POINTER(KbTensor),
-                                     ctypes.c_int32, ctypes.c_char_p, ctypes.c_size_t]
+    lib.kb_engine_create.argtypes = [
+        ctypes.POINTER(KbConfig),
+        ctypes.POINTER(KbTensor),
+        ctypes.c_int32,
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    ]
     lib.kb_engine_stats.restype = KbStats
     lib.kb_engine_stats.argtypes = [ctypes.c_void_p]
     lib.kb_engine_destroy.argtypes = [ctypes.c_void_p]
     counter.kb_count_end.restype = ctypes.c_long
     counter.kb_count_process.restype = ctypes.c_long
     counter.kb_count_process.argtypes = [
-        ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_long,
-        ctypes.POINTER(ctypes.c_float), ctypes.c_long, ctypes.c_int,
-        ctypes.POINTER(ctypes.c_float), ctypes.POINTER(ctypes.c_float), ctypes.c_int]
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.c_long,
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.c_long,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.c_int,
+    ]
     rng = np.random.default_rng(0)
     report: dict[str, float] = {}
     for name in names:
@@ -78,8 +109,7 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
         if config.role == "large":  # with the hint generator, as the server runs it
             hint_channels = config.net.spec_channels
             shape = (hint_channels, config.net.spec_channels, 3, 3)
-            tensors["hint_generator.weight"] = (0.1 * rng.standard_normal(shape)).astype(
-                np.float32)
+            tensors["hint_generator.weight"] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
             tensors["hint_generator.bias"] = np.zeros(hint_channels, np.float32)
         flat = engine_config(config, hint_channels)
         c = KbConfig(**{k: ROLES[v] if k == "role" else v for k, v in flat.items()})
@@ -104,8 +134,16 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
         hint_out = np.zeros((max(hc, 1), N_BINS), np.float32)
         boosted = config.role == "boosted"
         count = counter.kb_count_process(
-            engine, _ptr(x), m * CHUNK, _ptr(hints) if boosted else None, hc * N_BINS,
-            3, _ptr(out), _ptr(hint_out) if hint_channels else None, chunks)
+            engine,
+            _ptr(x),
+            m * CHUNK,
+            _ptr(hints) if boosted else None,
+            hc * N_BINS,
+            3,
+            _ptr(out),
+            _ptr(hint_out) if hint_channels else None,
+            chunks,
+        )
         stats = lib.kb_engine_stats(engine)
         report[f"{name}.process"] = count
         report[f"{name}.chunks"] = stats.chunks

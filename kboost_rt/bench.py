@@ -30,6 +30,8 @@ from .config import PRESETS
 from .signal_path import CHUNK, N_BINS, SAMPLE_RATE
 
 BACKENDS = ("native", "eager", "torchscript", "onnxruntime")
+# The native engine is also timed with each slower kernel set this CPU runs,
+# as "native-<set>" (e.g. native-avx2), so machines without AVX-512 can be judged.
 CONFIGS = {"small": "paper-small", "boosted": "paper-boosted", "large": "paper-large"}
 WARMUP = 30
 
@@ -49,13 +51,21 @@ def _machine() -> dict[str, str]:
         pass
     import torch
 
-    return {"cpu": cpu, "cores": str(os.cpu_count()), "python": platform.python_version(),
-            "torch": torch.__version__, "native_simd": _native.simd(), "threads": "1"}
+    return {
+        "cpu": cpu,
+        "cores": str(os.cpu_count()),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "native_simd": _native.simd(),
+        "threads": "1",
+    }
 
 
-def _native_step(model, tensors, config) -> Step:
+def _native_step(model, tensors, config, kernels: str | None = None) -> Step:
+    from . import _native
     from .engine import NativeEngine
 
+    _native.select_kernels(kernels or _native.kernel_sets()[-1])
     engine = NativeEngine(config, tensors)
     out = np.zeros((config.net.sources, config.net.channels, CHUNK), np.float32)
 
@@ -125,14 +135,20 @@ def _onnx_step(model, tensors, config) -> Step:
     buffer = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(fixed, (chunk0, no_hint, *state), buffer, input_names=names,
-                          output_names=outputs, opset_version=17, dynamo=False)
+        torch.onnx.export(
+            fixed,
+            (chunk0, no_hint, *state),
+            buffer,
+            input_names=names,
+            output_names=outputs,
+            opset_version=17,
+            dynamo=False,
+        )
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    session = ort.InferenceSession(buffer.getvalue(), options,
-                                   providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
     used = {i.name for i in session.get_inputs()}  # the exporter drops unused inputs
     feeds = {n: s.numpy() for n, s in zip(names[2:], state, strict=True)}
     zero_hint = no_hint.numpy()
@@ -148,8 +164,25 @@ def _onnx_step(model, tensors, config) -> Step:
     return step
 
 
-MAKERS = {"native": _native_step, "eager": _eager_step, "torchscript": _torchscript_step,
-          "onnxruntime": _onnx_step}
+MAKERS = {
+    "native": _native_step,
+    "eager": _eager_step,
+    "torchscript": _torchscript_step,
+    "onnxruntime": _onnx_step,
+}
+
+
+def _makers(backends: list[str]) -> dict[str, Callable]:
+    """Backend name -> step maker, eager first (the reference), native per kernel set."""
+    from . import _native
+
+    makers = {"eager": _eager_step}
+    for b in backends:
+        makers[b] = MAKERS[b]
+        if b == "native":
+            for k in reversed(_native.kernel_sets()[:-1]):
+                makers[f"native-{k}"] = lambda m, t, c, k=k: _native_step(m, t, c, k)
+    return makers
 
 
 def _time(step: Step, chunks: np.ndarray, hints: list) -> tuple[np.ndarray, np.ndarray]:
@@ -163,8 +196,13 @@ def _time(step: Step, chunks: np.ndarray, hints: list) -> tuple[np.ndarray, np.n
     return times / 1e3, outs
 
 
-def run_bench(seconds: float, json_path: Path | None, configs: list[str],
-              backends: list[str], progress: Callable[[str], None] = print) -> dict:
+def run_bench(
+    seconds: float,
+    json_path: Path | None,
+    configs: list[str],
+    backends: list[str],
+    progress: Callable[[str], None] = print,
+) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import gc
 
@@ -187,23 +225,24 @@ def run_bench(seconds: float, json_path: Path | None, configs: list[str],
         model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
         m = config.net.channels
         chunks = np.ascontiguousarray(
-            mixture[:m, : n * CHUNK].reshape(m, n, CHUNK).transpose(1, 0, 2))
+            mixture[:m, : n * CHUNK].reshape(m, n, CHUNK).transpose(1, 0, 2)
+        )
         warm = np.ascontiguousarray(chunks[:WARMUP])
         hints: list = [None] * n
         if config.boost is not None:
             h = rng.standard_normal((n, config.boost.hint_channels, N_BINS)).astype(np.float32)
             hints = [h[i] if i % 3 else None for i in range(n)]
         reference = None
-        for backend in ["eager", *[b for b in backends if b != "eager"]]:
-            progress(f"  {name:<8} {backend:<12} building")
+        for backend, make in _makers(backends).items():
+            progress(f"  {name:<8} {backend:<14} building")
             try:
-                _time(MAKERS[backend](model, tensors, config), warm, hints[:WARMUP])
-                step = MAKERS[backend](model, tensors, config)  # fresh state
+                _time(make(model, tensors, config), warm, hints[:WARMUP])
+                step = make(model, tensors, config)  # fresh state
             except Exception as e:  # a backend that cannot run here is reported, not fatal
-                progress(f"  {name:<8} {backend:<12} unavailable: {type(e).__name__}: {e}")
+                progress(f"  {name:<8} {backend:<14} unavailable: {type(e).__name__}: {e}")
                 results.append({"config": name, "backend": backend, "error": str(e)})
                 continue
-            progress(f"  {name:<8} {backend:<12} timing {n} chunks")
+            progress(f"  {name:<8} {backend:<14} timing {n} chunks")
             gc.collect()
             gc.disable()
             try:
@@ -212,23 +251,34 @@ def run_bench(seconds: float, json_path: Path | None, configs: list[str],
                 gc.enable()
             if backend == "eager":
                 reference = outs
-            if backend in backends or backend == "eager":  # eager: the reference, always shown
-                results.append({
-                    "config": name, "backend": backend,
+            results.append(
+                {
+                    "config": name,
+                    "backend": backend,
                     "median_us": float(np.median(times)),
                     "p99_us": float(np.percentile(times, 99)),
                     "p999_us": float(np.percentile(times, 99.9)),
                     "max_us": float(times.max()),
                     "max_abs_err": float(np.abs(outs - reference).max()),
-                })
+                }
+            )
+    from . import _native
+
+    _native.select_kernels(_native.kernel_sets()[-1])
     progress("  counting allocations in the native step")
     counts = count_allocations([CONFIGS[c] for c in configs], chunks=2000)
     allocations = None
     if counts is not None:
-        allocations = {c: counts[f"{CONFIGS[c]}.process"] / counts[f"{CONFIGS[c]}.chunks"]
-                       for c in configs}
-    report = {"machine": _machine(), "seconds": seconds, "chunks": n, "results": results,
-              "allocations_per_chunk": allocations}
+        allocations = {
+            c: counts[f"{CONFIGS[c]}.process"] / counts[f"{CONFIGS[c]}.chunks"] for c in configs
+        }
+    report = {
+        "machine": _machine(),
+        "seconds": seconds,
+        "chunks": n,
+        "results": results,
+        "allocations_per_chunk": allocations,
+    }
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
@@ -238,25 +288,33 @@ def run_bench(seconds: float, json_path: Path | None, configs: list[str],
 def format_table(report: dict) -> str:
     rows = [r for r in report["results"] if "median_us" in r]
     eager = {r["config"]: r["median_us"] for r in rows if r["backend"] == "eager"}
-    lines = [f"{'config':<9}{'backend':<13}{'median us':>10}{'p99 us':>9}{'p99.9 us':>10}"
-             f"{'max us':>9}{'x eager':>9}{'max |err|':>11}"]
+    lines = [
+        f"{'config':<9}{'backend':<16}{'median us':>10}{'p99 us':>9}{'p99.9 us':>10}"
+        f"{'max us':>9}{'x eager':>9}{'max |err|':>11}"
+    ]
     lines.append("-" * len(lines[0]))
     for r in rows:
         speedup = eager.get(r["config"], float("nan")) / r["median_us"]
-        lines.append(f"{r['config']:<9}{r['backend']:<13}{r['median_us']:>10.1f}"
-                     f"{r['p99_us']:>9.1f}{r['p999_us']:>10.1f}{r['max_us']:>9.1f}"
-                     f"{speedup:>9.1f}{r['max_abs_err']:>11.1e}")
+        lines.append(
+            f"{r['config']:<9}{r['backend']:<16}{r['median_us']:>10.1f}"
+            f"{r['p99_us']:>9.1f}{r['p999_us']:>10.1f}{r['max_us']:>9.1f}"
+            f"{speedup:>9.1f}{r['max_abs_err']:>11.1e}"
+        )
     for r in report["results"]:
         if "error" in r:
-            lines.append(f"{r['config']:<9}{r['backend']:<13}unavailable: {r['error'][:60]}")
+            lines.append(f"{r['config']:<9}{r['backend']:<16}unavailable: {r['error'][:60]}")
     m = report["machine"]
-    lines.append(f"\n{report['chunks']} chunks ({report['seconds']:g} s of audio at "
-                 f"{SAMPLE_RATE} Hz), batch 1, one thread; {m['cpu']}, native kernels: "
-                 f"{m['native_simd']}, torch {m['torch']}.")
+    lines.append(
+        f"\n{report['chunks']} chunks ({report['seconds']:g} s of audio at "
+        f"{SAMPLE_RATE} Hz), batch 1, one thread; {m['cpu']}, native kernels: "
+        f"{m['native_simd']}, torch {m['torch']}."
+    )
     alloc = report["allocations_per_chunk"]
     if alloc is None:
         lines.append("Allocations per chunk: not measured (malloc counter unavailable).")
     else:
-        lines.append("Heap allocations per chunk in the native step: "
-                     + ", ".join(f"{k} {v:g}" for k, v in alloc.items()))
+        lines.append(
+            "Heap allocations per chunk in the native step: "
+            + ", ".join(f"{k} {v:g}" for k, v in alloc.items())
+        )
     return "\n".join(lines)

@@ -117,13 +117,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for value, allowed, what in ((configs, CONFIGS, "config"), (backends, BACKENDS, "backend")):
         unknown = [v for v in value if v not in allowed]
         if unknown:
-            print(f"kboost-rt: error: unknown {what} {unknown[0]!r} "
-                  f"(choose from {', '.join(allowed)})", file=sys.stderr)
+            print(
+                f"kboost-rt: error: unknown {what} {unknown[0]!r} "
+                f"(choose from {', '.join(allowed)})",
+                file=sys.stderr,
+            )
             return 2
-    print(f"Benchmarking {', '.join(configs)} on {', '.join(backends)} "
-          f"({args.seconds:g} s of audio each)...", file=sys.stderr)
-    report = run_bench(args.seconds, Path(args.json) if args.json else None, configs, backends,
-                       progress=lambda line: print(line, file=sys.stderr))
+    print(
+        f"Benchmarking {', '.join(configs)} on {', '.join(backends)} "
+        f"({args.seconds:g} s of audio each)...",
+        file=sys.stderr,
+    )
+    report = run_bench(
+        args.seconds,
+        Path(args.json) if args.json else None,
+        configs,
+        backends,
+        progress=lambda line: print(line, file=sys.stderr),
+    )
     print(format_table(report))
     if args.json:
         print(f"\nwrote {args.json}")
@@ -151,12 +162,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="time one streaming step per backend (native, eager, torchscript, onnxruntime)",
     )
     p.add_argument("--json", help="also write the results as JSON to this file")
-    p.add_argument("--seconds", type=float, default=10.0,
-                   help="audio per config and backend (default: 10)")
-    p.add_argument("--configs", default="small,boosted,large",
-                   help="comma-separated: small, boosted, large (paper sizes; default: all)")
-    p.add_argument("--backends", default="native,eager,torchscript,onnxruntime",
-                   help="comma-separated backends (default: all four)")
+    p.add_argument(
+        "--seconds", type=float, default=10.0, help="audio per config and backend (default: 10)"
+    )
+    p.add_argument(
+        "--configs",
+        default="small,boosted,large",
+        help="comma-separated: small, boosted, large (paper sizes; default: all)",
+    )
+    p.add_argument(
+        "--backends",
+        default="native,eager,torchscript,onnxruntime",
+        help="comma-separated backends (default: all four)",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

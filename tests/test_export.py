@@ -18,11 +18,14 @@ CHUNKS = 80  # past the 50-frame attention window
     "model",
     [
         lambda: GridNet(NetConfig(channels=1, sources=2, dim=8, hidden=8)),
-        lambda: GridNet(NetConfig(channels=2, sources=1, dim=16, hidden=8, blocks=2,
-                                  attention_heads=2)),
+        lambda: GridNet(
+            NetConfig(channels=2, sources=1, dim=16, hidden=8, blocks=2, attention_heads=2)
+        ),
         lambda: BoostedModel(NetConfig(), BoostConfig(hint_channels=8, delay=0)),
-        lambda: BoostedModel(NetConfig(channels=1, sources=1),
-                             dataclasses.replace(PAPER_BOOSTED.boost, hint_channels=2)),
+        lambda: BoostedModel(
+            NetConfig(channels=1, sources=1),
+            dataclasses.replace(PAPER_BOOSTED.boost, hint_channels=2),
+        ),
     ],
 )
 def test_fixed_state_step_equals_step(model):
@@ -45,6 +48,7 @@ def test_fixed_state_step_equals_step(model):
                 want, _, state = model.step(chunk, state, hint)
             else:
                 want, _, state = model.step(chunk, state)
-            got, *fixed_state = fixed(chunk, torch.zeros(1, ch, N_BINS) if hint is None else hint,
-                                      *fixed_state)
+            got, *fixed_state = fixed(
+                chunk, torch.zeros(1, ch, N_BINS) if hint is None else hint, *fixed_state
+            )
             assert (got - want).abs().max() < 1e-5, t

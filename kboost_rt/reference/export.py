@@ -32,9 +32,10 @@ def _dft_matrices() -> tuple[torch.Tensor, torch.Tensor]:
     analysis = torch.cat([w * torch.cos(angle), -w * torch.sin(angle)], dim=1)
     weight = torch.full((N_BINS,), 2.0, dtype=torch.float64)
     weight[0] = weight[-1] = 1.0
-    synthesis = torch.cat(
-        [(weight * torch.cos(angle) * w).T, (-weight * torch.sin(angle) * w).T], dim=0
-    ) / WINDOW
+    synthesis = (
+        torch.cat([(weight * torch.cos(angle) * w).T, (-weight * torch.sin(angle) * w).T], dim=0)
+        / WINDOW
+    )
     return analysis.float(), synthesis.float()
 
 
