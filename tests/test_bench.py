@@ -1,0 +1,40 @@
+"""`kboost-rt bench` runs every backend and writes the documented JSON.
+(Timings are printed, never asserted.)"""
+
+import json
+
+import pytest
+
+from kboost_rt.cli import main
+
+pytest.importorskip("onnxruntime")
+
+
+def test_bench_writes_the_documented_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--seconds", "0.5", "--configs", "boosted", "--json", str(out)]) == 0
+    table = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    assert set(report) >= {"machine", "results", "allocations_per_chunk"}
+    backends = {r["backend"] for r in report["results"]}
+    assert {"native", "eager", "torchscript", "onnxruntime"} <= backends
+    for r in report["results"]:
+        assert "error" not in r, r
+        assert set(r) >= {
+            "config",
+            "backend",
+            "median_us",
+            "p99_us",
+            "p999_us",
+            "max_us",
+            "max_abs_err",
+        }
+        assert r["max_us"] >= r["p999_us"] >= r["p99_us"] >= r["median_us"] > 0
+        assert r["max_abs_err"] < 1e-4  # every backend computes the reference's step
+    assert report["allocations_per_chunk"] == {"boosted": 0.0}
+    assert "boosted" in table and "onnxruntime" in table
+
+
+def test_bench_rejects_unknown_names(capsys):
+    assert main(["bench", "--configs", "huge"]) == 2
+    assert "unknown config 'huge'" in capsys.readouterr().err
