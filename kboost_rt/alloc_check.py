@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import PRESETS, ModelConfig
-from .costs import parameter_shapes
+from .config import PRESETS
 from .engine import engine_config, native_library
+from .model_files import random_weights
 from .signal_path import CHUNK, N_BINS
 
 COUNTER = Path(__file__).parent / "libkboost_alloc_counter.so"
@@ -61,14 +61,6 @@ class KbStats(ctypes.Structure):
     _fields_ = [("chunks", ctypes.c_uint64), ("nonfinite_resets", ctypes.c_uint64)]
 
 
-def random_tensors(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {
-        name: (0.2 * rng.standard_normal(shape)).astype(np.float32)
-        for name, shape in parameter_shapes(config).items()
-    }
-
-
 def _ptr(a: np.ndarray):
     return a.ctypes.data_as(ctypes.POINTER(ctypes.c_float))
 
@@ -104,7 +96,7 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
     report: dict[str, float] = {}
     for name in names:
         config = PRESETS[name]
-        tensors = random_tensors(config)
+        tensors = random_weights(config)
         hint_channels = 0
         if config.role == "large":  # with the hint generator, as the server runs it
             hint_channels = config.net.spec_channels

@@ -208,8 +208,9 @@ def run_bench(
 
     import torch
 
-    from .alloc_check import count_allocations, random_tensors
+    from .alloc_check import count_allocations
     from .demo import synth_mixture
+    from .model_files import random_weights
     from .reference import build_model
 
     torch.set_num_threads(1)
@@ -220,7 +221,7 @@ def run_bench(
     results = []
     for name in configs:
         config = PRESETS[CONFIGS[name]]
-        tensors = random_tensors(config)
+        tensors = random_weights(config)
         model = build_model(config).eval()
         model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
         m = config.net.channels

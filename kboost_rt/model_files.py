@@ -121,6 +121,16 @@ def validate_tensors(config: ModelConfig, tensors: dict[str, np.ndarray], where:
         raise ModelFileError(f"{where}: unexpected tensor '{extra[0]}' (not part of this config)")
 
 
+def random_weights(config: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded random float32 tensors for every parameter of a config (for
+    benchmarks and demos without trained weights or torch)."""
+    rng = np.random.default_rng(seed)
+    return {
+        name: (0.2 * rng.standard_normal(shape)).astype(np.float32)
+        for name, shape in parameter_shapes(config).items()
+    }
+
+
 def save_model_files(
     path: str | os.PathLike, config: ModelConfig, tensors: dict[str, np.ndarray]
 ) -> Path:
