@@ -1,0 +1,198 @@
+"""The device side of the hint link.
+
+The audio thread only calls `send_chunk` (append to a bounded deque) and
+`take_hint` (pop from a dict): neither locks, blocks nor touches the socket.
+A network thread sends the queued chunks and files incoming hints by the
+chunk number they describe. At chunk t the engine gets exactly the hint of
+chunk t - d if it is there, and runs without one otherwise; hints that come
+too late are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import protocol as p
+
+log = logging.getLogger("kboost_rt.client")
+MAX_EARLY = 64  # hints kept ahead of use; older unused ones are pruned
+
+
+class LinkError(RuntimeError):
+    """The server refused the stream or never answered."""
+
+
+@dataclass
+class LinkStats:
+    on_time: int = 0
+    late: int = 0
+    lost: int = 0  # needed and never arrived (or arrived late)
+    duplicate: int = 0
+    corrupt: int = 0  # malformed, unauthenticated or wrong-stream datagrams
+    sent: int = 0
+    send_dropped: int = 0  # the hand-off queue was full
+    rtt_chunks: float = float("nan")  # median arrival chunk - described chunk
+    max_rtt_chunks: int = 0
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+class HintClient:
+    def __init__(self, server: tuple[str, int], model: str, channels: int, delay: int,
+                 encoding: p.HintEncoding = p.HintEncoding.FLOAT32,
+                 sample_format: p.SampleFormat = p.SampleFormat.FLOAT32,
+                 key: tuple[int, bytes] | None = None, queue_chunks: int = 32):
+        self.server = server
+        self.hello = p.Hello(model, channels, delay, encoding, sample_format)
+        self.key_id, self.key = key if key else (0, None)
+        self.keys = {self.key_id: self.key} if self.key else None
+        self.stream_id = int.from_bytes(os.urandom(4), "little")
+        self.delay = delay
+        self.hint_channels = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.connect(server)
+        self._outgoing: deque[tuple[int, np.ndarray]] = deque(maxlen=queue_chunks)
+        self._hints: dict[int, np.ndarray] = {}
+        self._now = -1  # the chunk the audio thread is at (for late / RTT accounting)
+        self._rtts: deque[int] = deque(maxlen=1024)
+        self._arrived = p.ReplayWindow(4096)  # hint numbers seen, for duplicates
+        self._counts: Counter = Counter()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._warned = False
+
+    # ---- set-up (not from the audio thread) ----
+    def connect(self, timeout: float = 2.0) -> p.Welcome:
+        """Handshake; raises LinkError with the server's reason on refusal."""
+        hello = p.Packet(p.Type.HELLO, self.stream_id, 0, self.hello.pack(), self.key_id)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sock.send(p.encode(hello, self.key))
+            ready = select.select([self.sock], [], [], 0.2)[0]
+            if not ready:
+                continue
+            try:
+                data = self.sock.recv(p.MAX_DATAGRAM + 1)
+            except ConnectionRefusedError:
+                time.sleep(0.05)
+                continue
+            try:
+                packet = p.decode(data, None)  # REFUSE may come unsigned (bad key)
+                if packet.type == p.Type.REFUSE and packet.stream_id == self.stream_id:
+                    raise LinkError(f"server refused: {packet.payload.decode(errors='replace')}")
+                packet = p.decode(data, self.keys)
+            except p.PacketError:
+                continue
+            if packet.type == p.Type.WELCOME and packet.stream_id == self.stream_id:
+                welcome = p.Welcome.unpack(packet.payload)
+                self.hint_channels = welcome.hint_channels
+                self.sock.setblocking(False)
+                self._thread = threading.Thread(target=self._run, name="kboost-hints",
+                                                daemon=True)
+                self._thread.start()
+                return welcome
+        raise LinkError(f"no answer from {self.server[0]}:{self.server[1]} in {timeout} s")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=1)
+        try:
+            self.sock.send(p.encode(p.Packet(p.Type.BYE, self.stream_id, 0, b"", self.key_id),
+                                    self.key))
+        except OSError:
+            pass
+        self.sock.close()
+
+    # ---- the audio thread's side: never blocks ----
+    def send_chunk(self, seq: int, chunk: np.ndarray) -> None:
+        """Queue chunk `seq` for the server (the chunk is copied)."""
+        if len(self._outgoing) == self._outgoing.maxlen:
+            self._counts["send_dropped"] += 1  # the oldest is dropped by the deque
+        self._outgoing.append((seq, chunk.copy()))
+
+    def take_hint(self, t: int) -> np.ndarray | None:
+        """At chunk t: the hint made from chunk t - d, or None if it has not arrived."""
+        self._now = t
+        j = t - self.delay
+        if j < 0:
+            return None
+        hint = self._hints.pop(j, None)
+        if hint is None:
+            self._counts["lost"] += 1
+        else:
+            self._counts["on_time"] += 1
+        return hint
+
+    # ---- network thread ----
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            while self._outgoing:
+                seq, chunk = self._outgoing.popleft()
+                payload = p.pack_audio(chunk, self.hello.sample_format)
+                try:
+                    self.sock.send(p.encode(p.Packet(p.Type.AUDIO, self.stream_id, seq,
+                                                     payload, self.key_id), self.key))
+                    self._counts["sent"] += 1
+                except OSError:
+                    self._counts["send_errors"] += 1
+            if select.select([self.sock], [], [], 0.001)[0]:
+                self._receive()
+
+    def _receive(self) -> None:
+        while True:
+            try:
+                data = self.sock.recv(p.MAX_DATAGRAM + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                self._counts["socket_errors"] += 1
+                return
+            try:
+                packet = p.decode(data, self.keys)
+                if packet.type != p.Type.HINT or packet.stream_id != self.stream_id:
+                    raise p.PacketError("not a hint of this stream")
+                hint = p.unpack_hint(packet.payload, self.hint_channels, self.hello.encoding)
+            except p.PacketError:
+                self._counts["corrupt"] += 1
+                continue
+            self._file(packet.seq, hint)
+
+    def _file(self, seq: int, hint: np.ndarray) -> None:
+        now = self._now
+        if not self._arrived.accept(seq):
+            self._counts["duplicate"] += 1
+            return
+        rtt = now - seq
+        self._rtts.append(rtt)
+        if rtt > self.delay and not self._warned:
+            self._warned = True
+            log.warning("hints arrive %d chunks after their chunk, more than the model's "
+                        "delay of %d: they will be late; use a model trained for a longer "
+                        "delay", rtt, self.delay)
+        if seq + self.delay <= now:  # its chunk t = seq + d has already run without it
+            self._counts["late"] += 1
+            return
+        self._hints[seq] = hint
+        if len(self._hints) > MAX_EARLY:
+            for old in sorted(self._hints)[: len(self._hints) - MAX_EARLY]:
+                self._hints.pop(old, None)
+
+    def stats(self) -> LinkStats:
+        c = self._counts
+        rtts = list(self._rtts)
+        return LinkStats(on_time=c["on_time"], late=c["late"], lost=c["lost"],
+                         duplicate=c["duplicate"], corrupt=c["corrupt"], sent=c["sent"],
+                         send_dropped=c["send_dropped"],
+                         rtt_chunks=float(np.median(rtts)) if rtts else float("nan"),
+                         max_rtt_chunks=max(rtts) if rtts else 0)

@@ -1,0 +1,133 @@
+"""`kboost-rt process`: stream a file through the small model, chunk by chunk,
+with hints from a running server when one is given.
+
+With a server the file is paced at real time (one 8 ms chunk per 8 ms), as a
+live device would send it, so hints arrive exactly as they would live. The
+output has the input's length (the 64-sample look-ahead lag is removed) and
+is written atomically: one file per source for separation models.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .client import HintClient, LinkStats
+from .engine import NativeEngine
+from .model_files import load_model_files
+from .protocol import HintEncoding
+from .signal_path import CHUNK, LOOKAHEAD, SAMPLE_RATE
+
+
+class ProcessError(Exception):
+    """Input that cannot be processed as asked: a clear message, nothing written."""
+
+
+@dataclass
+class ProcessResult:
+    outputs: list[Path]
+    chunks: int
+    hints_used: list[bool] = field(default_factory=list)
+    link: LinkStats | None = None
+    seconds: float = 0.0
+
+
+def read_audio(path: Path, channels: int) -> np.ndarray:
+    """-> [channels, samples] float32 at 16 kHz, or ProcessError."""
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise ProcessError(f"{path}: cannot read audio ({e})") from None
+    if rate != SAMPLE_RATE:
+        raise ProcessError(f"{path}: sample rate {rate} Hz; the models run at {SAMPLE_RATE} Hz")
+    if data.shape[0] == 0:
+        raise ProcessError(f"{path}: no samples")
+    if data.shape[1] != channels:
+        raise ProcessError(f"{path}: {data.shape[1]} channel(s); the model takes {channels}")
+    return np.ascontiguousarray(data.T)
+
+
+def write_audio_atomic(path: Path, data: np.ndarray) -> None:
+    """[channels, samples] -> a WAV file that appears whole or not at all."""
+    import soundfile as sf
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        sf.write(tmp, data.T, SAMPLE_RATE, format="WAV", subtype="FLOAT")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def output_paths(out: Path, sources: int) -> list[Path]:
+    if sources == 1:
+        return [out]
+    return [out.with_name(f"{out.stem}_s{s + 1}{out.suffix}") for s in range(sources)]
+
+
+def process_file(inp: Path, out: Path, model: Path, server: tuple[str, int] | None = None,
+                 key: tuple[int, bytes] | None = None,
+                 encoding: HintEncoding = HintEncoding.FLOAT32, progress: bool = True
+                 ) -> ProcessResult:
+    files = load_model_files(model)
+    cfg = files.config
+    if cfg.role == "large":
+        raise ProcessError(f"{model}: a large model runs on the server; process with the "
+                           "small or boosted model")
+    x = read_audio(inp, cfg.net.channels)
+    targets = output_paths(out, cfg.net.sources)
+    for t in targets:
+        if not os.access(t.parent if t.parent.exists() else t.parent.parent, os.W_OK):
+            raise ProcessError(f"{t}: cannot write there")
+    engine = NativeEngine(cfg, files.tensors)
+    client = None
+    if server is not None:
+        if cfg.boost is None:
+            raise ProcessError(f"{model}: --server needs a boosted model")
+        client = HintClient(server, files.name, cfg.net.channels, cfg.boost.delay, encoding,
+                            key=key)
+        client.connect()
+    samples = x.shape[1]
+    chunks = -(-(samples + LOOKAHEAD) // CHUNK)  # flush the look-ahead
+    padded = np.zeros((cfg.net.channels, chunks * CHUNK), np.float32)
+    padded[:, :samples] = x
+    y = np.zeros((cfg.net.sources, cfg.net.channels, chunks * CHUNK), np.float32)
+    used = []
+    start = time.monotonic()
+    try:
+        for t in range(chunks):
+            chunk = padded[:, t * CHUNK : (t + 1) * CHUNK]
+            hint = None
+            if client is not None:
+                # A live device has chunk t at (t + 1) x 8 ms: pace to that.
+                wait = start + (t + 1) * CHUNK / SAMPLE_RATE - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                client.send_chunk(t, chunk)
+                hint = client.take_hint(t)
+            used.append(hint is not None)
+            y[:, :, t * CHUNK : (t + 1) * CHUNK] = engine.process(chunk, hint)
+            if progress and (t % 125 == 0 or t == chunks - 1):
+                print(f"\rprocessing {inp.name}: {100 * (t + 1) // chunks:3d}%", end="",
+                      file=sys.stderr, flush=True)
+    finally:
+        link = client.stats() if client else None
+        if client:
+            client.close()
+    if progress:
+        print(file=sys.stderr)
+    y = y[:, :, LOOKAHEAD : LOOKAHEAD + samples]  # align with the input
+    for s, target in enumerate(targets):
+        write_audio_atomic(target, y[s])
+    return ProcessResult(targets, chunks, used, link, time.monotonic() - start)

@@ -1,0 +1,283 @@
+"""The hint-link wire format, version 1 (docs/protocol.md).
+
+UDP datagrams with a fixed 20-byte little-endian header, a bounded payload
+and, on keyed links, a 32-byte HMAC-SHA256 trailer over header and payload.
+Parsing only unpacks fixed-size integers and bytes: nothing from the network
+is unpickled, evaluated or trusted, and every malformed datagram raises
+`PacketError`, which receivers count and drop.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import struct
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+import numpy as np
+
+from .signal_path import CHUNK, N_BINS
+
+MAGIC = b"KBHL"
+VERSION = 1
+HEADER = struct.Struct("<4sBBBBIIHH")  # magic, version, type, flags, reserved,
+#                                        stream id, sequence, key id, payload length
+MAC_SIZE = 32
+MAX_DATAGRAM = 4096
+MAX_HINT_CHANNELS = 16
+FLAG_MAC = 0x01
+
+
+class PacketError(ValueError):
+    """A datagram that is not a valid packet of this protocol."""
+
+
+class Type(IntEnum):
+    HELLO = 1  # client -> server: open a stream
+    WELCOME = 2  # server -> client: stream accepted
+    REFUSE = 3  # server -> client: stream refused, with a reason
+    AUDIO = 4  # client -> server: one input chunk
+    HINT = 5  # server -> client: the hint made from one chunk
+    BYE = 6  # client -> server: close the stream
+
+
+class SampleFormat(IntEnum):
+    FLOAT32 = 0
+    INT16 = 1
+
+
+class HintEncoding(IntEnum):
+    FLOAT32 = 0
+    FLOAT16 = 1
+    INT8 = 2  # per-packet float32 scale, then int8 values
+
+
+@dataclass(frozen=True)
+class Packet:
+    type: Type
+    stream_id: int
+    seq: int
+    payload: bytes
+    key_id: int = 0
+
+
+# ---- Framing -----------------------------------------------------------------
+
+
+def encode(packet: Packet, key: bytes | None = None) -> bytes:
+    flags = FLAG_MAC if key is not None else 0
+    header = HEADER.pack(MAGIC, VERSION, packet.type, flags, 0, packet.stream_id, packet.seq,
+                         packet.key_id, len(packet.payload))
+    data = header + packet.payload
+    if key is not None:
+        data += hmac.new(key, data, hashlib.sha256).digest()
+    if len(data) > MAX_DATAGRAM:
+        raise PacketError(f"packet of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+    return data
+
+
+def decode(data: bytes, keys: dict[int, bytes] | None = None) -> Packet:
+    """Parse and authenticate one datagram. `keys`: key id -> secret; when given,
+    every packet must carry a valid MAC under the key its header names."""
+    if len(data) > MAX_DATAGRAM:
+        raise PacketError("oversized datagram")
+    if len(data) < HEADER.size:
+        raise PacketError("truncated header")
+    magic, version, ptype, flags, _, stream_id, seq, key_id, length = HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise PacketError("bad magic")
+    if version != VERSION:
+        raise PacketError(f"unsupported version {version}")
+    try:
+        ptype = Type(ptype)
+    except ValueError:
+        raise PacketError(f"unknown packet type {ptype}") from None
+    has_mac = bool(flags & FLAG_MAC)
+    if flags & ~FLAG_MAC:
+        raise PacketError("unknown flags")
+    expected = HEADER.size + length + (MAC_SIZE if has_mac else 0)
+    if len(data) != expected:
+        raise PacketError("length mismatch")
+    if keys is not None:
+        key = keys.get(key_id)
+        if not has_mac or key is None:
+            raise PacketError("unauthenticated")
+        body, mac = data[:-MAC_SIZE], data[-MAC_SIZE:]
+        if not hmac.compare_digest(mac, hmac.new(key, body, hashlib.sha256).digest()):
+            raise PacketError("bad MAC")
+    return Packet(ptype, stream_id, seq, bytes(data[HEADER.size : HEADER.size + length]), key_id)
+
+
+# ---- Payloads ----------------------------------------------------------------
+
+HELLO = struct.Struct("<BBBB")  # channels, delay, hint encoding, sample format; then the name
+WELCOME = struct.Struct("<BBBB")  # hint channels, delay, hint encoding, sample format
+AUDIO = struct.Struct("<BB")  # sample format, channels; then channels x 128 samples
+MAX_NAME = 64
+
+
+@dataclass(frozen=True)
+class Hello:
+    model: str  # the boosted model the device runs (its folder name)
+    channels: int
+    delay: int
+    encoding: HintEncoding
+    sample_format: SampleFormat
+
+    def pack(self) -> bytes:
+        name = self.model.encode()
+        if len(name) > MAX_NAME:
+            raise PacketError("model name too long")
+        return HELLO.pack(self.channels, self.delay, self.encoding, self.sample_format) + name
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Hello:
+        if not HELLO.size < len(payload) <= HELLO.size + MAX_NAME:
+            raise PacketError("bad HELLO size")
+        channels, delay, encoding, fmt = HELLO.unpack_from(payload)
+        try:
+            name = payload[HELLO.size :].decode("utf-8")
+            return cls(name, channels, delay, HintEncoding(encoding), SampleFormat(fmt))
+        except ValueError:
+            raise PacketError("bad HELLO fields") from None
+
+
+@dataclass(frozen=True)
+class Welcome:
+    hint_channels: int
+    delay: int
+    encoding: HintEncoding
+    sample_format: SampleFormat
+
+    def pack(self) -> bytes:
+        return WELCOME.pack(self.hint_channels, self.delay, self.encoding, self.sample_format)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> Welcome:
+        if len(payload) != WELCOME.size:
+            raise PacketError("bad WELCOME size")
+        hc, delay, encoding, fmt = WELCOME.unpack(payload)
+        try:
+            return cls(hc, delay, HintEncoding(encoding), SampleFormat(fmt))
+        except ValueError:
+            raise PacketError("bad WELCOME fields") from None
+
+
+def pack_audio(chunk: np.ndarray, fmt: SampleFormat) -> bytes:
+    """chunk [channels, 128] float32 -> AUDIO payload."""
+    channels = chunk.shape[0]
+    if fmt == SampleFormat.INT16:
+        samples = np.clip(np.round(chunk * 32767.0), -32768, 32767).astype("<i2")
+    else:
+        samples = chunk.astype("<f4")
+    return AUDIO.pack(fmt, channels) + samples.tobytes()
+
+
+def unpack_audio(payload: bytes, channels: int) -> np.ndarray:
+    """AUDIO payload -> [channels, 128] float32; the channel count must match the stream."""
+    if len(payload) < AUDIO.size:
+        raise PacketError("truncated AUDIO")
+    fmt, got = AUDIO.unpack_from(payload)
+    if got != channels:
+        raise PacketError("AUDIO channel count does not match the stream")
+    body = payload[AUDIO.size :]
+    if fmt == SampleFormat.INT16 and len(body) == channels * CHUNK * 2:
+        x = np.frombuffer(body, "<i2").astype(np.float32) / 32767.0
+    elif fmt == SampleFormat.FLOAT32 and len(body) == channels * CHUNK * 4:
+        x = np.frombuffer(body, "<f4").astype(np.float32)
+    else:
+        raise PacketError("bad AUDIO size or format")
+    if not np.isfinite(x).all():
+        raise PacketError("non-finite AUDIO samples")
+    return x.reshape(channels, CHUNK)
+
+
+def hint_payload_size(hint_channels: int, encoding: HintEncoding) -> int:
+    n = hint_channels * N_BINS
+    return {HintEncoding.FLOAT32: 4 * n, HintEncoding.FLOAT16: 2 * n,
+            HintEncoding.INT8: 4 + n}[encoding]
+
+
+def pack_hint(hint: np.ndarray, encoding: HintEncoding) -> bytes:
+    """hint [C_h, 97] float32 -> HINT payload."""
+    if encoding == HintEncoding.FLOAT32:
+        return hint.astype("<f4").tobytes()
+    if encoding == HintEncoding.FLOAT16:
+        return hint.astype("<f2").tobytes()
+    peak = float(np.abs(hint).max())
+    scale = peak / 127.0 if peak > 0 else 1.0
+    q = np.clip(np.round(hint / scale), -127, 127).astype(np.int8)
+    return struct.pack("<f", scale) + q.tobytes()
+
+
+def unpack_hint(payload: bytes, hint_channels: int, encoding: HintEncoding) -> np.ndarray:
+    """HINT payload -> [C_h, 97] float32, or PacketError."""
+    if len(payload) != hint_payload_size(hint_channels, encoding):
+        raise PacketError("bad HINT size")
+    if encoding == HintEncoding.FLOAT32:
+        h = np.frombuffer(payload, "<f4").astype(np.float32)
+    elif encoding == HintEncoding.FLOAT16:
+        h = np.frombuffer(payload, "<f2").astype(np.float32)
+    else:
+        (scale,) = struct.unpack_from("<f", payload)
+        h = np.frombuffer(payload, np.int8, offset=4).astype(np.float32) * np.float32(scale)
+    if not np.isfinite(h).all():
+        raise PacketError("non-finite HINT values")
+    return h.reshape(hint_channels, N_BINS)
+
+
+def bytes_per_second(hint_channels: int, channels: int, encoding: HintEncoding,
+                     sample_format: SampleFormat, keyed: bool) -> tuple[float, float]:
+    """(uplink, downlink) bytes per second of one stream, UDP/IPv4 headers included."""
+    overhead = HEADER.size + (MAC_SIZE if keyed else 0) + 28
+    sample_bytes = 2 if sample_format == SampleFormat.INT16 else 4
+    up = overhead + AUDIO.size + channels * CHUNK * sample_bytes
+    down = overhead + hint_payload_size(hint_channels, encoding)
+    chunks = 16000 / CHUNK
+    return up * chunks, down * chunks
+
+
+# ---- Replay protection and keys -----------------------------------------------
+
+
+class ReplayWindow:
+    """Accepts each sequence number once, within a sliding window of `size`."""
+
+    def __init__(self, size: int = 256):
+        self.size = size
+        self.top = -1
+        self.seen: set[int] = set()
+
+    def accept(self, seq: int) -> bool:
+        if seq <= self.top - self.size or seq in self.seen:
+            return False
+        self.seen.add(seq)
+        if seq > self.top:
+            self.top = seq
+            if len(self.seen) > 2 * self.size:
+                self.seen = {s for s in self.seen if s > self.top - self.size}
+        return True
+
+
+def load_keys(path: str | os.PathLike) -> dict[int, bytes]:
+    """A key file: one `KEY_ID HEX_SECRET` per line (id 1..65535, secret >= 16 bytes);
+    blank lines and lines starting with # are ignored."""
+    keys: dict[int, bytes] = {}
+    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        try:
+            key_id, secret = int(parts[0]), bytes.fromhex(parts[1])
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}:{n}: expected 'KEY_ID HEX_SECRET'") from None
+        if not 1 <= key_id <= 65535 or len(secret) < 16 or len(parts) != 2:
+            raise ValueError(f"{path}:{n}: key id must be 1..65535 and the secret >= 16 bytes")
+        keys[key_id] = secret
+    if not keys:
+        raise ValueError(f"{path}: no keys")
+    return keys

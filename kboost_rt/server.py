@@ -1,0 +1,263 @@
+"""`kboost-rt serve`: the large-model hint server.
+
+One UDP socket serves many device streams. Each stream runs the native large
+engine with the hint generator of the boosted model the device announced,
+chunk by chunk, and sends back one hint per chunk. Every datagram is parsed by
+`protocol.decode`; anything malformed, unauthenticated, replayed or out of
+order is dropped and counted, never processed. Streams that fall silent
+expire. The server needs no torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import protocol as p
+from .engine import NativeEngine
+from .model_files import ModelFileError, ModelFiles, load_model_files
+from .signal_path import CHUNK
+
+log = logging.getLogger("kboost_rt.server")
+MAX_GAP = 16  # missing chunks the model is run over (on zeros) to stay aligned
+DRAIN = 64  # datagrams read per pass before the model steps run
+
+
+@dataclass
+class ServedModel:
+    name: str
+    boosted: ModelFiles
+    large: ModelFiles
+
+    def engine(self) -> NativeEngine:
+        generator = {k: v for k, v in self.boosted.tensors.items()
+                     if k.startswith("hint_generator.")}
+        return NativeEngine(self.large.config, self.large.tensors, generator)
+
+
+@dataclass
+class Stream:
+    addr: tuple
+    stream_id: int
+    key_id: int
+    model: ServedModel
+    hello: p.Hello
+    engine: NativeEngine
+    next_seq: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
+    replay: p.ReplayWindow = field(default_factory=p.ReplayWindow)
+    stats: Counter = field(default_factory=Counter)
+
+
+def load_served_models(paths: list[str | os.PathLike], large: str | None = None
+                       ) -> dict[str, ServedModel]:
+    """Boosted model folders -> what the server runs for each; the large model is
+    the boosted config's `large_model` folder next to it, unless `large` is given."""
+    served = {}
+    for path in paths:
+        boosted = load_model_files(path)
+        if boosted.config.role != "boosted":
+            raise ModelFileError(f"{path}: serve needs boosted model folders (their hint "
+                                 f"generator), got role {boosted.config.role!r}")
+        large_path = Path(large) if large else Path(path).parent / boosted.config.large_model
+        if not large and not boosted.config.large_model:
+            raise ModelFileError(f"{path}: config names no large_model; pass --large")
+        large_files = load_model_files(large_path)
+        if large_files.config.role != "large":
+            raise ModelFileError(f"{large_path}: not a large model")
+        if (large_files.config.net.channels, large_files.config.net.sources) != (
+                boosted.config.net.channels, boosted.config.net.sources):
+            raise ModelFileError(f"{large_path}: channels/sources differ from {path}")
+        served[boosted.name] = ServedModel(boosted.name, boosted, large_files)
+    return served
+
+
+class HintServer:
+    def __init__(self, models: dict[str, ServedModel], host: str = "127.0.0.1", port: int = 0,
+                 keys: dict[int, bytes] | None = None, max_streams: int = 16,
+                 idle_timeout: float = 10.0):
+        self.models = models
+        self.keys = keys
+        self.max_streams = max_streams
+        self.idle_timeout = idle_timeout
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        self.sock.bind((host, port))
+        self.sock.setblocking(False)
+        self.streams: dict[tuple, Stream] = {}
+        self.stats: Counter = Counter()
+        self._stop = threading.Event()
+
+    @property
+    def address(self) -> tuple[str, int]:
+        return self.sock.getsockname()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def serve_forever(self, report_every: float = 0.0) -> None:
+        last_report = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                batch = self._drain()
+                for data, addr in batch:
+                    self._handle(data, addr)
+                now = time.monotonic()
+                self._expire(now)
+                if report_every and now - last_report >= report_every:
+                    last_report = now
+                    log.info(self.summary_line())
+        finally:
+            self.sock.close()
+
+    def _drain(self) -> list[tuple[bytes, tuple]]:
+        """Everything that is ready (up to DRAIN), waiting at most 50 ms for the first."""
+        batch: list[tuple[bytes, tuple]] = []
+        if not select.select([self.sock], [], [], 0.05)[0]:
+            return batch
+        while len(batch) < DRAIN:
+            try:
+                batch.append(self.sock.recvfrom(p.MAX_DATAGRAM + 1))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as e:  # e.g. ICMP port unreachable surfacing on Linux
+                self.stats["socket_errors"] += 1
+                log.debug("socket error: %s", e)
+                break
+        return batch
+
+    def _send(self, stream: Stream | None, packet: p.Packet, addr: tuple) -> None:
+        key = self.keys.get(packet.key_id) if self.keys and packet.key_id else None
+        try:
+            self.sock.sendto(p.encode(packet, key), addr)
+            self.stats["sent"] += 1
+        except OSError:
+            self.stats["send_errors"] += 1
+
+    def _handle(self, data: bytes, addr: tuple) -> None:
+        self.stats["received"] += 1
+        try:
+            packet = p.decode(data, self.keys)
+        except p.PacketError as e:
+            reason = str(e)
+            self.stats["dropped_" + reason.split()[0].lower()] += 1
+            self.stats["dropped"] += 1
+            if reason in ("unauthenticated", "bad MAC") and _is_hello(data):
+                # Tell a misconfigured client why; REFUSE is smaller than HELLO.
+                self._send(None, p.Packet(p.Type.REFUSE, _stream_id(data), 0,
+                                          b"authentication failed"), addr)
+            return
+        key = (addr, packet.stream_id)
+        stream = self.streams.get(key)
+        if packet.type == p.Type.HELLO:
+            self._hello(packet, addr)
+        elif stream is None or packet.key_id != stream.key_id:
+            self.stats["dropped_unknown_stream"] += 1
+            self.stats["dropped"] += 1
+        elif packet.type == p.Type.AUDIO:
+            self._audio(stream, packet)
+        elif packet.type == p.Type.BYE:
+            del self.streams[key]
+            log.info("stream %08x from %s closed: %s", packet.stream_id, addr,
+                     dict(stream.stats))
+        else:
+            self.stats["dropped_unexpected_type"] += 1
+            self.stats["dropped"] += 1
+
+    def _refuse(self, packet: p.Packet, addr: tuple, reason: str) -> None:
+        self.stats["refused"] += 1
+        log.info("refused stream %08x from %s: %s", packet.stream_id, addr, reason)
+        self._send(None, p.Packet(p.Type.REFUSE, packet.stream_id, 0, reason.encode()[:200],
+                                  packet.key_id), addr)
+
+    def _hello(self, packet: p.Packet, addr: tuple) -> None:
+        try:
+            hello = p.Hello.unpack(packet.payload)
+        except p.PacketError as e:
+            return self._refuse(packet, addr, str(e))
+        model = self.models.get(hello.model)
+        if model is None:
+            return self._refuse(packet, addr, f"unknown model {hello.model!r}; this server "
+                                f"has {', '.join(sorted(self.models))}")
+        cfg = model.boosted.config
+        assert cfg.boost is not None
+        if hello.channels != cfg.net.channels:
+            return self._refuse(packet, addr, f"model {hello.model} takes {cfg.net.channels} "
+                                f"channels, not {hello.channels}")
+        if hello.delay != cfg.boost.delay:
+            return self._refuse(packet, addr, f"model {hello.model} was trained for delay "
+                                f"{cfg.boost.delay}, not {hello.delay}")
+        key = (addr, packet.stream_id)
+        if key not in self.streams:
+            if len(self.streams) >= self.max_streams:
+                return self._refuse(packet, addr, f"server full ({self.max_streams} streams)")
+            self.streams[key] = Stream(addr, packet.stream_id, packet.key_id, model, hello,
+                                       model.engine())
+            self.stats["streams_opened"] += 1
+            log.info("stream %08x from %s: %s, %s hints", packet.stream_id, addr, hello.model,
+                     hello.encoding.name.lower())
+        welcome = p.Welcome(cfg.boost.hint_channels, cfg.boost.delay, hello.encoding,
+                            hello.sample_format)
+        self._send(None, p.Packet(p.Type.WELCOME, packet.stream_id, 0, welcome.pack(),
+                                  packet.key_id), addr)
+
+    def _audio(self, stream: Stream, packet: p.Packet) -> None:
+        stream.last_seen = time.monotonic()
+        if not stream.replay.accept(packet.seq):
+            stream.stats["duplicate"] += 1
+            return
+        if packet.seq < stream.next_seq:
+            stream.stats["late"] += 1  # the model already moved past it
+            return
+        try:
+            chunk = p.unpack_audio(packet.payload, stream.hello.channels)
+        except p.PacketError:
+            stream.stats["bad_audio"] += 1
+            return
+        gap = packet.seq - stream.next_seq
+        if gap > MAX_GAP:
+            stream.engine.reset()
+            stream.stats["resets"] += 1
+        else:
+            silence = np.zeros((stream.hello.channels, CHUNK), np.float32)
+            for _ in range(gap):  # keep the model's time aligned with the chunk numbers
+                stream.engine.process_with_hint(silence)
+            stream.stats["missing"] += gap
+        _, hint = stream.engine.process_with_hint(chunk)
+        stream.next_seq = packet.seq + 1
+        stream.stats["chunks"] += 1
+        self.stats["chunks"] += 1
+        payload = p.pack_hint(hint, stream.hello.encoding)
+        self._send(stream, p.Packet(p.Type.HINT, stream.stream_id, packet.seq, payload,
+                                    stream.key_id), stream.addr)
+
+    def _expire(self, now: float) -> None:
+        for key, stream in list(self.streams.items()):
+            if now - stream.last_seen > self.idle_timeout:
+                del self.streams[key]
+                self.stats["streams_expired"] += 1
+                log.info("stream %08x from %s expired: %s", stream.stream_id, stream.addr,
+                         dict(stream.stats))
+
+    def summary_line(self) -> str:
+        s = self.stats
+        return (f"streams {len(self.streams)} (opened {s['streams_opened']}, expired "
+                f"{s['streams_expired']}, refused {s['refused']}); chunks {s['chunks']}; "
+                f"received {s['received']}, dropped {s['dropped']}")
+
+
+def _is_hello(data: bytes) -> bool:
+    return len(data) >= p.HEADER.size and data[:4] == p.MAGIC and data[5] == p.Type.HELLO
+
+
+def _stream_id(data: bytes) -> int:
+    return int.from_bytes(data[8:12], "little")
