@@ -173,8 +173,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     keys = load_keys(args.key_file) if args.key_file else None
     server = HintServer(models, args.host, args.port, keys, args.max_streams, args.idle_timeout)
     host, port = server.address
-    print(f"serving hints for {', '.join(models)} on {host}:{port}"
-          f"{' (authenticated)' if keys else ''}", flush=True)
+    print(
+        f"serving hints for {', '.join(models)} on {host}:{port}"
+        f"{' (authenticated)' if keys else ''}",
+        flush=True,
+    )
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.serve_forever(report_every=args.report_every)
@@ -190,8 +193,15 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
     from .relay import FaultRelay, Impairment
 
-    impairment = Impairment(args.delay_ms, args.jitter_ms, args.loss, args.burst, args.reorder,
-                            args.duplicate, args.corrupt)
+    impairment = Impairment(
+        args.delay_ms,
+        args.jitter_ms,
+        args.loss,
+        args.burst,
+        args.reorder,
+        args.duplicate,
+        args.corrupt,
+    )
     relay = FaultRelay(args.to, impairment, args.listen, args.seed).start()
     host, port = relay.address
     print(f"relaying {host}:{port} -> {args.to[0]}:{args.to[1]} with {impairment}", flush=True)
@@ -212,18 +222,26 @@ def cmd_process(args: argparse.Namespace) -> int:
     from .protocol import HintEncoding
 
     try:
-        result = process_file(Path(args.input), Path(args.output), Path(args.model), args.server,
-                              _key(args), HintEncoding[args.hints.upper()],
-                              progress=not args.quiet)
+        result = process_file(
+            Path(args.input),
+            Path(args.output),
+            Path(args.model),
+            args.server,
+            _key(args),
+            HintEncoding[args.hints.upper()],
+            progress=not args.quiet,
+        )
     except ProcessError as e:
         print(f"kboost-rt: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {', '.join(str(p) for p in result.outputs)} ({result.chunks} chunks)")
     if result.link is not None:
         s = result.link
-        print(f"hints: {s.on_time} on time, {s.late} late, {s.lost} lost, {s.duplicate} "
-              f"duplicate, {s.corrupt} corrupt; round trip {s.rtt_chunks:g} chunks "
-              f"(max {s.max_rtt_chunks})")
+        print(
+            f"hints: {s.on_time} on time, {s.late} late, {s.lost} lost, {s.duplicate} "
+            f"duplicate, {s.corrupt} corrupt; round trip {s.rtt_chunks:g} chunks "
+            f"(max {s.max_rtt_chunks})"
+        )
     return 0
 
 
@@ -264,27 +282,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("serve", help="run the large-model hint server (UDP)")
-    p.add_argument("--model", action="append", required=True, metavar="PATH",
-                   help="a boosted model folder whose hints to serve (repeatable); its "
-                   "large model is the folder its config names, next to it")
+    p.add_argument(
+        "--model",
+        action="append",
+        required=True,
+        metavar="PATH",
+        help="a boosted model folder whose hints to serve (repeatable); its "
+        "large model is the folder its config names, next to it",
+    )
     p.add_argument("--large", metavar="PATH", help="the large model folder (overrides)")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback)")
     p.add_argument("--port", type=int, default=47000, help="UDP port (default: 47000; 0: any)")
-    p.add_argument("--key-file", help="pre-shared keys, 'KEY_ID HEX_SECRET' per line: "
-                   "every packet must carry an HMAC-SHA256 under one of them")
+    p.add_argument(
+        "--key-file",
+        help="pre-shared keys, 'KEY_ID HEX_SECRET' per line: "
+        "every packet must carry an HMAC-SHA256 under one of them",
+    )
     p.add_argument("--max-streams", type=int, default=16, help="(default: 16)")
-    p.add_argument("--idle-timeout", type=float, default=10.0,
-                   help="seconds of silence before a stream expires (default: 10)")
-    p.add_argument("--report-every", type=float, default=10.0,
-                   help="seconds between status lines (default: 10; 0: none)")
+    p.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=10.0,
+        help="seconds of silence before a stream expires (default: 10)",
+    )
+    p.add_argument(
+        "--report-every",
+        type=float,
+        default=10.0,
+        help="seconds between status lines (default: 10; 0: none)",
+    )
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("relay", help="UDP relay that adds delay, jitter, loss, reordering, "
-                       "duplication and corruption")
-    p.add_argument("--to", type=_host_port, required=True, metavar="HOST:PORT",
-                   help="the server")
-    p.add_argument("--listen", type=_host_port, default=("127.0.0.1", 47001),
-                   metavar="HOST:PORT", help="where devices send (default: 127.0.0.1:47001)")
+    p = sub.add_parser(
+        "relay",
+        help="UDP relay that adds delay, jitter, loss, reordering, duplication and corruption",
+    )
+    p.add_argument("--to", type=_host_port, required=True, metavar="HOST:PORT", help="the server")
+    p.add_argument(
+        "--listen",
+        type=_host_port,
+        default=("127.0.0.1", 47001),
+        metavar="HOST:PORT",
+        help="where devices send (default: 127.0.0.1:47001)",
+    )
     p.add_argument("--delay-ms", type=float, default=0.0)
     p.add_argument("--jitter-ms", type=float, default=0.0)
     p.add_argument("--loss", type=float, default=0.0, help="fraction lost, each way")
@@ -299,10 +339,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="16 kHz audio file with the model's channel count")
     p.add_argument("output", help="WAV to write (separation: OUT_s1.wav, OUT_s2.wav)")
     p.add_argument("--model", required=True, help="small or boosted model folder")
-    p.add_argument("--server", type=_host_port, metavar="HOST:PORT",
-                   help="hint server (boosted models); the file is paced at real time")
-    p.add_argument("--hints", choices=["float32", "float16", "int8"], default="float32",
-                   help="hint encoding on the link (default: float32)")
+    p.add_argument(
+        "--server",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="hint server (boosted models); the file is paced at real time",
+    )
+    p.add_argument(
+        "--hints",
+        choices=["float32", "float16", "int8"],
+        default="float32",
+        help="hint encoding on the link (default: float32)",
+    )
     p.add_argument("--key-file", help="pre-shared key file (see serve)")
     p.add_argument("--key-id", type=int, default=0, help="which key (default: the lowest id)")
     p.add_argument("--quiet", action="store_true", help="no progress line")

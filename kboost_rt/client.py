@@ -48,10 +48,17 @@ class LinkStats:
 
 
 class HintClient:
-    def __init__(self, server: tuple[str, int], model: str, channels: int, delay: int,
-                 encoding: p.HintEncoding = p.HintEncoding.FLOAT32,
-                 sample_format: p.SampleFormat = p.SampleFormat.FLOAT32,
-                 key: tuple[int, bytes] | None = None, queue_chunks: int = 32):
+    def __init__(
+        self,
+        server: tuple[str, int],
+        model: str,
+        channels: int,
+        delay: int,
+        encoding: p.HintEncoding = p.HintEncoding.FLOAT32,
+        sample_format: p.SampleFormat = p.SampleFormat.FLOAT32,
+        key: tuple[int, bytes] | None = None,
+        queue_chunks: int = 32,
+    ):
         self.server = server
         self.hello = p.Hello(model, channels, delay, encoding, sample_format)
         self.key_id, self.key = key if key else (0, None)
@@ -97,8 +104,7 @@ class HintClient:
                 welcome = p.Welcome.unpack(packet.payload)
                 self.hint_channels = welcome.hint_channels
                 self.sock.setblocking(False)
-                self._thread = threading.Thread(target=self._run, name="kboost-hints",
-                                                daemon=True)
+                self._thread = threading.Thread(target=self._run, name="kboost-hints", daemon=True)
                 self._thread.start()
                 return welcome
         raise LinkError(f"no answer from {self.server[0]}:{self.server[1]} in {timeout} s")
@@ -108,8 +114,9 @@ class HintClient:
         if self._thread:
             self._thread.join(timeout=1)
         try:
-            self.sock.send(p.encode(p.Packet(p.Type.BYE, self.stream_id, 0, b"", self.key_id),
-                                    self.key))
+            self.sock.send(
+                p.encode(p.Packet(p.Type.BYE, self.stream_id, 0, b"", self.key_id), self.key)
+            )
         except OSError:
             pass
         self.sock.close()
@@ -141,8 +148,12 @@ class HintClient:
                 seq, chunk = self._outgoing.popleft()
                 payload = p.pack_audio(chunk, self.hello.sample_format)
                 try:
-                    self.sock.send(p.encode(p.Packet(p.Type.AUDIO, self.stream_id, seq,
-                                                     payload, self.key_id), self.key))
+                    self.sock.send(
+                        p.encode(
+                            p.Packet(p.Type.AUDIO, self.stream_id, seq, payload, self.key_id),
+                            self.key,
+                        )
+                    )
                     self._counts["sent"] += 1
                 except OSError:
                     self._counts["send_errors"] += 1
@@ -177,9 +188,13 @@ class HintClient:
         self._rtts.append(rtt)
         if rtt > self.delay and not self._warned:
             self._warned = True
-            log.warning("hints arrive %d chunks after their chunk, more than the model's "
-                        "delay of %d: they will be late; use a model trained for a longer "
-                        "delay", rtt, self.delay)
+            log.warning(
+                "hints arrive %d chunks after their chunk, more than the model's "
+                "delay of %d: they will be late; use a model trained for a longer "
+                "delay",
+                rtt,
+                self.delay,
+            )
         if seq + self.delay <= now:  # its chunk t = seq + d has already run without it
             self._counts["late"] += 1
             return
@@ -191,8 +206,14 @@ class HintClient:
     def stats(self) -> LinkStats:
         c = self._counts
         rtts = list(self._rtts)
-        return LinkStats(on_time=c["on_time"], late=c["late"], lost=c["lost"],
-                         duplicate=c["duplicate"], corrupt=c["corrupt"], sent=c["sent"],
-                         send_dropped=c["send_dropped"],
-                         rtt_chunks=float(np.median(rtts)) if rtts else float("nan"),
-                         max_rtt_chunks=max(rtts) if rtts else 0)
+        return LinkStats(
+            on_time=c["on_time"],
+            late=c["late"],
+            lost=c["lost"],
+            duplicate=c["duplicate"],
+            corrupt=c["corrupt"],
+            sent=c["sent"],
+            send_dropped=c["send_dropped"],
+            rtt_chunks=float(np.median(rtts)) if rtts else float("nan"),
+            max_rtt_chunks=max(rtts) if rtts else 0,
+        )

@@ -76,15 +76,21 @@ def output_paths(out: Path, sources: int) -> list[Path]:
     return [out.with_name(f"{out.stem}_s{s + 1}{out.suffix}") for s in range(sources)]
 
 
-def process_file(inp: Path, out: Path, model: Path, server: tuple[str, int] | None = None,
-                 key: tuple[int, bytes] | None = None,
-                 encoding: HintEncoding = HintEncoding.FLOAT32, progress: bool = True
-                 ) -> ProcessResult:
+def process_file(
+    inp: Path,
+    out: Path,
+    model: Path,
+    server: tuple[str, int] | None = None,
+    key: tuple[int, bytes] | None = None,
+    encoding: HintEncoding = HintEncoding.FLOAT32,
+    progress: bool = True,
+) -> ProcessResult:
     files = load_model_files(model)
     cfg = files.config
     if cfg.role == "large":
-        raise ProcessError(f"{model}: a large model runs on the server; process with the "
-                           "small or boosted model")
+        raise ProcessError(
+            f"{model}: a large model runs on the server; process with the small or boosted model"
+        )
     x = read_audio(inp, cfg.net.channels)
     targets = output_paths(out, cfg.net.sources)
     for t in targets:
@@ -95,8 +101,9 @@ def process_file(inp: Path, out: Path, model: Path, server: tuple[str, int] | No
     if server is not None:
         if cfg.boost is None:
             raise ProcessError(f"{model}: --server needs a boosted model")
-        client = HintClient(server, files.name, cfg.net.channels, cfg.boost.delay, encoding,
-                            key=key)
+        client = HintClient(
+            server, files.name, cfg.net.channels, cfg.boost.delay, encoding, key=key
+        )
         client.connect()
     samples = x.shape[1]
     chunks = -(-(samples + LOOKAHEAD) // CHUNK)  # flush the look-ahead
@@ -119,8 +126,12 @@ def process_file(inp: Path, out: Path, model: Path, server: tuple[str, int] | No
             used.append(hint is not None)
             y[:, :, t * CHUNK : (t + 1) * CHUNK] = engine.process(chunk, hint)
             if progress and (t % 125 == 0 or t == chunks - 1):
-                print(f"\rprocessing {inp.name}: {100 * (t + 1) // chunks:3d}%", end="",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"\rprocessing {inp.name}: {100 * (t + 1) // chunks:3d}%",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
     finally:
         link = client.stats() if client else None
         if client:

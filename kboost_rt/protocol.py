@@ -69,8 +69,17 @@ class Packet:
 
 def encode(packet: Packet, key: bytes | None = None) -> bytes:
     flags = FLAG_MAC if key is not None else 0
-    header = HEADER.pack(MAGIC, VERSION, packet.type, flags, 0, packet.stream_id, packet.seq,
-                         packet.key_id, len(packet.payload))
+    header = HEADER.pack(
+        MAGIC,
+        VERSION,
+        packet.type,
+        flags,
+        0,
+        packet.stream_id,
+        packet.seq,
+        packet.key_id,
+        len(packet.payload),
+    )
     data = header + packet.payload
     if key is not None:
         data += hmac.new(key, data, hashlib.sha256).digest()
@@ -197,8 +206,9 @@ def unpack_audio(payload: bytes, channels: int) -> np.ndarray:
 
 def hint_payload_size(hint_channels: int, encoding: HintEncoding) -> int:
     n = hint_channels * N_BINS
-    return {HintEncoding.FLOAT32: 4 * n, HintEncoding.FLOAT16: 2 * n,
-            HintEncoding.INT8: 4 + n}[encoding]
+    return {HintEncoding.FLOAT32: 4 * n, HintEncoding.FLOAT16: 2 * n, HintEncoding.INT8: 4 + n}[
+        encoding
+    ]
 
 
 def pack_hint(hint: np.ndarray, encoding: HintEncoding) -> bytes:
@@ -229,8 +239,13 @@ def unpack_hint(payload: bytes, hint_channels: int, encoding: HintEncoding) -> n
     return h.reshape(hint_channels, N_BINS)
 
 
-def bytes_per_second(hint_channels: int, channels: int, encoding: HintEncoding,
-                     sample_format: SampleFormat, keyed: bool) -> tuple[float, float]:
+def bytes_per_second(
+    hint_channels: int,
+    channels: int,
+    encoding: HintEncoding,
+    sample_format: SampleFormat,
+    keyed: bool,
+) -> tuple[float, float]:
     """(uplink, downlink) bytes per second of one stream, UDP/IPv4 headers included."""
     overhead = HEADER.size + (MAC_SIZE if keyed else 0) + 28
     sample_bytes = 2 if sample_format == SampleFormat.INT16 else 4

@@ -40,8 +40,13 @@ class DirectionLog:
 
 
 class FaultRelay:
-    def __init__(self, target: tuple[str, int], impairment: Impairment,
-                 listen: tuple[str, int] = ("127.0.0.1", 0), seed: int = 0):
+    def __init__(
+        self,
+        target: tuple[str, int],
+        impairment: Impairment,
+        listen: tuple[str, int] = ("127.0.0.1", 0),
+        seed: int = 0,
+    ):
         self.target = target
         self.impairment = impairment
         self.rng = random.Random(seed)
@@ -87,8 +92,14 @@ class FaultRelay:
         self._bursting[direction] = bursting
         return bursting
 
-    def _schedule(self, data: bytes, sock: socket.socket, addr: tuple | None,
-                  log: DirectionLog, direction: str) -> None:
+    def _schedule(
+        self,
+        data: bytes,
+        sock: socket.socket,
+        addr: tuple | None,
+        log: DirectionLog,
+        direction: str,
+    ) -> None:
         imp = self.impairment
         seq = int.from_bytes(data[12:16], "little") if len(data) >= 16 else -1
         log.counts["received"] += 1

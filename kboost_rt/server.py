@@ -39,8 +39,9 @@ class ServedModel:
     large: ModelFiles
 
     def engine(self) -> NativeEngine:
-        generator = {k: v for k, v in self.boosted.tensors.items()
-                     if k.startswith("hint_generator.")}
+        generator = {
+            k: v for k, v in self.boosted.tensors.items() if k.startswith("hint_generator.")
+        }
         return NativeEngine(self.large.config, self.large.tensors, generator)
 
 
@@ -58,16 +59,19 @@ class Stream:
     stats: Counter = field(default_factory=Counter)
 
 
-def load_served_models(paths: list[str | os.PathLike], large: str | None = None
-                       ) -> dict[str, ServedModel]:
+def load_served_models(
+    paths: list[str | os.PathLike], large: str | None = None
+) -> dict[str, ServedModel]:
     """Boosted model folders -> what the server runs for each; the large model is
     the boosted config's `large_model` folder next to it, unless `large` is given."""
     served = {}
     for path in paths:
         boosted = load_model_files(path)
         if boosted.config.role != "boosted":
-            raise ModelFileError(f"{path}: serve needs boosted model folders (their hint "
-                                 f"generator), got role {boosted.config.role!r}")
+            raise ModelFileError(
+                f"{path}: serve needs boosted model folders (their hint "
+                f"generator), got role {boosted.config.role!r}"
+            )
         large_path = Path(large) if large else Path(path).parent / boosted.config.large_model
         if not large and not boosted.config.large_model:
             raise ModelFileError(f"{path}: config names no large_model; pass --large")
@@ -75,16 +79,24 @@ def load_served_models(paths: list[str | os.PathLike], large: str | None = None
         if large_files.config.role != "large":
             raise ModelFileError(f"{large_path}: not a large model")
         if (large_files.config.net.channels, large_files.config.net.sources) != (
-                boosted.config.net.channels, boosted.config.net.sources):
+            boosted.config.net.channels,
+            boosted.config.net.sources,
+        ):
             raise ModelFileError(f"{large_path}: channels/sources differ from {path}")
         served[boosted.name] = ServedModel(boosted.name, boosted, large_files)
     return served
 
 
 class HintServer:
-    def __init__(self, models: dict[str, ServedModel], host: str = "127.0.0.1", port: int = 0,
-                 keys: dict[int, bytes] | None = None, max_streams: int = 16,
-                 idle_timeout: float = 10.0):
+    def __init__(
+        self,
+        models: dict[str, ServedModel],
+        host: str = "127.0.0.1",
+        port: int = 0,
+        keys: dict[int, bytes] | None = None,
+        max_streams: int = 16,
+        idle_timeout: float = 10.0,
+    ):
         self.models = models
         self.keys = keys
         self.max_streams = max_streams
@@ -153,8 +165,11 @@ class HintServer:
             self.stats["dropped"] += 1
             if reason in ("unauthenticated", "bad MAC") and _is_hello(data):
                 # Tell a misconfigured client why; REFUSE is smaller than HELLO.
-                self._send(None, p.Packet(p.Type.REFUSE, _stream_id(data), 0,
-                                          b"authentication failed"), addr)
+                self._send(
+                    None,
+                    p.Packet(p.Type.REFUSE, _stream_id(data), 0, b"authentication failed"),
+                    addr,
+                )
             return
         key = (addr, packet.stream_id)
         stream = self.streams.get(key)
@@ -167,8 +182,7 @@ class HintServer:
             self._audio(stream, packet)
         elif packet.type == p.Type.BYE:
             del self.streams[key]
-            log.info("stream %08x from %s closed: %s", packet.stream_id, addr,
-                     dict(stream.stats))
+            log.info("stream %08x from %s closed: %s", packet.stream_id, addr, dict(stream.stats))
         else:
             self.stats["dropped_unexpected_type"] += 1
             self.stats["dropped"] += 1
@@ -176,8 +190,11 @@ class HintServer:
     def _refuse(self, packet: p.Packet, addr: tuple, reason: str) -> None:
         self.stats["refused"] += 1
         log.info("refused stream %08x from %s: %s", packet.stream_id, addr, reason)
-        self._send(None, p.Packet(p.Type.REFUSE, packet.stream_id, 0, reason.encode()[:200],
-                                  packet.key_id), addr)
+        self._send(
+            None,
+            p.Packet(p.Type.REFUSE, packet.stream_id, 0, reason.encode()[:200], packet.key_id),
+            addr,
+        )
 
     def _hello(self, packet: p.Packet, addr: tuple) -> None:
         try:
@@ -186,29 +203,46 @@ class HintServer:
             return self._refuse(packet, addr, str(e))
         model = self.models.get(hello.model)
         if model is None:
-            return self._refuse(packet, addr, f"unknown model {hello.model!r}; this server "
-                                f"has {', '.join(sorted(self.models))}")
+            return self._refuse(
+                packet,
+                addr,
+                f"unknown model {hello.model!r}; this server has {', '.join(sorted(self.models))}",
+            )
         cfg = model.boosted.config
         assert cfg.boost is not None
         if hello.channels != cfg.net.channels:
-            return self._refuse(packet, addr, f"model {hello.model} takes {cfg.net.channels} "
-                                f"channels, not {hello.channels}")
+            return self._refuse(
+                packet,
+                addr,
+                f"model {hello.model} takes {cfg.net.channels} channels, not {hello.channels}",
+            )
         if hello.delay != cfg.boost.delay:
-            return self._refuse(packet, addr, f"model {hello.model} was trained for delay "
-                                f"{cfg.boost.delay}, not {hello.delay}")
+            return self._refuse(
+                packet,
+                addr,
+                f"model {hello.model} was trained for delay {cfg.boost.delay}, not {hello.delay}",
+            )
         key = (addr, packet.stream_id)
         if key not in self.streams:
             if len(self.streams) >= self.max_streams:
                 return self._refuse(packet, addr, f"server full ({self.max_streams} streams)")
-            self.streams[key] = Stream(addr, packet.stream_id, packet.key_id, model, hello,
-                                       model.engine())
+            self.streams[key] = Stream(
+                addr, packet.stream_id, packet.key_id, model, hello, model.engine()
+            )
             self.stats["streams_opened"] += 1
-            log.info("stream %08x from %s: %s, %s hints", packet.stream_id, addr, hello.model,
-                     hello.encoding.name.lower())
-        welcome = p.Welcome(cfg.boost.hint_channels, cfg.boost.delay, hello.encoding,
-                            hello.sample_format)
-        self._send(None, p.Packet(p.Type.WELCOME, packet.stream_id, 0, welcome.pack(),
-                                  packet.key_id), addr)
+            log.info(
+                "stream %08x from %s: %s, %s hints",
+                packet.stream_id,
+                addr,
+                hello.model,
+                hello.encoding.name.lower(),
+            )
+        welcome = p.Welcome(
+            cfg.boost.hint_channels, cfg.boost.delay, hello.encoding, hello.sample_format
+        )
+        self._send(
+            None, p.Packet(p.Type.WELCOME, packet.stream_id, 0, welcome.pack(), packet.key_id), addr
+        )
 
     def _audio(self, stream: Stream, packet: p.Packet) -> None:
         stream.last_seen = time.monotonic()
@@ -237,22 +271,31 @@ class HintServer:
         stream.stats["chunks"] += 1
         self.stats["chunks"] += 1
         payload = p.pack_hint(hint, stream.hello.encoding)
-        self._send(stream, p.Packet(p.Type.HINT, stream.stream_id, packet.seq, payload,
-                                    stream.key_id), stream.addr)
+        self._send(
+            stream,
+            p.Packet(p.Type.HINT, stream.stream_id, packet.seq, payload, stream.key_id),
+            stream.addr,
+        )
 
     def _expire(self, now: float) -> None:
         for key, stream in list(self.streams.items()):
             if now - stream.last_seen > self.idle_timeout:
                 del self.streams[key]
                 self.stats["streams_expired"] += 1
-                log.info("stream %08x from %s expired: %s", stream.stream_id, stream.addr,
-                         dict(stream.stats))
+                log.info(
+                    "stream %08x from %s expired: %s",
+                    stream.stream_id,
+                    stream.addr,
+                    dict(stream.stats),
+                )
 
     def summary_line(self) -> str:
         s = self.stats
-        return (f"streams {len(self.streams)} (opened {s['streams_opened']}, expired "
-                f"{s['streams_expired']}, refused {s['refused']}); chunks {s['chunks']}; "
-                f"received {s['received']}, dropped {s['dropped']}")
+        return (
+            f"streams {len(self.streams)} (opened {s['streams_opened']}, expired "
+            f"{s['streams_expired']}, refused {s['refused']}); chunks {s['chunks']}; "
+            f"received {s['received']}, dropped {s['dropped']}"
+        )
 
 
 def _is_hello(data: bytes) -> bool:

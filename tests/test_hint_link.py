@@ -1,0 +1,305 @@
+"""The hint link for real: a `kboost-rt serve` process, UDP on loopback, the
+fault relay, several keyed streams, garbage floods."""
+
+import dataclasses
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from kboost_rt.client import HintClient, LinkError
+from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE
+from kboost_rt.engine import NativeEngine
+from kboost_rt.model_files import random_weights, save_model_files
+from kboost_rt.process import process_file
+from kboost_rt.protocol import HintEncoding
+from kboost_rt.relay import FaultRelay, Impairment
+from kboost_rt.signal_path import CHUNK, LOOKAHEAD, SAMPLE_RATE
+
+DELAY = 3
+KEYS = {1: "11" * 32, 2: "22" * 32, 3: "33" * 32}
+CLI = str(Path(sys.executable).parent / "kboost-rt")
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    boosted = dataclasses.replace(
+        PAPER_BOOSTED,
+        large_model="sep-large",
+        boost=dataclasses.replace(PAPER_BOOSTED.boost, delay=DELAY),
+    )
+    save_model_files(root / "sep-boosted-d3", boosted, random_weights(boosted, 1))
+    save_model_files(root / "sep-large", PAPER_LARGE, random_weights(PAPER_LARGE, 2))
+    (root / "keys").write_text("".join(f"{k} {v}\n" for k, v in KEYS.items()))
+    return root
+
+
+class Server:
+    def __init__(self, models: Path, keyed: bool):
+        cmd = [
+            CLI,
+            "serve",
+            "--model",
+            str(models / "sep-boosted-d3"),
+            "--port",
+            "0",
+            "--report-every",
+            "0",
+        ]
+        if keyed:
+            cmd += ["--key-file", str(models / "keys")]
+        self.proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        line = self.proc.stdout.readline()
+        match = re.search(r"on ([\d.]+):(\d+)", line)
+        assert match, line + self.proc.stdout.read()
+        self.address = (match.group(1), int(match.group(2)))
+
+    def stop(self) -> str:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=10)
+        assert self.proc.returncode == 0, out
+        return out
+
+
+@pytest.fixture
+def server(models):
+    s = Server(models, keyed=False)
+    yield s
+    if s.proc.poll() is None:
+        s.stop()
+
+
+@pytest.fixture
+def keyed_server(models):
+    s = Server(models, keyed=True)
+    yield s
+    if s.proc.poll() is None:
+        s.stop()
+
+
+def mixture(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (0.1 * rng.standard_normal((2, int(seconds * SAMPLE_RATE)))).astype(np.float32)
+
+
+def in_process(models: Path, x: np.ndarray, chunks: int, arrived=None) -> np.ndarray:
+    """The boosted engine fed the hints of an in-process large engine at delay d."""
+    large = NativeEngine.from_folder(models / "sep-large", hints_for=models / "sep-boosted-d3")
+    small = NativeEngine.from_folder(models / "sep-boosted-d3")
+    padded = np.zeros((2, chunks * CHUNK), np.float32)
+    padded[:, : x.shape[1]] = x
+    hints, out = [], []
+    for t in range(chunks):
+        chunk = padded[:, t * CHUNK : (t + 1) * CHUNK]
+        hints.append(large.process_with_hint(chunk)[1])
+        j = t - DELAY
+        use = j >= 0 and (arrived is None or arrived[j])
+        out.append(small.process(chunk, hints[j] if use else None))
+    return np.concatenate(out, axis=-1)
+
+
+def test_stream_through_server_equals_in_process_pipeline(models, server, tmp_path):
+    x = mixture(1.5)
+    sf.write(tmp_path / "mix.wav", x.T, SAMPLE_RATE, subtype="FLOAT")
+    result = process_file(
+        tmp_path / "mix.wav",
+        tmp_path / "out.wav",
+        models / "sep-boosted-d3",
+        server.address,
+        progress=False,
+    )
+    assert result.link.lost == 0 and result.link.late == 0 and result.link.corrupt == 0
+    assert result.hints_used == [t >= DELAY for t in range(result.chunks)]
+    want = in_process(models, x, result.chunks)[:, :, LOOKAHEAD : LOOKAHEAD + x.shape[1]]
+    for s, path in enumerate(result.outputs):
+        got, rate = sf.read(path, dtype="float32", always_2d=True)
+        assert rate == SAMPLE_RATE and got.shape == (x.shape[1], 2)
+        assert np.array_equal(got.T, want[s])
+    served = int(re.search(r"chunks (\d+);", server.stop()).group(1))  # and it shut down
+    assert served >= result.chunks - 2  # the last chunks' hints are never needed
+
+
+def run_stream(client: HintClient, engine: NativeEngine, x: np.ndarray) -> list[bool]:
+    """A live device: one chunk per 8 ms, never waiting for the network."""
+    chunks = x.shape[1] // CHUNK
+    used, start = [], time.monotonic()
+    for t in range(chunks):
+        wait = start + (t + 1) * CHUNK / SAMPLE_RATE - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+        chunk = np.ascontiguousarray(x[:, t * CHUNK : (t + 1) * CHUNK])
+        client.send_chunk(t, chunk)
+        hint = client.take_hint(t)
+        engine.process(chunk, hint)
+        used.append(hint is not None)
+    return used
+
+
+def test_faulty_link_statistics_match_the_relay(models, keyed_server):
+    impairment = Impairment(
+        delay_ms=2, jitter_ms=1.5, loss=0.1, reorder=0.05, duplicate=0.05, corrupt=0.03
+    )
+    relay = FaultRelay(keyed_server.address, Impairment(), seed=3).start()
+    client = HintClient(
+        relay.address,
+        "sep-boosted-d3",
+        2,
+        DELAY,
+        HintEncoding.INT8,
+        key=(2, bytes.fromhex(KEYS[2])),
+    )
+    client.connect()
+    relay.impairment = impairment  # the handshake went through clean; now impair
+    engine = NativeEngine.from_folder(models / "sep-boosted-d3")
+    x = mixture(3.0, seed=1)
+    used = run_stream(client, engine, x)
+    time.sleep(0.2)  # let the last hints land
+    stats = client.stats()
+    client.close()
+    relay.stop()
+    chunks = len(used)
+    assert chunks == x.shape[1] // CHUNK  # every chunk was produced
+    up, down = relay.up, relay.down
+    assert up.counts["dropped"] > 0 and down.counts["dropped"] > 0  # the relay did its job
+    bad = up.dropped | up.corrupted | down.dropped | down.corrupted
+    needed = range(chunks - DELAY)  # hints 0..N-d-1 are used at chunks d..N-1
+    missing = sum(1 for j in needed if j in bad)
+    assert stats.lost - stats.late == missing
+    assert stats.on_time == len(needed) - stats.lost
+    assert sum(used) == stats.on_time
+    assert stats.corrupt == sum(2 if s in down.duplicated else 1 for s in down.corrupted)
+    assert stats.duplicate == len(down.duplicated - down.corrupted - down.dropped)
+
+
+def test_keyed_streams_run_concurrently_and_a_wrong_key_is_refused(models, keyed_server):
+    x = mixture(1.0, seed=2)
+    results = {}
+
+    def device(key_id):
+        client = HintClient(
+            keyed_server.address,
+            "sep-boosted-d3",
+            2,
+            DELAY,
+            key=(key_id, bytes.fromhex(KEYS[key_id])),
+        )
+        client.connect()
+        run_stream(client, NativeEngine.from_folder(models / "sep-boosted-d3"), x)
+        time.sleep(0.1)
+        results[key_id] = client.stats()
+        client.close()
+
+    threads = [threading.Thread(target=device, args=(k,)) for k in KEYS]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for key_id, stats in results.items():
+        assert stats.on_time > 0.9 * (x.shape[1] // CHUNK - DELAY), (key_id, stats)
+        assert stats.corrupt == 0
+    wrong = HintClient(keyed_server.address, "sep-boosted-d3", 2, DELAY, key=(1, b"x" * 32))
+    with pytest.raises(LinkError, match="authentication failed"):
+        wrong.connect()
+    unkeyed = HintClient(keyed_server.address, "sep-boosted-d3", 2, DELAY)
+    with pytest.raises(LinkError, match="authentication failed"):
+        unkeyed.connect()
+    out = keyed_server.stop()
+    assert "opened 3" in out and "refused 0" in out
+
+
+@pytest.mark.parametrize(
+    "model,channels,delay,reason",
+    [
+        ("nope", 2, DELAY, "unknown model 'nope'"),
+        ("sep-boosted-d3", 1, DELAY, "takes 2 channels, not 1"),
+        ("sep-boosted-d3", 2, 6, "trained for delay 3, not 6"),
+    ],
+)
+def test_handshake_mismatch_is_refused_with_a_reason(server, model, channels, delay, reason):
+    with pytest.raises(LinkError, match=reason):
+        HintClient(server.address, model, channels, delay).connect()
+
+
+def test_garbage_flood_does_not_disturb_a_stream(models, server):
+    stop = threading.Event()
+    sent = [0]
+
+    def flood():
+        rng = np.random.default_rng(9)
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        while not stop.is_set() and sent[0] < 20000:
+            for _ in range(50):
+                size = int(rng.integers(0, 1500))
+                data = rng.bytes(size)
+                if rng.random() < 0.5:  # half of it looks like our header
+                    data = b"KBHL\x01\x04\x00\x00" + data
+                s.sendto(data, server.address)
+                sent[0] += 1
+            time.sleep(0.001)
+        s.close()
+
+    client = HintClient(server.address, "sep-boosted-d3", 2, DELAY)
+    client.connect()
+    flooder = threading.Thread(target=flood)
+    flooder.start()
+    x = mixture(1.5, seed=4)
+    used = run_stream(client, NativeEngine.from_folder(models / "sep-boosted-d3"), x)
+    stop.set()
+    flooder.join()
+    stats = client.stats()
+    client.close()
+    assert sent[0] > 1000
+    assert stats.lost == 0 and sum(used) == len(used) - DELAY
+    out = server.stop()
+    dropped = int(re.search(r"dropped (\d+)", out).group(1))
+    assert dropped >= 0.9 * sent[0]  # counted, not processed (a few may be lost by the kernel)
+
+
+def test_serve_reports_a_bad_model_clearly(tmp_path):
+    result = subprocess.run(
+        [CLI, "serve", "--model", str(tmp_path / "none"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2 and "model folder not found" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_process_without_a_server_refuses_what_it_cannot_do(models, tmp_path):
+    sf.write(tmp_path / "mono.wav", np.zeros(1600, np.float32), SAMPLE_RATE)
+    sf.write(tmp_path / "8k.wav", np.zeros((800, 2), np.float32), 8000)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
+    for name, message in [
+        ("mono.wav", "1 channel(s); the model takes 2"),
+        ("8k.wav", "sample rate 8000 Hz"),
+        ("bad.wav", "cannot read audio"),
+    ]:
+        result = subprocess.run(
+            [
+                CLI,
+                "process",
+                str(tmp_path / name),
+                str(tmp_path / "o.wav"),
+                "--model",
+                str(models / "sep-boosted-d3"),
+                "--quiet",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2 and message in result.stderr, result.stderr
+        assert not any(p.name.startswith("o") for p in tmp_path.iterdir())
+    assert os.path.exists(tmp_path / "mono.wav")

@@ -1,0 +1,167 @@
+"""The hint-link wire format: round trips, every kind of bad datagram, fuzzing."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from kboost_rt import protocol as p
+
+KEY = bytes(range(32))
+KEYS = {7: KEY}
+
+
+def audio_packet(seq=5, key_id=0):
+    chunk = np.linspace(-1, 1, 256, dtype=np.float32).reshape(2, 128)
+    return p.Packet(
+        p.Type.AUDIO, 0xDEADBEEF, seq, p.pack_audio(chunk, p.SampleFormat.INT16), key_id
+    )
+
+
+def test_round_trip_plain_and_keyed():
+    packet = audio_packet()
+    assert p.decode(p.encode(packet)) == packet
+    keyed = audio_packet(key_id=7)
+    data = p.encode(keyed, KEY)
+    assert len(data) == p.HEADER.size + len(keyed.payload) + p.MAC_SIZE
+    assert p.decode(data, KEYS) == keyed
+
+
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (lambda d: d[:10], "truncated header"),
+        (lambda d: b"XXXX" + d[4:], "bad magic"),
+        (lambda d: d[:4] + b"\x02" + d[5:], "unsupported version 2"),
+        (lambda d: d[:5] + b"\x63" + d[6:], "unknown packet type 99"),
+        (lambda d: d[:6] + b"\x80" + d[7:], "unknown flags"),
+        (lambda d: d[:-1], "length mismatch"),
+        (lambda d: d + b"\x00", "length mismatch"),
+        (lambda d: d + bytes(5000), "oversized datagram"),
+    ],
+)
+def test_malformed_datagrams_raise_packet_error(mutate, message):
+    with pytest.raises(p.PacketError, match=message):
+        p.decode(mutate(p.encode(audio_packet())))
+
+
+def test_authentication():
+    plain = p.encode(audio_packet(key_id=7))
+    with pytest.raises(p.PacketError, match="unauthenticated"):
+        p.decode(plain, KEYS)
+    with pytest.raises(p.PacketError, match="bad MAC"):
+        p.decode(p.encode(audio_packet(key_id=7), bytes(32)), KEYS)  # wrong secret
+    with pytest.raises(p.PacketError, match="unauthenticated"):
+        p.decode(p.encode(audio_packet(key_id=8), KEY), KEYS)  # unknown key id
+    data = bytearray(p.encode(audio_packet(key_id=7), KEY))
+    data[30] ^= 1  # one flipped payload bit
+    with pytest.raises(p.PacketError, match="bad MAC"):
+        p.decode(bytes(data), KEYS)
+
+
+@pytest.mark.parametrize(
+    "encoding,tol",
+    [(p.HintEncoding.FLOAT32, 0.0), (p.HintEncoding.FLOAT16, 2e-3), (p.HintEncoding.INT8, 1 / 127)],
+)
+def test_hint_encodings(encoding, tol):
+    hint = np.random.default_rng(0).standard_normal((8, 97)).astype(np.float32)
+    payload = p.pack_hint(hint, encoding)
+    assert len(payload) == p.hint_payload_size(8, encoding)
+    back = p.unpack_hint(payload, 8, encoding)
+    assert np.abs(back - hint).max() <= tol * np.abs(hint).max()
+    with pytest.raises(p.PacketError, match="bad HINT size"):
+        p.unpack_hint(payload[:-1], 8, encoding)
+
+
+def test_audio_and_handshake_payloads():
+    chunk = np.random.default_rng(1).uniform(-1, 1, (2, 128)).astype(np.float32)
+    exact = p.unpack_audio(p.pack_audio(chunk, p.SampleFormat.FLOAT32), 2)
+    assert np.array_equal(exact, chunk)
+    assert np.abs(p.unpack_audio(p.pack_audio(chunk, p.SampleFormat.INT16), 2) - chunk).max() < 1e-4
+    with pytest.raises(p.PacketError, match="channel count"):
+        p.unpack_audio(p.pack_audio(chunk, p.SampleFormat.INT16), 1)
+    nan = p.pack_audio(np.full((1, 128), np.nan, np.float32), p.SampleFormat.FLOAT32)
+    with pytest.raises(p.PacketError, match="non-finite"):
+        p.unpack_audio(nan, 1)
+    hello = p.Hello("separate-boosted-d3", 2, 3, p.HintEncoding.INT8, p.SampleFormat.INT16)
+    assert p.Hello.unpack(hello.pack()) == hello
+    welcome = p.Welcome(8, 3, p.HintEncoding.INT8, p.SampleFormat.INT16)
+    assert p.Welcome.unpack(welcome.pack()) == welcome
+    with pytest.raises(p.PacketError):
+        p.Hello.unpack(b"\x02\x03\x09\x00name")  # encoding 9 does not exist
+
+
+def test_replay_window():
+    w = p.ReplayWindow(size=8)
+    assert [w.accept(s) for s in (0, 1, 1, 5, 3, 3)] == [True, True, False, True, True, False]
+    assert w.accept(100) and not w.accept(92) and w.accept(93) and not w.accept(100)
+
+
+def test_key_file(tmp_path):
+    f = tmp_path / "keys"
+    f.write_text("# device keys\n1 " + "ab" * 16 + "\n\n2 " + "cd" * 32 + "\n")
+    assert p.load_keys(f) == {1: b"\xab" * 16, 2: b"\xcd" * 32}
+    for bad in ("1 abcd\n", "x " + "ab" * 16 + "\n", "0 " + "ab" * 16 + "\n", "# none\n"):
+        f.write_text(bad)
+        with pytest.raises(ValueError):
+            p.load_keys(f)
+
+
+def test_bandwidth_table_numbers():
+    up, down = p.bytes_per_second(8, 2, p.HintEncoding.FLOAT32, p.SampleFormat.INT16, False)
+    assert up == 125 * (20 + 28 + 2 + 512) and down == 125 * (20 + 28 + 3104)
+
+
+# ---- Fuzzing: 100 000 inputs in all; only PacketError may come out. ----
+
+VALID = [
+    p.encode(audio_packet()),
+    p.encode(audio_packet(key_id=7), KEY),
+    p.encode(
+        p.Packet(p.Type.HINT, 1, 2, p.pack_hint(np.ones((8, 97), np.float32), p.HintEncoding.INT8))
+    ),
+]
+
+
+def parse_everything(data: bytes) -> None:
+    for keys in (None, KEYS):
+        try:
+            packet = p.decode(data, keys)
+        except p.PacketError:
+            continue
+        for parse in (
+            lambda: p.unpack_audio(packet.payload, 2),
+            lambda: p.unpack_hint(packet.payload, 8, p.HintEncoding.INT8),
+            lambda: p.unpack_hint(packet.payload, 8, p.HintEncoding.FLOAT16),
+            lambda: p.Hello.unpack(packet.payload),
+            lambda: p.Welcome.unpack(packet.payload),
+        ):
+            try:
+                parse()
+            except p.PacketError:
+                pass
+
+
+FUZZ = settings(
+    max_examples=50_000, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+)
+
+
+@FUZZ
+@given(st.binary(max_size=5000))
+def test_fuzz_random_bytes(data):
+    parse_everything(data)
+
+
+@FUZZ
+@given(
+    st.sampled_from(VALID),
+    st.lists(st.tuples(st.integers(0, 4000), st.integers(0, 255)), max_size=8),
+    st.integers(0, 4200),
+)
+def test_fuzz_mutated_packets(base, flips, cut):
+    data = bytearray(base)
+    for i, v in flips:
+        if i < len(data):
+            data[i] = v
+    parse_everything(bytes(data[:cut]))
