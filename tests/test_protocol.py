@@ -129,15 +129,16 @@ def parse_everything(data: bytes) -> None:
             packet = p.decode(data, keys)
         except p.PacketError:
             continue
-        for parse in (
-            lambda: p.unpack_audio(packet.payload, 2),
-            lambda: p.unpack_hint(packet.payload, 8, p.HintEncoding.INT8),
-            lambda: p.unpack_hint(packet.payload, 8, p.HintEncoding.FLOAT16),
-            lambda: p.Hello.unpack(packet.payload),
-            lambda: p.Welcome.unpack(packet.payload),
+        payload = packet.payload
+        for parse, args in (
+            (p.unpack_audio, (2,)),
+            (p.unpack_hint, (8, p.HintEncoding.INT8)),
+            (p.unpack_hint, (8, p.HintEncoding.FLOAT16)),
+            (p.Hello.unpack, ()),
+            (p.Welcome.unpack, ()),
         ):
             try:
-                parse()
+                parse(payload, *args)
             except p.PacketError:
                 pass
 
