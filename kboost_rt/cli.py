@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -171,7 +172,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     models = load_served_models(args.model, args.large)
     keys = load_keys(args.key_file) if args.key_file else None
-    server = HintServer(models, args.host, args.port, keys, args.max_streams, args.idle_timeout)
+    server = HintServer(
+        models, args.host, args.port, keys, args.max_streams, args.idle_timeout, args.workers
+    )
     host, port = server.address
     print(
         f"serving hints for {', '.join(models)} on {host}:{port}"
@@ -299,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
         "every packet must carry an HMAC-SHA256 under one of them",
     )
     p.add_argument("--max-streams", type=int, default=16, help="(default: 16)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="threads running model steps (default: one per core)",
+    )
     p.add_argument(
         "--idle-timeout",
         type=float,

@@ -2,7 +2,10 @@
 
 One UDP socket serves many device streams. Each stream runs the native large
 engine with the hint generator of the boosted model the device announced,
-chunk by chunk, and sends back one hint per chunk. Every datagram is parsed by
+chunk by chunk, and sends back one hint per chunk. The network thread parses
+and checks every datagram; the model steps of different streams run on a pool
+of worker threads (the native step releases the GIL), each stream's chunks in
+order on one worker. Every datagram is parsed by
 `protocol.decode`; anything malformed, unauthenticated, replayed or out of
 order is dropped and counted, never processed. Streams that fall silent
 expire. The server needs no torch.
@@ -17,6 +20,7 @@ import socket
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,6 +100,7 @@ class HintServer:
         keys: dict[int, bytes] | None = None,
         max_streams: int = 16,
         idle_timeout: float = 10.0,
+        workers: int = 1,
     ):
         self.models = models
         self.keys = keys
@@ -108,6 +113,8 @@ class HintServer:
         self.streams: dict[tuple, Stream] = {}
         self.stats: Counter = Counter()
         self._stop = threading.Event()
+        self._pool = ThreadPoolExecutor(workers, "kboost-step") if workers > 1 else None
+        self._work: dict[tuple, list[tuple[int, np.ndarray]]] = {}
 
     @property
     def address(self) -> tuple[str, int]:
@@ -120,16 +127,51 @@ class HintServer:
         last_report = time.monotonic()
         try:
             while not self._stop.is_set():
-                batch = self._drain()
-                for data, addr in batch:
+                for data, addr in self._drain():
                     self._handle(data, addr)
+                self._run_steps()
                 now = time.monotonic()
                 self._expire(now)
                 if report_every and now - last_report >= report_every:
                     last_report = now
                     log.info(self.summary_line())
         finally:
+            if self._pool:
+                self._pool.shutdown()
             self.sock.close()
+
+    def _run_steps(self) -> None:
+        """The model steps this pass collected: streams in parallel, chunks in order."""
+        work, self._work = self._work, {}
+        jobs = [(self.streams[key], chunks) for key, chunks in work.items() if key in self.streams]
+        if self._pool and len(jobs) > 1:
+            done = sum(self._pool.map(lambda job: self._step(*job), jobs))
+        else:
+            done = sum(self._step(stream, chunks) for stream, chunks in jobs)
+        self.stats["chunks"] += done
+
+    def _step(self, stream: Stream, chunks: list[tuple[int, np.ndarray]]) -> int:
+        """Run one stream's chunks and send their hints (on a worker thread)."""
+        silence = np.zeros((stream.hello.channels, CHUNK), np.float32)
+        for seq, chunk in chunks:
+            gap = seq - stream.next_seq
+            if gap > MAX_GAP:
+                stream.engine.reset()
+                stream.stats["resets"] += 1
+            else:
+                for _ in range(gap):  # keep the model's time aligned with the chunk numbers
+                    stream.engine.process_with_hint(silence)
+                stream.stats["missing"] += gap
+            _, hint = stream.engine.process_with_hint(chunk)
+            stream.next_seq = seq + 1
+            stream.stats["chunks"] += 1
+            payload = p.pack_hint(hint, stream.hello.encoding)
+            self._send(
+                stream,
+                p.Packet(p.Type.HINT, stream.stream_id, seq, payload, stream.key_id),
+                stream.addr,
+            )
+        return len(chunks)
 
     def _drain(self) -> list[tuple[bytes, tuple]]:
         """Everything that is ready (up to DRAIN), waiting at most 50 ms for the first."""
@@ -149,11 +191,12 @@ class HintServer:
 
     def _send(self, stream: Stream | None, packet: p.Packet, addr: tuple) -> None:
         key = self.keys.get(packet.key_id) if self.keys and packet.key_id else None
+        counts = stream.stats if stream else self.stats  # a stream's are its worker's own
         try:
             self.sock.sendto(p.encode(packet, key), addr)
-            self.stats["sent"] += 1
+            counts["sent"] += 1
         except OSError:
-            self.stats["send_errors"] += 1
+            counts["send_errors"] += 1
 
     def _handle(self, data: bytes, addr: tuple) -> None:
         self.stats["received"] += 1
@@ -181,6 +224,7 @@ class HintServer:
         elif packet.type == p.Type.AUDIO:
             self._audio(stream, packet)
         elif packet.type == p.Type.BYE:
+            self._run_steps()  # finish what it sent before
             del self.streams[key]
             log.info("stream %08x from %s closed: %s", packet.stream_id, addr, dict(stream.stats))
         else:
@@ -245,11 +289,14 @@ class HintServer:
         )
 
     def _audio(self, stream: Stream, packet: p.Packet) -> None:
+        """Check a chunk on the network thread; queue it for this pass's steps."""
         stream.last_seen = time.monotonic()
         if not stream.replay.accept(packet.seq):
             stream.stats["duplicate"] += 1
             return
-        if packet.seq < stream.next_seq:
+        queued = self._work.setdefault((stream.addr, stream.stream_id), [])
+        newest = queued[-1][0] if queued else stream.next_seq - 1
+        if packet.seq <= newest:
             stream.stats["late"] += 1  # the model already moved past it
             return
         try:
@@ -257,25 +304,7 @@ class HintServer:
         except p.PacketError:
             stream.stats["bad_audio"] += 1
             return
-        gap = packet.seq - stream.next_seq
-        if gap > MAX_GAP:
-            stream.engine.reset()
-            stream.stats["resets"] += 1
-        else:
-            silence = np.zeros((stream.hello.channels, CHUNK), np.float32)
-            for _ in range(gap):  # keep the model's time aligned with the chunk numbers
-                stream.engine.process_with_hint(silence)
-            stream.stats["missing"] += gap
-        _, hint = stream.engine.process_with_hint(chunk)
-        stream.next_seq = packet.seq + 1
-        stream.stats["chunks"] += 1
-        self.stats["chunks"] += 1
-        payload = p.pack_hint(hint, stream.hello.encoding)
-        self._send(
-            stream,
-            p.Packet(p.Type.HINT, stream.stream_id, packet.seq, payload, stream.key_id),
-            stream.addr,
-        )
+        queued.append((packet.seq, chunk))
 
     def _expire(self, now: float) -> None:
         for key, stream in list(self.streams.items()):

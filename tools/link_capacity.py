@@ -54,22 +54,43 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         boosted = dataclasses.replace(
-            PAPER_BOOSTED, large_model="large",
-            boost=dataclasses.replace(PAPER_BOOSTED.boost, delay=args.delay))
+            PAPER_BOOSTED,
+            large_model="large",
+            boost=dataclasses.replace(PAPER_BOOSTED.boost, delay=args.delay),
+        )
         save_model_files(root / "boosted", boosted, random_weights(boosted))
         save_model_files(root / "large", PAPER_LARGE, random_weights(PAPER_LARGE))
         cli = str(Path(sys.executable).parent / "kboost-rt")
-        server = subprocess.Popen([cli, "serve", "--model", str(root / "boosted"), "--port",
-                                   "0", "--max-streams", "64", "--report-every", "0"],
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        server = subprocess.Popen(
+            [
+                cli,
+                "serve",
+                "--model",
+                str(root / "boosted"),
+                "--port",
+                "0",
+                "--max-streams",
+                "64",
+                "--report-every",
+                "0",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         host, port = re.search(r"on ([\d.]+):(\d+)", server.stdout.readline()).groups()
-        print(f"{'streams':>7} {'hints on time':>14} {'late':>6} {'lost':>6} "
-              f"{'median RTT (chunks)':>20}")
+        print(
+            f"{'streams':>7} {'hints on time':>14} {'late':>6} {'lost':>6} "
+            f"{'median RTT (chunks)':>20}"
+        )
         for n in [int(s) for s in args.streams.split(",")]:
             results: dict = {}
-            threads = [threading.Thread(target=device, args=((host, int(port)), args.seconds,
-                                                             args.delay, results, i))
-                       for i in range(n)]
+            threads = [
+                threading.Thread(
+                    target=device, args=((host, int(port)), args.seconds, args.delay, results, i)
+                )
+                for i in range(n)
+            ]
             for t in threads:
                 t.start()
             for t in threads:
@@ -79,8 +100,10 @@ def main() -> int:
             late = sum(s.late for s in results.values())
             lost = sum(s.lost for s in results.values())
             rtt = float(np.median([s.rtt_chunks for s in results.values()]))
-            print(f"{n:>7} {100 * on_time / needed:>13.1f}% {late:>6} {lost:>6} {rtt:>20.1f}",
-                  flush=True)
+            print(
+                f"{n:>7} {100 * on_time / needed:>13.1f}% {late:>6} {lost:>6} {rtt:>20.1f}",
+                flush=True,
+            )
         server.terminate()
         server.communicate(timeout=10)
     return 0
