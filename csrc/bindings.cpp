@@ -112,6 +112,20 @@ kb::EngineConfig engine_config(const py::dict& d) {
   return c;
 }
 
+// The data of a numpy array the engine may write into directly: float32,
+// C-contiguous, writeable and of this shape; null otherwise (never a
+// converted copy, whose writes the caller would not see).
+float* writable_floats(const py::object& obj, const std::vector<py::ssize_t>& shape) {
+  if (!py::isinstance<py::array>(obj)) return nullptr;
+  auto a = obj.cast<py::array>();
+  if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) ||
+      !a.writeable() || a.ndim() != static_cast<py::ssize_t>(shape.size()))
+    return nullptr;
+  for (std::size_t i = 0; i < shape.size(); ++i)
+    if (a.shape(i) != shape[i]) return nullptr;
+  return static_cast<float*>(a.mutable_data());
+}
+
 // Owns the engine; checks shapes, then runs the step without the GIL.
 class PyEngine {
  public:
@@ -134,14 +148,15 @@ class PyEngine {
   }
 
   // chunk [channels, 128]; hint [hint_channels, 97] or None; out [sources, channels, 128].
-  void process_into(const FloatArray& chunk, const py::object& hint, FloatArray& out,
-                    py::object hint_out) {
+  void process_into(const FloatArray& chunk, const py::object& hint, const py::object& out_obj,
+                    const py::object& hint_out) {
     const auto& c = engine_->config();
     require(chunk.ndim() == 2 && chunk.shape(0) == c.channels && chunk.shape(1) == kb::kChunk,
             "process: chunk must be [" + std::to_string(c.channels) + ", 128] float32");
-    require(out.ndim() == 3 && out.shape(0) == c.sources && out.shape(1) == c.channels &&
-                out.shape(2) == kb::kChunk && out.writeable(),
-            "process: out must be a writeable [sources, channels, 128] float32 array");
+    float* out_ptr = writable_floats(out_obj, {c.sources, c.channels, kb::kChunk});
+    require(out_ptr != nullptr,
+            "process: out must be a writeable C-contiguous float32 [sources, channels, 128] "
+            "array");
     const float* hint_ptr = nullptr;
     FloatArray hint_arr;
     if (!hint.is_none()) {
@@ -154,13 +169,11 @@ class PyEngine {
     }
     float* hint_out_ptr = nullptr;
     if (!hint_out.is_none()) {
-      auto h = hint_out.cast<py::array_t<float, py::array::c_style>>();
-      require(engine_->makes_hints() && h.size() == hint_size_ && h.writeable(),
+      hint_out_ptr = writable_floats(hint_out, {c.hint_channels, kb::kBins});
+      require(engine_->makes_hints() && hint_out_ptr != nullptr,
               "process: hint_out needs a large engine with a hint generator and a "
-              "writeable [hint_channels, 97] float32 array");
-      hint_out_ptr = h.mutable_data();
+              "writeable C-contiguous float32 [hint_channels, 97] array");
     }
-    float* out_ptr = out.mutable_data();
     const float* in_ptr = chunk.data();
     py::gil_scoped_release release;
     engine_->process(in_ptr, hint_ptr, out_ptr, hint_out_ptr);
