@@ -73,20 +73,21 @@ class Server:
         return out
 
 
-@pytest.fixture
-def server(models):
-    s = Server(models, keyed=False)
+def _running(models: Path, keyed: bool):
+    s = Server(models, keyed)
     yield s
     if s.proc.poll() is None:
         s.stop()
+
+
+@pytest.fixture
+def server(models):
+    yield from _running(models, keyed=False)
 
 
 @pytest.fixture
 def keyed_server(models):
-    s = Server(models, keyed=True)
-    yield s
-    if s.proc.poll() is None:
-        s.stop()
+    yield from _running(models, keyed=True)
 
 
 def mixture(seconds: float, seed: int = 0) -> np.ndarray:
