@@ -233,11 +233,14 @@ void lstm_sequence_fixed(const float* __restrict gates_in, int in_stride, int st
 // not depend on the previous one, so interleaving all of it fills the time
 // each step waits on its own dependency chain. The recurrent products are
 // split into two partial sums (even/odd inputs) to halve that chain.
-template <int H, typename V, int L, int P>
+template <int H, typename V, int L, int P, int B>
 void bilstm_fixed(const float* __restrict x, int dim, const float* __restrict wih_t,
                   const float* __restrict bias, int steps, const float* __restrict whh_fwd,
                   const float* __restrict whh_rev, float* __restrict out) {
+  // G gate vectors per direction, computed B at a time so that 2 x P x B
+  // accumulators stay in registers; all products of a step come before its cells.
   constexpr int G = 4 * H / L;
+  static_assert(G % B == 0, "gate vectors must split into blocks");
   auto ld = [](const float* p) { V v; std::memcpy(&v, p, sizeof v); return v; };
   auto st = [](float* p, V v) { std::memcpy(p, &v, sizeof v); };
   alignas(64) float h[2][H] = {}, c[2][H] = {};
@@ -245,29 +248,31 @@ void bilstm_fixed(const float* __restrict x, int dim, const float* __restrict wi
   const float* whh[2] = {whh_fwd, whh_rev};
   for (int i = 0; i < steps; ++i) {
     const int t[2] = {i, steps - 1 - i};
-    V acc[2][P][G];
-    for (int d = 0; d < 2; ++d) {
-      for (int w = 0; w < G; ++w) {
-        acc[d][0][w] = ld(bias + d * 4 * H + L * w);
-        if (P > 1) acc[d][P - 1][w] = V{};
-      }
-      const float* xt = x + t[d] * dim;
-      for (int p = 0; p < dim; ++p) {
-        const V xp = V{} + xt[p];
-        const float* wp = wih_t + p * 8 * H + d * 4 * H;
-        for (int w = 0; w < G; ++w) acc[d][P - 1][w] += xp * ld(wp + L * w);
-      }
-    }
-    for (int p = 0; p < H; p += P)
-      for (int d = 0; d < 2; ++d)
-        for (int q = 0; q < P; ++q) {
-          const V hp = V{} + h[d][p + q];
-          const float* wp = whh[d] + (p + q) * 4 * H;
-          for (int w = 0; w < G; ++w) acc[d][q][w] += hp * ld(wp + L * w);
+    for (int wb = 0; wb < G; wb += B) {
+      V acc[2][P][B];
+      for (int d = 0; d < 2; ++d) {
+        for (int w = 0; w < B; ++w) {
+          acc[d][0][w] = ld(bias + d * 4 * H + L * (wb + w));
+          if (P > 1) acc[d][P - 1][w] = V{};
         }
-    for (int d = 0; d < 2; ++d)
-      for (int w = 0; w < G; ++w) st(g[d] + L * w, P > 1 ? acc[d][0][w] + acc[d][P - 1][w]
-                                                         : acc[d][0][w]);
+        const float* xt = x + t[d] * dim;
+        for (int p = 0; p < dim; ++p) {
+          const V xp = V{} + xt[p];
+          const float* wp = wih_t + p * 8 * H + d * 4 * H + L * wb;
+          for (int w = 0; w < B; ++w) acc[d][P - 1][w] += xp * ld(wp + L * w);
+        }
+      }
+      for (int p = 0; p < H; p += P)
+        for (int d = 0; d < 2; ++d)
+          for (int q = 0; q < P; ++q) {
+            const V hp = V{} + h[d][p + q];
+            const float* wp = whh[d] + (p + q) * 4 * H + L * wb;
+            for (int w = 0; w < B; ++w) acc[d][q][w] += hp * ld(wp + L * w);
+          }
+      for (int d = 0; d < 2; ++d)
+        for (int w = 0; w < B; ++w)
+          st(g[d] + L * (wb + w), P > 1 ? acc[d][0][w] + acc[d][P - 1][w] : acc[d][0][w]);
+    }
     lstm_cell_inline(g[0], H, c[0], h[0]);
     lstm_cell_inline(g[1], H, c[1], h[1]);
     for (int j = 0; j < H; ++j) {
@@ -532,22 +537,22 @@ bool lstm_rows(const float* x, int dim, const float* wih_t, const float* whh_t,
 
 bool bilstm(const float* x, int dim, const float* wih_t, const float* bias, int steps,
             const float* whh_fwd, const float* whh_rev, int hidden, float* out) {
-#ifdef __AVX512F__  // 32 registers: room for two partial sums per gate vector
+#ifdef __AVX512F__  // 32 registers: two partial sums of all 4 gate vectors per direction
   using VW = v16;
-  constexpr int LW = 16, P = 2;
-#else
+  constexpr int LW = 16, P = 2, B = 4;
+#else  // 16 registers: half the gate vectors at a time
   using VW = vf;
-  constexpr int LW = kL, P = 1;
+  constexpr int LW = kL, P = 1, B = 4;
 #endif
   switch (hidden) {
     case 8:
-      bilstm_fixed<8, vf, kL, 1>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out);
+      bilstm_fixed<8, vf, kL, 1, 4>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out);
       return true;
     case 16:
-      bilstm_fixed<16, VW, LW, P>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out);
+      bilstm_fixed<16, VW, LW, P, B>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out);
       return true;
     case 32:
-      bilstm_fixed<32, VW, LW, P>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out);
+      bilstm_fixed<32, VW, LW, P, B>(x, dim, wih_t, bias, steps, whh_fwd, whh_rev, out);
       return true;
     default: return false;  // larger states do not fit registers: one direction at a time
   }
