@@ -173,7 +173,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
     models = load_served_models(args.model, args.large)
     keys = load_keys(args.key_file) if args.key_file else None
     server = HintServer(
-        models, args.host, args.port, keys, args.max_streams, args.idle_timeout, args.workers
+        models,
+        args.host,
+        args.port,
+        keys,
+        args.max_streams,
+        args.idle_timeout,
+        args.workers,
+        args.max_load,
     )
     host, port = server.address
     print(
@@ -181,6 +188,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         f"{' (authenticated)' if keys else ''}",
         flush=True,
     )
+    for m in models.values():
+        admits = int(args.max_load * args.workers / (m.step_seconds * 125))
+        print(
+            f"  {m.name}: {m.step_seconds * 1e3:.2f} ms per chunk, admits about {admits} "
+            f"streams at --max-load {args.max_load:g}",
+            flush=True,
+        )
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     try:
         server.serve_forever(report_every=args.report_every)
@@ -307,6 +321,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=os.cpu_count() or 1,
         help="threads running model steps (default: one per core)",
+    )
+    p.add_argument(
+        "--max-load",
+        type=float,
+        default=0.8,
+        help="refuse a stream that would push the measured model load past this share of "
+        "the workers' time (default: 0.8)",
     )
     p.add_argument(
         "--idle-timeout",

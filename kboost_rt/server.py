@@ -29,11 +29,12 @@ import numpy as np
 from . import protocol as p
 from .engine import NativeEngine
 from .model_files import ModelFileError, ModelFiles, load_model_files
-from .signal_path import CHUNK
+from .signal_path import CHUNK, SAMPLE_RATE
 
 log = logging.getLogger("kboost_rt.server")
 MAX_GAP = 16  # missing chunks the model is run over (on zeros) to stay aligned
 DRAIN = 64  # datagrams read per pass before the model steps run
+CHUNKS_PER_SECOND = SAMPLE_RATE / CHUNK
 
 
 @dataclass
@@ -41,12 +42,26 @@ class ServedModel:
     name: str
     boosted: ModelFiles
     large: ModelFiles
+    step_seconds: float = 0.0  # measured cost of one step, for admission
 
     def engine(self) -> NativeEngine:
         generator = {
             k: v for k, v in self.boosted.tensors.items() if k.startswith("hint_generator.")
         }
         return NativeEngine(self.large.config, self.large.tensors, generator)
+
+    def measure(self, chunks: int = 50) -> float:
+        """Median time of a fresh engine's steps on noise (the cost does not depend on it)."""
+        engine = self.engine()
+        rng = np.random.default_rng(0)
+        shape = (chunks, self.large.config.net.channels, CHUNK)
+        times = []
+        for chunk in (0.1 * rng.standard_normal(shape)).astype(np.float32):
+            start = time.perf_counter()
+            engine.process_with_hint(chunk)
+            times.append(time.perf_counter() - start)
+        self.step_seconds = float(np.median(times))
+        return self.step_seconds
 
 
 @dataclass
@@ -101,6 +116,7 @@ class HintServer:
         max_streams: int = 16,
         idle_timeout: float = 10.0,
         workers: int = 1,
+        max_load: float = 0.8,
     ):
         self.models = models
         self.keys = keys
@@ -113,6 +129,11 @@ class HintServer:
         self.streams: dict[tuple, Stream] = {}
         self.stats: Counter = Counter()
         self._stop = threading.Event()
+        self.workers = workers
+        self.max_load = max_load  # of the workers' time, over all streams
+        for model in models.values():
+            if not model.step_seconds:
+                model.measure()
         self._pool = ThreadPoolExecutor(workers, "kboost-step") if workers > 1 else None
         self._work: dict[tuple, list[tuple[int, np.ndarray]]] = {}
 
@@ -270,6 +291,14 @@ class HintServer:
         if key not in self.streams:
             if len(self.streams) >= self.max_streams:
                 return self._refuse(packet, addr, f"server full ({self.max_streams} streams)")
+            load = self.load() + model.step_seconds * CHUNKS_PER_SECOND / self.workers
+            if load > self.max_load:
+                return self._refuse(
+                    packet,
+                    addr,
+                    f"server at capacity: one more stream would "
+                    f"need {load:.0%} of its {self.workers} worker(s)",
+                )
             self.streams[key] = Stream(
                 addr, packet.stream_id, packet.key_id, model, hello, model.engine()
             )
@@ -306,6 +335,11 @@ class HintServer:
             return
         queued.append((packet.seq, chunk))
 
+    def load(self) -> float:
+        """Share of the workers' time the open streams need, from measured step costs."""
+        need = sum(s.model.step_seconds for s in self.streams.values()) * CHUNKS_PER_SECOND
+        return need / self.workers
+
     def _expire(self, now: float) -> None:
         for key, stream in list(self.streams.items()):
             if now - stream.last_seen > self.idle_timeout:
@@ -323,7 +357,7 @@ class HintServer:
         return (
             f"streams {len(self.streams)} (opened {s['streams_opened']}, expired "
             f"{s['streams_expired']}, refused {s['refused']}); chunks {s['chunks']}; "
-            f"received {s['received']}, dropped {s['dropped']}"
+            f"received {s['received']}, dropped {s['dropped']}; load {self.load():.0%}"
         )
 
 

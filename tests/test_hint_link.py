@@ -45,7 +45,7 @@ def models(tmp_path_factory):
 
 
 class Server:
-    def __init__(self, models: Path, keyed: bool):
+    def __init__(self, models: Path, keyed: bool, *extra: str):
         cmd = [
             CLI,
             "serve",
@@ -55,6 +55,7 @@ class Server:
             "0",
             "--report-every",
             "0",
+            *extra,
         ]
         if keyed:
             cmd += ["--key-file", str(models / "keys")]
@@ -231,6 +232,21 @@ def test_keyed_streams_run_concurrently_and_a_wrong_key_is_refused(models, keyed
 def test_handshake_mismatch_is_refused_with_a_reason(server, model, channels, delay, reason):
     with pytest.raises(LinkError, match=reason):
         HintClient(server.address, model, channels, delay).connect()
+
+
+def test_streams_beyond_the_measured_capacity_are_refused(models):
+    # Each paper-size step takes ~1 ms of a worker's 8 ms: 20 % of one worker
+    # admits one stream and refuses the next.
+    server = Server(models, False, "--workers", "1", "--max-load", "0.2")
+    try:
+        first = HintClient(server.address, "sep-boosted-d3", 2, DELAY)
+        first.connect()
+        with pytest.raises(LinkError, match="server at capacity"):
+            HintClient(server.address, "sep-boosted-d3", 2, DELAY).connect()
+        first.close()
+    finally:
+        out = server.stop()
+    assert "refused 1" in out
 
 
 def test_garbage_flood_does_not_disturb_a_stream(models, server):

@@ -213,8 +213,11 @@ def test_bad_arguments_give_clear_errors(boosted_engine_and_model):
     with pytest.raises(ValueError, match="has no hint generator"):
         engine.process_with_hint(np.zeros((2, 128), np.float32))
     chunk = np.zeros((2, 128), np.float32)
-    for out in (np.zeros((2, 2, 128), np.float64), np.zeros((2, 2, 128), np.float32)[:, ::-1],
-                np.zeros((2, 1, 128), np.float32)):  # a copy's writes would be lost: refused
+    for out in (
+        np.zeros((2, 2, 128), np.float64),
+        np.zeros((2, 2, 128), np.float32)[:, ::-1],
+        np.zeros((2, 1, 128), np.float32),
+    ):  # a copy's writes would be lost: refused
         with pytest.raises(ValueError, match="out must be a writeable C-contiguous float32"):
             engine.process_into(chunk, None, out)
     broken = dict(tensors)
