@@ -262,6 +262,43 @@ def cmd_process(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate, format_table, plot, write_json
+    from .model_files import shipped_models_dir
+    from .process import ProcessError
+
+    try:
+        delays = [int(d) for d in args.delays.split(",")]
+        losses = [float(p) for p in args.hint_loss.split(",")]
+    except ValueError:
+        print("kboost-rt: error: --delays takes integers, --hint-loss fractions", file=sys.stderr)
+        return 2
+    if any(not 0 <= p <= 1 for p in losses):
+        print("kboost-rt: error: --hint-loss values must be in [0, 1]", file=sys.stderr)
+        return 2
+    models = Path(args.models) if args.models else shipped_models_dir()
+    print(f"Evaluating {args.task} models in {models} on {args.data}...", file=sys.stderr)
+    try:
+        report = evaluate(
+            args.task,
+            Path(args.data),
+            models,
+            delays,
+            losses,
+            args.seed,
+            progress=lambda line: print(line, file=sys.stderr),
+        )
+    except ProcessError as e:
+        print(f"kboost-rt: error: {e}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    write_json(report, Path(args.json))
+    png = Path(args.plot) if args.plot else Path(args.json).with_suffix(".png")
+    if plot(report, png):
+        print(f"wrote {args.json} and {png}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kboost-rt",
@@ -385,6 +422,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-id", type=int, default=0, help="which key (default: the lowest id)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser(
+        "eval", help="SI-SDRi of a task's models on an evaluation set, through the streaming path"
+    )
+    p.add_argument("--task", choices=["separate", "enhance"], required=True)
+    p.add_argument(
+        "--data", required=True, help="folder of <id>/mixture.wav, <id>/source1.wav[, source2.wav]"
+    )
+    p.add_argument(
+        "--models",
+        help="folder holding <task>-small, <task>-large and "
+        "<task>-boosted-d<D> (default: the shipped models)",
+    )
+    p.add_argument("--delays", default="1,3,6", help="boosted delays in chunks (default: 1,3,6)")
+    p.add_argument("--hint-loss", default="0", help="hint loss fractions (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the hint losses (default: 0)")
+    p.add_argument("--json", required=True, help="results file")
+    p.add_argument("--plot", help="PNG of SI-SDRi against delay (default: next to --json)")
+    p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser(
         "demo",

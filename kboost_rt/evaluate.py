@@ -1,0 +1,243 @@
+"""`kboost-rt eval`: SI-SDR improvement of every model of a task, run through
+the streaming path chunk by chunk with the native engines.
+
+An evaluation set is a folder of examples `<id>/mixture.wav` and
+`<id>/source1.wav` (and `source2.wav` for `separate`), 16 kHz, [samples,
+channels], mixture = sum of sources (+ noise). Boosted models get the hints
+of the large model at their delay through a d-chunk FIFO; hint loss p drops
+each hint independently with probability p (seeded), exactly as the runtime
+would (the model then runs without it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .costs import macs_per_chunk
+from .engine import NativeEngine
+from .model_files import ModelFileError, load_model_files
+from .process import ProcessError, read_audio
+from .signal_path import CHUNK, LOOKAHEAD
+
+TASKS = {"separate": 2, "enhance": 1}  # sources per example
+
+
+def si_sdr(estimate: np.ndarray, reference: np.ndarray, eps: float = 1e-8) -> float:
+    """Scale-invariant SDR in dB of 1-D signals (both made zero-mean)."""
+    estimate = estimate - estimate.mean()
+    reference = reference - reference.mean()
+    scale = np.dot(estimate, reference) / (np.dot(reference, reference) + eps)
+    target = scale * reference
+    noise = estimate - target
+    return float(10 * np.log10((np.dot(target, target) + eps) / (np.dot(noise, noise) + eps)))
+
+
+def si_sdr_improvement(estimates: np.ndarray, references: np.ndarray, mixture: np.ndarray) -> float:
+    """estimates, references [S, M, samples]; mixture [M, samples]. Mean over sources
+    and channels, under the best source permutation (PIT) when S > 1."""
+    sources, channels = references.shape[:2]
+    base = np.mean(
+        [si_sdr(mixture[m], references[s, m]) for s in range(sources) for m in range(channels)]
+    )
+    best = max(
+        np.mean(
+            [
+                si_sdr(estimates[perm[s], m], references[s, m])
+                for s in range(sources)
+                for m in range(channels)
+            ]
+        )
+        for perm in itertools.permutations(range(sources))
+    )
+    return float(best - base)
+
+
+@dataclass
+class Example:
+    name: str
+    mixture: np.ndarray  # [M, samples]
+    sources: np.ndarray  # [S, M, samples]
+
+
+def load_examples(folder: Path, task: str, channels: int) -> list[Example]:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
+    dirs = (
+        sorted(d for d in folder.iterdir() if (d / "mixture.wav").is_file())
+        if folder.is_dir()
+        else []
+    )
+    if not dirs:
+        raise ProcessError(f"{folder}: no examples (<id>/mixture.wav, <id>/source1.wav, ...)")
+    examples = []
+    for d in dirs:
+        mixture = read_audio(d / "mixture.wav", channels)
+        sources = np.stack(
+            [read_audio(d / f"source{s + 1}.wav", channels) for s in range(TASKS[task])]
+        )
+        if sources.shape[-1] != mixture.shape[-1]:
+            raise ProcessError(f"{d}: sources and mixture differ in length")
+        examples.append(Example(d.name, mixture, sources))
+    return examples
+
+
+def _stream(engine: NativeEngine, mixture: np.ndarray, hints=None) -> np.ndarray:
+    """Whole example through the engine, chunk by chunk; output aligned to the input."""
+    samples = mixture.shape[1]
+    chunks = -(-(samples + LOOKAHEAD) // CHUNK)
+    padded = np.zeros((mixture.shape[0], chunks * CHUNK), np.float32)
+    padded[:, :samples] = mixture
+    out = [
+        engine.process(padded[:, t * CHUNK : (t + 1) * CHUNK], None if hints is None else hints[t])
+        for t in range(chunks)
+    ]
+    return np.concatenate(out, axis=-1)[:, :, LOOKAHEAD : LOOKAHEAD + samples]
+
+
+def _large_hints(large: NativeEngine, mixture: np.ndarray) -> list[np.ndarray]:
+    samples = mixture.shape[1]
+    chunks = -(-(samples + LOOKAHEAD) // CHUNK)
+    padded = np.zeros((mixture.shape[0], chunks * CHUNK), np.float32)
+    padded[:, :samples] = mixture
+    return [
+        large.process_with_hint(padded[:, t * CHUNK : (t + 1) * CHUNK])[1] for t in range(chunks)
+    ]
+
+
+def evaluate(
+    task: str,
+    data: Path,
+    models: Path,
+    delays: list[int],
+    hint_loss: list[float],
+    seed: int = 0,
+    progress=print,
+) -> dict:
+    small_dir, large_dir = models / f"{task}-small", models / f"{task}-large"
+    small, large = load_model_files(small_dir), load_model_files(large_dir)
+    channels = small.config.net.channels
+    examples = load_examples(data, task, channels)
+    results = []
+
+    def add(name, role, cfg, delay, loss, scores):
+        results.append(
+            {
+                "model": name,
+                "role": role,
+                "delay": delay,
+                "hint_loss": loss,
+                "si_sdr_i": float(np.mean(scores)),
+                "macs_per_chunk": macs_per_chunk(cfg)["device"],
+            }
+        )
+        d = "-" if delay is None else str(delay)
+        p = "-" if loss is None else f"{loss:g}"
+        progress(f"  {name:<24} {role:<8} delay {d:>2} loss {p:>4}: {np.mean(scores):6.2f} dB")
+
+    for name, files in ((small.name, small), (large.name, large)):
+        engine = NativeEngine(files.config, files.tensors)
+        scores = []
+        for ex in examples:
+            engine.reset()
+            scores.append(si_sdr_improvement(_stream(engine, ex.mixture), ex.sources, ex.mixture))
+        add(name, files.config.role, files.config, None, None, scores)
+    for delay in delays:
+        boosted_dir = models / f"{task}-boosted-d{delay}"
+        boosted = load_model_files(boosted_dir)
+        if boosted.config.boost is None or boosted.config.boost.delay != delay:
+            raise ModelFileError(f"{boosted_dir}: not a boosted model for delay {delay}")
+        generator = {k: v for k, v in boosted.tensors.items() if k.startswith("hint_generator.")}
+        hint_engine = NativeEngine(large.config, large.tensors, generator)
+        engine = NativeEngine(boosted.config, boosted.tensors)
+        made = []
+        for ex in examples:
+            hint_engine.reset()
+            made.append(_large_hints(hint_engine, ex.mixture))
+        for loss in hint_loss:
+            rng = np.random.default_rng(seed)
+            scores = []
+            for ex, hints in zip(examples, made, strict=True):
+                # The hint of chunk j arrives at chunk j + d unless lost on the way.
+                arriving = [
+                    hints[t - delay] if t >= delay and rng.random() >= loss else None
+                    for t in range(len(hints))
+                ]
+                engine.reset()
+                scores.append(
+                    si_sdr_improvement(
+                        _stream(engine, ex.mixture, arriving), ex.sources, ex.mixture
+                    )
+                )
+            add(boosted.name, "boosted", boosted.config, delay, loss, scores)
+    return {"task": task, "n_examples": len(examples), "results": results}
+
+
+def plot(report: dict, path: Path) -> bool:
+    """SI-SDRi against delay (one line per hint loss), small and large as lines."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(
+            "matplotlib is not installed: no plot (pip install 'kboost-rt[eval]')", file=sys.stderr
+        )
+        return False
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in report["results"]:
+        if r["role"] in ("small", "large"):
+            ax.axhline(
+                r["si_sdr_i"],
+                linestyle="--",
+                color="C0" if r["role"] == "small" else "C3",
+                label=f"{r['role']} ({r['macs_per_chunk'] / 1e6:.1f} M MACs)",
+            )
+    losses = sorted({r["hint_loss"] for r in report["results"] if r["role"] == "boosted"})
+    for i, loss in enumerate(losses):
+        rows = sorted(
+            (r for r in report["results"] if r["role"] == "boosted" and r["hint_loss"] == loss),
+            key=lambda r: r["delay"],
+        )
+        ax.plot(
+            [8 * r["delay"] for r in rows],
+            [r["si_sdr_i"] for r in rows],
+            "o-",
+            color=f"C{i + 1}",
+            label=f"boosted, {loss:.0%} hints lost",
+        )
+    ax.set_xlabel("hint delay (ms)")
+    ax.set_ylabel("SI-SDRi (dB)")
+    ax.set_title(f"{report['task']}: {report['n_examples']} examples")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+def format_table(report: dict) -> str:
+    lines = [
+        f"{'model':<26}{'role':<9}{'delay':>6}{'hint loss':>10}{'SI-SDRi dB':>12}{'MACs/chunk':>12}"
+    ]
+    lines.append("-" * len(lines[0]))
+    for r in report["results"]:
+        d = "-" if r["delay"] is None else f"{r['delay']} ({8 * r['delay']} ms)"
+        p = "-" if r["hint_loss"] is None else f"{r['hint_loss']:.0%}"
+        lines.append(
+            f"{r['model']:<26}{r['role']:<9}{d:>6}{p:>10}{r['si_sdr_i']:>12.2f}"
+            f"{r['macs_per_chunk'] / 1e6:>10.2f} M"
+        )
+    return "\n".join(lines)
+
+
+def write_json(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,105 @@
+"""`kboost-rt eval`: SI-SDR(i) arithmetic and the full tool on random models."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from kboost_rt.cli import main
+from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL
+from kboost_rt.costs import macs_per_chunk
+from kboost_rt.evaluate import si_sdr, si_sdr_improvement
+from kboost_rt.model_files import random_weights, save_model_files
+
+RNG = np.random.default_rng(0)
+
+
+def test_si_sdr_values():
+    ref = RNG.standard_normal(16000)
+    ref -= ref.mean()
+    noise = RNG.standard_normal(16000)
+    noise -= noise.mean()
+    noise -= np.dot(noise, ref) / np.dot(ref, ref) * ref  # orthogonal to the reference
+    noise *= np.sqrt(np.dot(ref, ref) / np.dot(noise, noise)) / 10  # 20 dB below
+    assert si_sdr(ref + noise, ref) == pytest.approx(20.0, abs=1e-6)
+    assert si_sdr(3.0 * (ref + noise), ref) == pytest.approx(20.0, abs=1e-6)  # scale-free
+    assert si_sdr(ref, ref) > 70
+
+
+def test_si_sdr_improvement_is_permutation_invariant():
+    refs = RNG.standard_normal((2, 2, 8000))
+    mixture = refs.sum(axis=0)
+    assert si_sdr_improvement(mixture[None].repeat(2, 0), refs, mixture) == pytest.approx(0.0)
+    good = refs + 0.01 * RNG.standard_normal(refs.shape)
+    assert si_sdr_improvement(good, refs, mixture) == pytest.approx(
+        si_sdr_improvement(good[::-1], refs, mixture)
+    )
+    assert si_sdr_improvement(good, refs, mixture) > 30
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    models = root / "models"
+    small = dataclasses.replace(PAPER_SMALL, net=dataclasses.replace(PAPER_SMALL.net))
+    save_model_files(models / "separate-small", small, random_weights(small, 1))
+    save_model_files(models / "separate-large", PAPER_LARGE, random_weights(PAPER_LARGE, 2))
+    for d in (1, 3):
+        cfg = dataclasses.replace(
+            PAPER_BOOSTED, boost=dataclasses.replace(PAPER_BOOSTED.boost, delay=d)
+        )
+        save_model_files(models / f"separate-boosted-d{d}", cfg, random_weights(cfg, 3 + d))
+    data = root / "data"
+    for i in range(2):
+        ex = data / f"ex{i}"
+        ex.mkdir(parents=True)
+        sources = 0.1 * RNG.standard_normal((2, 6000, 2)).astype(np.float32)
+        for s in range(2):
+            sf.write(ex / f"source{s + 1}.wav", sources[s], 16000, subtype="FLOAT")
+        sf.write(ex / "mixture.wav", sources.sum(0), 16000, subtype="FLOAT")
+    return root
+
+
+def test_eval_writes_the_documented_json_and_plot(setup, capsys):
+    out = setup / "results.json"
+    args = [
+        "eval",
+        "--task",
+        "separate",
+        "--data",
+        str(setup / "data"),
+        "--models",
+        str(setup / "models"),
+        "--delays",
+        "1,3",
+        "--hint-loss",
+        "0,0.3",
+        "--json",
+        str(out),
+    ]
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert report["task"] == "separate" and report["n_examples"] == 2
+    rows = report["results"]
+    assert [r["role"] for r in rows] == ["small", "large"] + ["boosted"] * 4
+    assert [(r["delay"], r["hint_loss"]) for r in rows[2:]] == [
+        (1, 0.0),
+        (1, 0.3),
+        (3, 0.0),
+        (3, 0.3),
+    ]
+    assert rows[0]["macs_per_chunk"] == macs_per_chunk(PAPER_SMALL)["device"]
+    assert all(np.isfinite(r["si_sdr_i"]) for r in rows)
+    assert rows[2]["si_sdr_i"] != rows[3]["si_sdr_i"]  # losing hints changes the output
+    assert out.with_suffix(".png").stat().st_size > 1000
+    assert "separate-boosted-d3" in capsys.readouterr().out
+
+
+def test_eval_reports_missing_data_and_models(setup, tmp_path, capsys):
+    base = ["eval", "--task", "separate", "--json", str(tmp_path / "r.json")]
+    assert main([*base, "--data", str(tmp_path), "--models", str(setup / "models")]) == 2
+    assert "no examples" in capsys.readouterr().err
+    assert main([*base, "--data", str(setup / "data"), "--models", str(tmp_path)]) == 2
+    assert "model folder not found" in capsys.readouterr().err
