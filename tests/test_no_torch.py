@@ -49,6 +49,8 @@ def test_device_side_imports_and_runs_without_torch(tmp_path):
         x = np.random.default_rng(0).standard_normal((2, 1280)).astype(np.float32)
         y = _native.istft(_native.stft(x), 1280)
         assert np.abs(y[:, 64:] - x[:, 64:]).max() < 1e-5
+        import kboost_rt.client, kboost_rt.evaluate, kboost_rt.process  # noqa: F401
+        import kboost_rt.protocol, kboost_rt.relay, kboost_rt.server  # noqa: F401
         assert main(["models"]) == 0
         assert main(["info", {str(tmp_path / "boosted")!r}]) == 0
         assert "torch" not in sys.modules
