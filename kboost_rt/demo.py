@@ -1,11 +1,14 @@
 """`kboost-rt demo` (what `make demo` runs) until the real-time host lands.
 
-Runs the PyTorch reference models at the paper's sizes end to end on a
-generated two-talker binaural mixture: saves and reloads every model through
-the model-file format, streams the signal chunk by chunk (small, large, and
-the boosted pipeline with a d-chunk hint FIFO and lost hints), checks each
-stream against the offline pass and prints cost and timing. The weights are
-random (untrained): the output audio means nothing yet.
+On a generated two-talker binaural mixture, with the paper's sizes:
+1. the PyTorch reference models: saved and reloaded through the model-file
+   format, streamed chunk by chunk (small, large, and the boosted pipeline
+   with a d-chunk hint FIFO and lost hints) and checked against the offline
+   pass;
+2. the native engines' cost per chunk;
+3. the hint link: a `kboost-rt serve` process, a lossy relay, and the file
+   streamed through the boosted model at real time, with the hints' fate.
+The weights are random (untrained): the output audio means nothing yet.
 """
 
 from __future__ import annotations
@@ -120,9 +123,95 @@ def run_demo(out: Path, seconds: float, delay: int, seed: int) -> int:
         "\nThe pipeline runs the large model, the hint generator, a "
         f"{delay}-chunk hint FIFO and the boosted small model per chunk; its time is all three."
     )
-    print("Weights are untrained: trained models ship with the training issue.")
     worst = max(diff for *_, diff in rows)
     if worst > 1e-4:
         print(f"FAILED: streaming differs from offline by {worst:.2e}")
         return 1
-    return 0
+    link_ok = _hint_link_demo(out, mixture, delay, models, configs)
+    print("\nWeights are untrained: trained models ship with the training issue.")
+    return 0 if link_ok else 1
+
+
+def _hint_link_demo(
+    out: Path, mixture: np.ndarray, delay: int, models: dict, configs: dict[str, ModelConfig]
+) -> bool:
+    """The device side for real: the native engines, a `kboost-rt serve` process and
+    a lossy link (the fault relay), on the same models."""
+    import re
+    import subprocess
+    import sys
+
+    import soundfile as sf
+
+    from .engine import NativeEngine
+    from .model_files import load_model_files
+    from .process import process_file
+    from .relay import FaultRelay, Impairment
+
+    boosted_name = f"demo-boosted-d{delay}"
+    # The server finds the large model by the name in the boosted config.
+    cfg = dataclasses.replace(configs[boosted_name], large_model="demo-large")
+    save_model(models[boosted_name], cfg, out / "models" / boosted_name)
+
+    print("\nNative engines (C++, one thread), median time per 8 ms chunk:")
+    rng = np.random.default_rng(0)
+    for name in ("demo-small", boosted_name, "demo-large"):
+        files = load_model_files(out / "models" / name)
+        engine = NativeEngine(files.config, files.tensors)
+        chunks = (0.1 * rng.standard_normal((500, files.config.net.channels, CHUNK))).astype(
+            np.float32
+        )
+        hints = None
+        if files.config.boost is not None:
+            hints = rng.standard_normal((500, files.config.boost.hint_channels, 97)).astype(
+                np.float32
+            )
+        us = float(np.median(engine._engine.time_chunks(chunks, hints)[50:])) / 1e3
+        print(f"  {name:<22} {us:8.1f} us  ({us / 8000:.1%} of the 8 ms budget)")
+
+    wav = out / "mixture.wav"
+    sf.write(wav, mixture.T, SAMPLE_RATE, subtype="FLOAT")
+    cli = str(Path(sys.executable).parent / "kboost-rt")
+    server = subprocess.Popen(
+        [
+            cli,
+            "serve",
+            "--model",
+            str(out / "models" / boosted_name),
+            "--port",
+            "0",
+            "--report-every",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        match = re.search(r"on ([\d.]+):(\d+)", server.stdout.readline())
+        if not match:
+            print("FAILED: the hint server did not start")
+            return False
+        address = (match.group(1), int(match.group(2)))
+        relay = FaultRelay(address, Impairment(delay_ms=4, jitter_ms=2, loss=0.1), seed=1).start()
+        print(
+            f"\nHint link: `kboost-rt serve` at {address[0]}:{address[1]}, a relay adding "
+            f"4 +- 2 ms each way and 10 % loss, delay budget {delay} chunks "
+            f"({8 * delay} ms); the file is paced at real time:"
+        )
+        result = process_file(
+            wav, out / "boosted.wav", out / "models" / boosted_name, relay.address, progress=False
+        )
+        relay.stop()
+    finally:
+        server.terminate()
+        server.communicate(timeout=10)
+    s = result.link
+    print(
+        f"  {result.chunks} chunks in {result.seconds:.2f} s; hints {s.on_time} on time, "
+        f"{s.late} late, {s.lost} lost (the relay dropped {relay.up.counts['dropped']} "
+        f"chunks up and {relay.down.counts['dropped']} hints down), round trip "
+        f"{s.rtt_chunks:g} chunks (max {s.max_rtt_chunks})"
+    )
+    print(f"  wrote {', '.join(str(p) for p in result.outputs)}")
+    return s.on_time > 0
