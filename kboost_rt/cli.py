@@ -235,9 +235,11 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    from .params import Params
     from .process import ProcessError, process_file
     from .protocol import HintEncoding
 
+    params = Params(args.gain_db, args.wet, not args.no_boost, args.source, args.bypass)
     try:
         result = process_file(
             Path(args.input),
@@ -247,6 +249,8 @@ def cmd_process(args: argparse.Namespace) -> int:
             _key(args),
             HintEncoding[args.hints.upper()],
             progress=not args.quiet,
+            params=params,
+            mix=args.mix,
         )
     except ProcessError as e:
         print(f"kboost-rt: error: {e}", file=sys.stderr)
@@ -421,6 +425,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--key-file", help="pre-shared key file (see serve)")
     p.add_argument("--key-id", type=int, default=0, help="which key (default: the lowest id)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument(
+        "--mix",
+        action="store_true",
+        help="write the monitor mix under the parameters below (what `live` plays) "
+        "instead of one file per source",
+    )
+    p.add_argument("--gain-db", type=float, default=0.0, help="mix: output gain (default: 0)")
+    p.add_argument(
+        "--wet", type=float, default=1.0, help="mix: 1 model output, 0 the input (default: 1)"
+    )
+    p.add_argument(
+        "--source", type=int, default=0, help="mix: 0 all sources summed, or 1 or 2 (default: 0)"
+    )
+    p.add_argument("--bypass", action="store_true", help="mix: the input only")
+    p.add_argument(
+        "--no-boost",
+        action="store_true",
+        help="run the boosted model without hints (the server still gets the audio)",
+    )
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser(

@@ -21,6 +21,8 @@ import numpy as np
 from .client import HintClient, LinkStats
 from .engine import NativeEngine
 from .model_files import load_model_files
+from .params import LiveParams, Params
+from .processor import Processor
 from .protocol import HintEncoding
 from .signal_path import CHUNK, LOOKAHEAD, SAMPLE_RATE
 
@@ -84,7 +86,11 @@ def process_file(
     key: tuple[int, bytes] | None = None,
     encoding: HintEncoding = HintEncoding.FLOAT32,
     progress: bool = True,
+    params: Params | None = None,
+    mix: bool = False,
 ) -> ProcessResult:
+    """Per-source outputs, or with `mix` the monitor mix under `params` (the samples
+    `kboost-rt live` would play for this input)."""
     files = load_model_files(model)
     cfg = files.config
     if cfg.role == "large":
@@ -92,11 +98,12 @@ def process_file(
             f"{model}: a large model runs on the server; process with the small or boosted model"
         )
     x = read_audio(inp, cfg.net.channels)
-    targets = output_paths(out, cfg.net.sources)
+    targets = [out] if mix else output_paths(out, cfg.net.sources)
     for t in targets:
         if not os.access(t.parent if t.parent.exists() else t.parent.parent, os.W_OK):
             raise ProcessError(f"{t}: cannot write there")
     engine = NativeEngine(cfg, files.tensors)
+    live = LiveParams(params, sources=cfg.net.sources)  # validates before anything runs
     client = None
     if server is not None:
         if cfg.boost is None:
@@ -110,21 +117,23 @@ def process_file(
     padded = np.zeros((cfg.net.channels, chunks * CHUNK), np.float32)
     padded[:, :samples] = x
     y = np.zeros((cfg.net.sources, cfg.net.channels, chunks * CHUNK), np.float32)
+    monitor = np.zeros((cfg.net.channels, chunks * CHUNK), np.float32)
+    processor = Processor(engine, client, live)
     used = []
     start = time.monotonic()
     try:
         for t in range(chunks):
             chunk = padded[:, t * CHUNK : (t + 1) * CHUNK]
-            hint = None
             if client is not None:
                 # A live device has chunk t at (t + 1) x 8 ms: pace to that.
                 wait = start + (t + 1) * CHUNK / SAMPLE_RATE - time.monotonic()
                 if wait > 0:
                     time.sleep(wait)
-                client.send_chunk(t, chunk)
-                hint = client.take_hint(t)
-            used.append(hint is not None)
-            y[:, :, t * CHUNK : (t + 1) * CHUNK] = engine.process(chunk, hint)
+            before = processor.hints_used
+            sources, mixed = processor.process(chunk)
+            used.append(processor.hints_used > before)
+            y[:, :, t * CHUNK : (t + 1) * CHUNK] = sources
+            monitor[:, t * CHUNK : (t + 1) * CHUNK] = mixed
             if progress and (t % 125 == 0 or t == chunks - 1):
                 print(
                     f"\rprocessing {inp.name}: {100 * (t + 1) // chunks:3d}%",
@@ -139,6 +148,9 @@ def process_file(
     if progress:
         print(file=sys.stderr)
     y = y[:, :, LOOKAHEAD : LOOKAHEAD + samples]  # align with the input
-    for s, target in enumerate(targets):
-        write_audio_atomic(target, y[s])
+    if mix:
+        write_audio_atomic(targets[0], monitor[:, LOOKAHEAD : LOOKAHEAD + samples])
+    else:
+        for s, target in enumerate(targets):
+            write_audio_atomic(target, y[s])
     return ProcessResult(targets, chunks, used, link, time.monotonic() - start)
