@@ -3,7 +3,8 @@
 # machine that has them needs neither root nor network).
 set -euo pipefail
 
-PACKAGES=(g++ make)
+# jackd2: a real audio/MIDI server (dummy backend) for the live tests.
+PACKAGES=(g++ make jackd2)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
