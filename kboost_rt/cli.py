@@ -303,6 +303,42 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_live(args: argparse.Namespace) -> int:
+    from .live import run_live
+
+    report = run_live(
+        Path(args.model),
+        args.server,
+        _key(args),
+        args.input_device,
+        args.output_device,
+        args.midi_port,
+        Path(args.midi_map) if args.midi_map else None,
+        args.seconds,
+        Path(args.stats_json) if args.stats_json else None,
+        Path(args.record_input) if args.record_input else None,
+        Path(args.record_output) if args.record_output else None,
+        status=not args.quiet,
+    )
+    live = report["live"]
+    print(
+        f"{report['chunks']} chunks; callback load median {100 * live['load_median']:.1f}% "
+        f"(p99 {100 * live['load_p99']:.1f}%, max {100 * live['load_max']:.1f}%) of 8 ms; "
+        f"xruns {live['xruns']}"
+    )
+    if report["link"]:
+        s = report["link"]
+        print(f"hints: {s['on_time']} on time, {s['late']} late, {s['lost']} lost")
+    return 0
+
+
+def cmd_devices(args: argparse.Namespace) -> int:
+    from .live import list_devices
+
+    print(list_devices())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kboost-rt",
@@ -445,6 +481,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the boosted model without hints (the server still gets the audio)",
     )
     p.set_defaults(func=cmd_process)
+
+    p = sub.add_parser("live", help="process live audio (PyAudio duplex, 16 kHz, 128 frames)")
+    p.add_argument("--model", required=True, help="small or boosted model folder")
+    p.add_argument("--server", type=_host_port, metavar="HOST:PORT", help="hint server")
+    p.add_argument("--key-file", help="pre-shared key file (see serve)")
+    p.add_argument("--key-id", type=int, default=0, help="which key (default: the lowest id)")
+    p.add_argument("--input-device", help="name (substring) or index (see `devices`)")
+    p.add_argument("--output-device", help="name (substring) or index")
+    p.add_argument("--midi-port", help="MIDI input port (substring of its name)")
+    p.add_argument("--midi-map", help="MIDI map file, .json or .toml (default map otherwise)")
+    p.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    p.add_argument("--stats-json", help="write callback, link and MIDI statistics here")
+    p.add_argument("--record-input", help="also write what the callback received (WAV)")
+    p.add_argument("--record-output", help="also write what it played (WAV)")
+    p.add_argument("--quiet", action="store_true", help="no status line")
+    p.set_defaults(func=cmd_live)
+
+    p = sub.add_parser("devices", help="list audio devices and MIDI ports")
+    p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser(
         "eval", help="SI-SDRi of a task's models on an evaluation set, through the streaming path"

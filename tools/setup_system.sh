@@ -3,8 +3,9 @@
 # machine that has them needs neither root nor network).
 set -euo pipefail
 
-# jackd2: a real audio/MIDI server (dummy backend) for the live tests.
-PACKAGES=(g++ make jackd2)
+# jackd2: a real audio/MIDI server (dummy backend) for the live tests;
+# portaudio19-dev: to build PyAudio (PortAudio with its JACK host API).
+PACKAGES=(g++ make jackd2 portaudio19-dev)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
