@@ -235,6 +235,40 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    return _with_local_server(args, lambda: _process(args))
+
+
+def cmd_midi_learn(args: argparse.Namespace) -> int:
+    import time
+
+    from .midi import MidiController, MidiMapping, open_input
+    from .params import LiveParams
+
+    path = Path(args.map)
+    mapping = MidiMapping.load(path) if path.exists() else MidiMapping.default()
+    controller = MidiController(LiveParams(), mapping)
+    controller.learn(args.param)
+    port = open_input(controller, args.port)
+    print(f"move the control for {args.param} on {args.port!r}...", file=sys.stderr)
+    deadline = time.monotonic() + args.timeout
+    try:
+        while controller.learning and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        port.close_port()
+    if controller.learning:
+        print(f"kboost-rt: error: nothing moved in {args.timeout:g} s", file=sys.stderr)
+        return 2
+    binding = next(b for b in mapping.bindings if b.param == args.param)
+    mapping.save(path)
+    print(
+        f"{args.param} <- {binding.kind} {binding.number}"
+        f"{'' if binding.channel is None else f' on channel {binding.channel}'}; saved {path}"
+    )
+    return 0
+
+
+def _process(args: argparse.Namespace) -> int:
     from .params import Params
     from .process import ProcessError, process_file
     from .protocol import HintEncoding
@@ -303,7 +337,27 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_local_server(args: argparse.Namespace, run):
+    """Run `run()` with args.server pointing at a child `kboost-rt serve` if asked."""
+    if not getattr(args, "local_server", False):
+        return run()
+    if args.server:
+        raise ValueError("--server and --local-server exclude each other")
+    from .server import LocalServer
+
+    with LocalServer(args.model) as local:
+        args.server = local.address
+        print(
+            f"started a local hint server on {local.address[0]}:{local.address[1]}", file=sys.stderr
+        )
+        return run()
+
+
 def cmd_live(args: argparse.Namespace) -> int:
+    return _with_local_server(args, lambda: _live(args))
+
+
+def _live(args: argparse.Namespace) -> int:
     from .live import run_live
 
     report = run_live(
@@ -453,6 +507,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="hint server (boosted models); the file is paced at real time",
     )
     p.add_argument(
+        "--local-server",
+        action="store_true",
+        help="start `kboost-rt serve` for this model in a child process",
+    )
+    p.add_argument(
         "--hints",
         choices=["float32", "float16", "int8"],
         default="float32",
@@ -492,6 +551,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--midi-port", help="MIDI input port (substring of its name)")
     p.add_argument("--midi-map", help="MIDI map file, .json or .toml (default map otherwise)")
     p.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
+    p.add_argument(
+        "--local-server",
+        action="store_true",
+        help="start `kboost-rt serve` for this model in a child process",
+    )
     p.add_argument("--stats-json", help="write callback, link and MIDI statistics here")
     p.add_argument("--record-input", help="also write what the callback received (WAV)")
     p.add_argument("--record-output", help="also write what it played (WAV)")
@@ -500,6 +564,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("devices", help="list audio devices and MIDI ports")
     p.set_defaults(func=cmd_devices)
+
+    p = sub.add_parser("midi", help="MIDI mapping")
+    midi = p.add_subparsers(dest="midi_command", required=True, metavar="ACTION")
+    q = midi.add_parser("learn", help="bind a parameter to the next control moved")
+    q.add_argument("param", help="gain_db, wet, boost, source or bypass")
+    q.add_argument("--port", required=True, help="MIDI input port (substring of its name)")
+    q.add_argument(
+        "--map",
+        default="midi-map.toml",
+        help="map file to update (.toml or .json; default: midi-map.toml)",
+    )
+    q.add_argument("--timeout", type=float, default=30.0, help="seconds to wait (default: 30)")
+    q.set_defaults(func=cmd_midi_learn)
 
     p = sub.add_parser(
         "eval", help="SI-SDRi of a task's models on an evaluation set, through the streaming path"

@@ -211,11 +211,13 @@ def list_devices() -> str:
     except ImportError:
         lines.append("Audio devices: PyAudio is not installed (pip install 'kboost-rt[live]')")
     try:
-        import rtmidi
+        from .midi import midi_input
 
-        names = rtmidi.MidiIn().get_ports()
+        names = midi_input().get_ports()
         lines.append("MIDI inputs:" + ("" if names else " none"))
         lines += [f"  {n}" for n in names]
     except ImportError:
         lines.append("MIDI inputs: python-rtmidi is not installed")
+    except ValueError as e:
+        lines.append(f"MIDI inputs: {e}")
     return "\n".join(lines)

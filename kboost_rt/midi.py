@@ -253,12 +253,25 @@ class MidiController:
         return True
 
 
+def midi_input(api: int | None = None):
+    """An rtmidi.MidiIn on `api`, or on the first compiled API that works here (ALSA
+    needs /dev/snd; JACK needs a running jackd)."""
+    import rtmidi
+
+    apis = [api] if api is not None else list(rtmidi.get_compiled_api())
+    errors = []
+    for candidate in apis:
+        try:
+            return rtmidi.MidiIn(candidate)
+        except (rtmidi.SystemError, RuntimeError) as e:  # e.g. no ALSA sequencer
+            errors.append(f"{rtmidi.get_api_display_name(candidate)}: {e}")
+    raise ValueError("no MIDI API is usable here (" + "; ".join(errors) + ")")
+
+
 def open_input(controller: MidiController, port: str, api: int | None = None):
     """Open the MIDI input port whose name contains `port` and feed `controller`.
     Returns the rtmidi.MidiIn (keep it alive; close_port() when done)."""
-    import rtmidi
-
-    midi_in = rtmidi.MidiIn(api if api is not None else rtmidi.API_UNSPECIFIED)
+    midi_in = midi_input(api)
     names = midi_in.get_ports()
     matches = [i for i, name in enumerate(names) if port in name]
     if not matches:

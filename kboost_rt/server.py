@@ -367,3 +367,34 @@ def _is_hello(data: bytes) -> bool:
 
 def _stream_id(data: bytes) -> int:
     return int.from_bytes(data[8:12], "little")
+
+
+class LocalServer:
+    """`kboost-rt serve` for one boosted model in a child process, on a free loopback
+    port: the `--local-server` of `live` and `process`. Use as a context manager."""
+
+    def __init__(self, model: str | os.PathLike, timeout: float = 30.0):
+        import re
+        import subprocess
+        import sys
+
+        cli = str(Path(sys.executable).parent / "kboost-rt")
+        self.proc = subprocess.Popen(
+            [cli, "serve", "--model", str(model), "--port", "0", "--report-every", "0"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        line = self.proc.stdout.readline() if self.proc.stdout else ""
+        match = re.search(r"on ([\d.]+):(\d+)", line)
+        if not match:
+            rest = self.proc.communicate(timeout=timeout)[0]
+            raise RuntimeError(f"the local hint server did not start: {line}{rest}".strip())
+        self.address = (match.group(1), int(match.group(2)))
+
+    def __enter__(self) -> LocalServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.communicate(timeout=10)

@@ -327,3 +327,27 @@ def test_process_without_a_server_refuses_what_it_cannot_do(models, tmp_path):
         assert result.returncode == 2 and message in result.stderr, result.stderr
         assert not any(p.name.startswith("o") for p in tmp_path.iterdir())
     assert os.path.exists(tmp_path / "mono.wav")
+
+
+def test_process_with_a_local_server(models, tmp_path):
+    x = mixture(0.5, seed=5)
+    sf.write(tmp_path / "mix.wav", x.T, SAMPLE_RATE, subtype="FLOAT")
+    result = subprocess.run(
+        [
+            CLI,
+            "process",
+            str(tmp_path / "mix.wav"),
+            str(tmp_path / "out.wav"),
+            "--model",
+            str(models / "sep-boosted-d3"),
+            "--local-server",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "started a local hint server" in result.stderr
+    on_time = int(re.search(r"hints: (\d+) on time", result.stdout).group(1))
+    assert on_time > 0 and (tmp_path / "out_s1.wav").is_file()

@@ -146,3 +146,55 @@ def test_real_jack_midi_port_drives_the_parameters(jack_server, monkeypatch):
     finally:
         port.close_port()
         sender.close_port()
+
+
+def test_midi_learn_command_binds_the_next_control(jack_server, tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    rtmidi = pytest.importorskip("rtmidi")
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server)
+    sender = rtmidi.MidiOut(rtmidi.API_UNIX_JACK)
+    sender.open_virtual_port("kboost-learn")
+    cli = str(Path(sys.executable).parent / "kboost-rt")
+    learn = subprocess.Popen(
+        [
+            cli,
+            "midi",
+            "learn",
+            "wet",
+            "--port",
+            "kboost-learn",
+            "--map",
+            str(tmp_path / "map.toml"),
+            "--timeout",
+            "10",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        import jack
+
+        client = jack.Client("kboost-learn-connect", servername=jack_server)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and learn.poll() is None:
+            outs = [
+                p
+                for p in client.get_ports(is_midi=True, is_output=True)
+                if "kboost-learn" in p.name
+            ]
+            ins = [p for p in client.get_ports(is_midi=True, is_input=True) if "RtMidiIn" in p.name]
+            if outs and ins:
+                if not client.get_all_connections(outs[0]):
+                    client.connect(outs[0], ins[0])
+                sender.send_message([CC | 4, 21, 90])
+            time.sleep(0.1)
+        client.close()
+        out, err = learn.communicate(timeout=15)
+    finally:
+        sender.close_port()
+    assert learn.returncode == 0, err
+    assert "wet <- cc 21 on channel 4" in out
+    assert Binding("wet", "cc", 21, 4) in MidiMapping.load(tmp_path / "map.toml").bindings
