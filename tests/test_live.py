@@ -145,3 +145,105 @@ def test_live_through_jack_equals_file_processing(jackd, tmp_path, monkeypatch):
         got_out[lag + 2000 : lag + 12000],
         atol=1e-7,
     )
+
+
+def test_midi_changes_the_live_output_smoothly(jackd, tmp_path, monkeypatch):
+    rtmidi = pytest.importorskip("rtmidi")
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", SERVER)
+    save_model_files(tmp_path / "m", PAPER_BOOSTED, random_weights(PAPER_BOOSTED, 8))
+    knobs = rtmidi.MidiOut(rtmidi.API_UNIX_JACK)
+    knobs.open_virtual_port("kboost-live-knobs")
+    t = np.arange(16000 * 6)
+    sine = (0.5 * np.sin(2 * np.pi * 220 * t / 16000)).astype(np.float32)
+    pos = [0]
+    client = jack.Client("kboost-sine", servername=SERVER)
+    outs = [client.outports.register(f"play_{i}") for i in (1, 2)]
+
+    @client.set_process_callback
+    def process(frames):
+        for port in outs:
+            port.get_array()[:] = sine[pos[0] : pos[0] + frames]
+        pos[0] += frames
+
+    env = dict(os.environ, JACK_DEFAULT_SERVER=SERVER)
+    with client:
+        live = subprocess.Popen(
+            [
+                CLI,
+                "live",
+                "--model",
+                str(tmp_path / "m"),
+                "--seconds",
+                "3.5",
+                "--quiet",
+                "--midi-port",
+                "kboost-live-knobs",
+                "--record-input",
+                str(tmp_path / "in.wav"),
+                "--record-output",
+                str(tmp_path / "out.wav"),
+                "--stats-json",
+                str(tmp_path / "stats.json"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            host_in = [
+                p
+                for p in client.get_ports(is_audio=True, is_input=True)
+                if not p.name.startswith(("kboost-sine", "system"))
+            ]
+            midi_in = [
+                p for p in client.get_ports(is_midi=True, is_input=True) if "RtMidiIn" in p.name
+            ]
+            knob = [
+                p
+                for p in client.get_ports(is_midi=True, is_output=True)
+                if "kboost-live-knobs" in p.name
+            ]
+            if host_in and midi_in and knob:
+                break
+            time.sleep(0.05)
+        for src, dst in zip(outs, host_in, strict=False):
+            client.connect(src, dst)
+        if not client.get_all_connections(knob[0]):
+            client.connect(knob[0], midi_in[0])
+        time.sleep(0.8)
+        knobs.send_message([0x90, 37, 100])  # bypass on: the input passes through
+        time.sleep(0.8)
+        for value in (127, 100, 0):  # gain: soft takeover picks it up, then down to -60 dB
+            knobs.send_message([0xB0, 7, value])
+            time.sleep(0.05)
+        out, err = live.communicate(timeout=30)
+        assert live.returncode == 0, out + err
+        knobs.close_port()
+
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["midi"]["applied"] >= 3 and stats["midi"]["takeover_wait"] >= 1
+    x, _ = sf.read(tmp_path / "in.wav", dtype="float32", always_2d=True)
+    y, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
+    x, y = x[:, 0], y[:, 0]
+    dry = np.concatenate([np.zeros(64, np.float32), x[:-64]])  # the look-ahead lag
+    chunks = len(y) // 128
+    bypassed = [
+        c
+        for c in range(chunks)
+        if np.array_equal(y[c * 128 : (c + 1) * 128], dry[c * 128 : (c + 1) * 128])
+    ]
+    assert bypassed, "bypass never reached the output"
+    start = bypassed[0]
+    quiet = [
+        c
+        for c in range(start, chunks)
+        if np.abs(y[c * 128 : (c + 1) * 128]).max() < 0.5 * 10 ** (-60 / 20) * 1.01
+    ]
+    assert quiet, "the gain never reached -60 dB"
+    # From full level to -60 dB with no click: no step larger than the sine's own
+    # slope plus one 128-sample ramp step of the gain.
+    segment = y[start * 128 : (quiet[0] + 1) * 128]
+    limit = 2 * np.pi * 220 / 16000 * 0.5 + 0.5 / 128
+    assert np.abs(np.diff(segment)).max() <= limit * 1.05
