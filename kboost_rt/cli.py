@@ -290,6 +290,8 @@ def _process(args: argparse.Namespace) -> int:
         print(f"kboost-rt: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {', '.join(str(p) for p in result.outputs)} ({result.chunks} chunks)")
+    for note in result.notes:
+        print(f"note: {note}")
     if result.link is not None:
         s = result.link
         print(

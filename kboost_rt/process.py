@@ -38,6 +38,7 @@ class ProcessResult:
     hints_used: list[bool] = field(default_factory=list)
     link: LinkStats | None = None
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)  # what was done to fit the input
 
 
 def read_audio(path: Path, channels: int) -> np.ndarray:
@@ -57,7 +58,63 @@ def read_audio(path: Path, channels: int) -> np.ndarray:
     return np.ascontiguousarray(data.T)
 
 
-def write_audio_atomic(path: Path, data: np.ndarray) -> None:
+@dataclass
+class InputAudio:
+    x: np.ndarray  # [model channels, samples] at 16 kHz
+    rate: int  # the file's sample rate
+    samples: int  # the file's length at its own rate
+    notes: list[str]
+
+
+def read_for_model(path: Path, channels: int) -> InputAudio:
+    """Any file soundfile reads -> the model's channels at 16 kHz: resampled with
+    soxr, mono duplicated to stereo, stereo averaged to mono; anything else is an error."""
+    import soundfile as sf
+
+    try:
+        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise ProcessError(f"{path}: cannot read audio ({e})") from None
+    if data.shape[0] == 0:
+        raise ProcessError(f"{path}: no samples")
+    notes = []
+    have = data.shape[1]
+    if have != channels:
+        if (have, channels) == (1, 2):
+            data = np.repeat(data, 2, axis=1)
+            notes.append("mono input duplicated to both model channels")
+        elif (have, channels) == (2, 1):
+            data = data.mean(axis=1, keepdims=True)
+            notes.append("stereo input averaged to mono")
+        else:
+            raise ProcessError(
+                f"{path}: {have} channels; the model takes {channels} "
+                "(mono and stereo input can be mapped)"
+            )
+    x = data
+    if rate != SAMPLE_RATE:
+        import soxr
+
+        x = soxr.resample(data, rate, SAMPLE_RATE, quality="VHQ").astype(np.float32)
+        notes.append(f"resampled {rate} Hz -> {SAMPLE_RATE} Hz and back")
+    return InputAudio(np.ascontiguousarray(x.T), rate, data.shape[0], notes)
+
+
+def to_file_rate(y: np.ndarray, audio: InputAudio) -> np.ndarray:
+    """[..., samples at 16 kHz] -> the input's rate and length."""
+    if audio.rate != SAMPLE_RATE:
+        import soxr
+
+        flat = y.reshape(-1, y.shape[-1]).T
+        back = soxr.resample(flat, SAMPLE_RATE, audio.rate, quality="VHQ").T
+        y = back.reshape(*y.shape[:-1], back.shape[-1]).astype(np.float32)
+    out = np.zeros((*y.shape[:-1], audio.samples), np.float32)
+    n = min(audio.samples, y.shape[-1])
+    out[..., :n] = y[..., :n]
+    return out
+
+
+def write_audio_atomic(path: Path, data: np.ndarray, rate: int = SAMPLE_RATE) -> None:
     """[channels, samples] -> a WAV file that appears whole or not at all."""
     import soundfile as sf
 
@@ -65,11 +122,21 @@ def write_audio_atomic(path: Path, data: np.ndarray) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        sf.write(tmp, data.T, SAMPLE_RATE, format="WAV", subtype="FLOAT")
+        sf.write(tmp, data.T, rate, format="WAV", subtype="FLOAT")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before any work if the output cannot be written there."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):
+            pass
+    except OSError as e:
+        raise ProcessError(f"{path}: cannot write there ({e.strerror or e})") from None
 
 
 def output_paths(out: Path, sources: int) -> list[Path]:
@@ -97,11 +164,11 @@ def process_file(
         raise ProcessError(
             f"{model}: a large model runs on the server; process with the small or boosted model"
         )
-    x = read_audio(inp, cfg.net.channels)
+    audio = read_for_model(inp, cfg.net.channels)
+    x = audio.x
     targets = [out] if mix else output_paths(out, cfg.net.sources)
-    for t in targets:
-        if not os.access(t.parent if t.parent.exists() else t.parent.parent, os.W_OK):
-            raise ProcessError(f"{t}: cannot write there")
+    for target in targets:
+        _check_writable(target)
     engine = NativeEngine(cfg, files.tensors)
     live = LiveParams(params, sources=cfg.net.sources)  # validates before anything runs
     client = None
@@ -147,10 +214,11 @@ def process_file(
             client.close()
     if progress:
         print(file=sys.stderr)
-    y = y[:, :, LOOKAHEAD : LOOKAHEAD + samples]  # align with the input
+    y = to_file_rate(y[:, :, LOOKAHEAD : LOOKAHEAD + samples], audio)  # align with the input
     if mix:
-        write_audio_atomic(targets[0], monitor[:, LOOKAHEAD : LOOKAHEAD + samples])
+        monitor = to_file_rate(monitor[:, LOOKAHEAD : LOOKAHEAD + samples], audio)
+        write_audio_atomic(targets[0], monitor, audio.rate)
     else:
         for s, target in enumerate(targets):
-            write_audio_atomic(target, y[s])
-    return ProcessResult(targets, chunks, used, link, time.monotonic() - start)
+            write_audio_atomic(target, y[s], audio.rate)
+    return ProcessResult(targets, chunks, used, link, time.monotonic() - start, audio.notes)

@@ -2,7 +2,6 @@
 fault relay, several keyed streams, garbage floods."""
 
 import dataclasses
-import os
 import re
 import signal
 import socket
@@ -302,31 +301,53 @@ def test_serve_reports_a_bad_model_clearly(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_process_without_a_server_refuses_what_it_cannot_do(models, tmp_path):
-    sf.write(tmp_path / "mono.wav", np.zeros(1600, np.float32), SAMPLE_RATE)
-    sf.write(tmp_path / "8k.wav", np.zeros((800, 2), np.float32), 8000)
-    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
-    for name, message in [
-        ("mono.wav", "1 channel(s); the model takes 2"),
-        ("8k.wav", "sample rate 8000 Hz"),
-        ("bad.wav", "cannot read audio"),
-    ]:
-        result = subprocess.run(
+def test_process_fits_the_input_or_says_why(models, tmp_path):
+    model = str(models / "sep-boosted-d3")
+
+    def run(name, *extra):
+        return subprocess.run(
             [
                 CLI,
                 "process",
                 str(tmp_path / name),
                 str(tmp_path / "o.wav"),
                 "--model",
-                str(models / "sep-boosted-d3"),
+                model,
                 "--quiet",
+                *extra,
             ],
             capture_output=True,
             text=True,
         )
+
+    sf.write(tmp_path / "mono.wav", 0.1 * np.ones(1600, np.float32), SAMPLE_RATE)
+    result = run("mono.wav")
+    assert result.returncode == 0 and "mono input duplicated" in result.stdout
+    sf.write(tmp_path / "8k.wav", 0.1 * np.ones((800, 2), np.float32), 8000)
+    result = run("8k.wav", "--mix")
+    assert result.returncode == 0 and "resampled 8000 Hz" in result.stdout
+    out, rate = sf.read(tmp_path / "o.wav", always_2d=True)
+    assert rate == 8000 and out.shape == (800, 2)  # the input's rate and length
+    for p in tmp_path.glob("o*.wav"):
+        p.unlink()
+    sf.write(tmp_path / "3ch.wav", np.zeros((1600, 3), np.float32), SAMPLE_RATE)
+    sf.write(tmp_path / "empty.wav", np.zeros((0, 2), np.float32), SAMPLE_RATE)
+    (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
+    for name, extra, message in [
+        ("3ch.wav", [], "3 channels; the model takes 2"),
+        ("empty.wav", [], "no samples"),
+        ("bad.wav", [], "cannot read audio"),
+        ("mono.wav", ["--source", "5", "--mix"], "source must be"),
+    ]:
+        result = run(name, *extra)
         assert result.returncode == 2 and message in result.stderr, result.stderr
-        assert not any(p.name.startswith("o") for p in tmp_path.iterdir())
-    assert os.path.exists(tmp_path / "mono.wav")
+        assert not list(tmp_path.glob("o*.wav"))  # nothing half-written
+    result = subprocess.run(
+        [CLI, "process", str(tmp_path / "mono.wav"), "/proc/x/o.wav", "--model", model, "--quiet"],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2 and "cannot write there" in result.stderr
 
 
 def test_process_with_a_local_server(models, tmp_path):
