@@ -395,6 +395,18 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _link_args(p: argparse.ArgumentParser, server_help: str) -> None:
+    """The hint-link options `process` and `live` share."""
+    p.add_argument("--server", type=_host_port, metavar="HOST:PORT", help=server_help)
+    p.add_argument(
+        "--local-server",
+        action="store_true",
+        help="start `kboost-rt serve` for this model in a child process",
+    )
+    p.add_argument("--key-file", help="pre-shared key file (see serve)")
+    p.add_argument("--key-id", type=int, default=0, help="which key (default: the lowest id)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="kboost-rt",
@@ -502,25 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="16 kHz audio file with the model's channel count")
     p.add_argument("output", help="WAV to write (separation: OUT_s1.wav, OUT_s2.wav)")
     p.add_argument("--model", required=True, help="small or boosted model folder")
-    p.add_argument(
-        "--server",
-        type=_host_port,
-        metavar="HOST:PORT",
-        help="hint server (boosted models); the file is paced at real time",
-    )
-    p.add_argument(
-        "--local-server",
-        action="store_true",
-        help="start `kboost-rt serve` for this model in a child process",
-    )
+    _link_args(p, "hint server (boosted models); the file is paced at real time")
     p.add_argument(
         "--hints",
         choices=["float32", "float16", "int8"],
         default="float32",
         help="hint encoding on the link (default: float32)",
     )
-    p.add_argument("--key-file", help="pre-shared key file (see serve)")
-    p.add_argument("--key-id", type=int, default=0, help="which key (default: the lowest id)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument(
         "--mix",
@@ -545,19 +545,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("live", help="process live audio (PyAudio duplex, 16 kHz, 128 frames)")
     p.add_argument("--model", required=True, help="small or boosted model folder")
-    p.add_argument("--server", type=_host_port, metavar="HOST:PORT", help="hint server")
-    p.add_argument("--key-file", help="pre-shared key file (see serve)")
-    p.add_argument("--key-id", type=int, default=0, help="which key (default: the lowest id)")
+    _link_args(p, "hint server")
     p.add_argument("--input-device", help="name (substring) or index (see `devices`)")
     p.add_argument("--output-device", help="name (substring) or index")
     p.add_argument("--midi-port", help="MIDI input port (substring of its name)")
     p.add_argument("--midi-map", help="MIDI map file, .json or .toml (default map otherwise)")
     p.add_argument("--seconds", type=float, help="stop after this long (default: Ctrl-C)")
-    p.add_argument(
-        "--local-server",
-        action="store_true",
-        help="start `kboost-rt serve` for this model in a child process",
-    )
     p.add_argument("--stats-json", help="write callback, link and MIDI statistics here")
     p.add_argument("--record-input", help="also write what the callback received (WAV)")
     p.add_argument("--record-output", help="also write what it played (WAV)")

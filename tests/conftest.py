@@ -1,4 +1,10 @@
-"""One thread for torch: the models are tiny, and the machines have 2 cores."""
+"""Shared fixtures: one torch thread (tiny models, 2 cores) and a real JACK server."""
+
+import shutil
+import subprocess
+import time
+
+import pytest
 
 try:
     import torch
@@ -6,3 +12,22 @@ except ImportError:  # the device side is tested without torch too
     pass
 else:
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def jack_server(request):
+    """A real JACK server (dummy backend, 16 kHz, 128-frame periods) under its own
+    name; yields the name (set JACK_DEFAULT_SERVER to it)."""
+    binary = shutil.which("jackd")
+    if binary is None:
+        pytest.skip("jackd is not installed (tools/setup_system.sh installs jackd2)")
+    name = f"kboost-{request.node.name[:40]}"
+    proc = subprocess.Popen(
+        [binary, "--no-realtime", "-n", name, "-d", "dummy", "-r", "16000", "-p", "128"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)
+    yield name
+    proc.terminate()
+    proc.wait(timeout=10)

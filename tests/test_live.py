@@ -4,7 +4,6 @@ what it plays back."""
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -21,24 +20,7 @@ from kboost_rt.process import process_file
 
 jack = pytest.importorskip("jack")
 pytest.importorskip("pyaudio")
-SERVER = "kboost-live-test"
 CLI = str(Path(sys.executable).parent / "kboost-rt")
-
-
-@pytest.fixture
-def jackd():
-    binary = shutil.which("jackd")
-    if binary is None:
-        pytest.skip("jackd is not installed (tools/setup_system.sh installs jackd2)")
-    proc = subprocess.Popen(
-        [binary, "--no-realtime", "-n", SERVER, "-d", "dummy", "-r", "16000", "-p", "128"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(1.0)
-    yield
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def find_lag(haystack: np.ndarray, needle: np.ndarray) -> int:
@@ -47,8 +29,8 @@ def find_lag(haystack: np.ndarray, needle: np.ndarray) -> int:
     return int(np.argmax(np.abs(corr)))
 
 
-def test_live_through_jack_equals_file_processing(jackd, tmp_path, monkeypatch):
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", SERVER)
+def test_live_through_jack_equals_file_processing(jack_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server)
     save_model_files(tmp_path / "m", PAPER_BOOSTED, random_weights(PAPER_BOOSTED, 7))
     rng = np.random.default_rng(0)
     mixture = (0.2 * rng.standard_normal((2, 16000))).astype(np.float32)  # 1 s
@@ -56,7 +38,7 @@ def test_live_through_jack_equals_file_processing(jackd, tmp_path, monkeypatch):
     written = [0]
     go = threading.Event()
 
-    client = jack.Client("kboost-tester", servername=SERVER)
+    client = jack.Client("kboost-tester", servername=jack_server)
     outs = [client.outports.register(f"play_{i}") for i in (1, 2)]
     ins = [client.inports.register(f"rec_{i}") for i in (1, 2)]
 
@@ -74,7 +56,7 @@ def test_live_through_jack_equals_file_processing(jackd, tmp_path, monkeypatch):
             played[0] += frames
         written[0] += frames
 
-    env = dict(os.environ, JACK_DEFAULT_SERVER=SERVER)
+    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server)
     with client:
         live = subprocess.Popen(
             [
@@ -147,16 +129,16 @@ def test_live_through_jack_equals_file_processing(jackd, tmp_path, monkeypatch):
     )
 
 
-def test_midi_changes_the_live_output_smoothly(jackd, tmp_path, monkeypatch):
+def test_midi_changes_the_live_output_smoothly(jack_server, tmp_path, monkeypatch):
     rtmidi = pytest.importorskip("rtmidi")
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", SERVER)
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server)
     save_model_files(tmp_path / "m", PAPER_BOOSTED, random_weights(PAPER_BOOSTED, 8))
     knobs = rtmidi.MidiOut(rtmidi.API_UNIX_JACK)
     knobs.open_virtual_port("kboost-live-knobs")
     t = np.arange(16000 * 6)
     sine = (0.5 * np.sin(2 * np.pi * 220 * t / 16000)).astype(np.float32)
     pos = [0]
-    client = jack.Client("kboost-sine", servername=SERVER)
+    client = jack.Client("kboost-sine", servername=jack_server)
     outs = [client.outports.register(f"play_{i}") for i in (1, 2)]
 
     @client.set_process_callback
@@ -165,7 +147,7 @@ def test_midi_changes_the_live_output_smoothly(jackd, tmp_path, monkeypatch):
             port.get_array()[:] = sine[pos[0] : pos[0] + frames]
         pos[0] += frames
 
-    env = dict(os.environ, JACK_DEFAULT_SERVER=SERVER)
+    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server)
     with client:
         live = subprocess.Popen(
             [

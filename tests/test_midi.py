@@ -1,7 +1,6 @@
 """MIDI: default map, 14-bit CCs, soft takeover, learn, channel filter, map files,
 bad messages; and a real JACK MIDI port (jackd with the dummy backend)."""
 
-import shutil
 import subprocess
 import time
 
@@ -97,22 +96,6 @@ def test_map_file_round_trip_and_errors(tmp_path, suffix):
     path.write_text("{{{")
     with pytest.raises(ValueError, match="cannot read a MIDI map"):
         MidiMapping.load(path)
-
-
-@pytest.fixture
-def jack_server():
-    jackd = shutil.which("jackd")
-    if jackd is None:
-        pytest.skip("jackd is not installed (tools/setup_system.sh installs jackd2)")
-    proc = subprocess.Popen(
-        [jackd, "--no-realtime", "-n", "kboost-test", "-d", "dummy", "-r", "16000", "-p", "128"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    time.sleep(1.0)
-    yield "kboost-test"
-    proc.terminate()
-    proc.wait(timeout=10)
 
 
 def test_real_jack_midi_port_drives_the_parameters(jack_server, monkeypatch):
