@@ -199,6 +199,10 @@ class HintClient:
             self._counts["late"] += 1
             return
         self._hints[seq] = hint
+        if seq + self.delay <= self._now and self._hints.pop(seq, None) is not None:
+            # The audio thread passed chunk seq + d while we filed it: late after all.
+            self._counts["late"] += 1
+            return
         if len(self._hints) > MAX_EARLY:
             for old in sorted(self._hints)[: len(self._hints) - MAX_EARLY]:
                 self._hints.pop(old, None)

@@ -1,6 +1,7 @@
 """The hint link for real: a `kboost-rt serve` process, UDP on loopback, the
 fault relay, several keyed streams, garbage floods."""
 
+import copy
 import dataclasses
 import re
 import signal
@@ -172,11 +173,12 @@ def test_faulty_link_statistics_match_the_relay(models, keyed_server):
     used = run_stream(client, engine, x)
     time.sleep(0.2)  # let the last hints land
     stats = client.stats()
+    # What the relay did to the stream, before BYE (sequence number 0) goes through it.
+    up, down = copy.deepcopy(relay.up), copy.deepcopy(relay.down)
     client.close()
     relay.stop()
     chunks = len(used)
     assert chunks == x.shape[1] // CHUNK  # every chunk was produced
-    up, down = relay.up, relay.down
     assert up.counts["dropped"] > 0 and down.counts["dropped"] > 0  # the relay did its job
     bad = up.dropped | up.corrupted | down.dropped | down.corrupted
     needed = range(chunks - DELAY)  # hints 0..N-d-1 are used at chunks d..N-1
