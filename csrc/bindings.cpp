@@ -96,19 +96,9 @@ kb::EngineConfig engine_config(const py::dict& d) {
   else if (role == "large") c.role = kb::Role::kLarge;
   else if (role == "boosted") c.role = kb::Role::kBoosted;
   else throw std::invalid_argument("engine config: unknown role '" + role + "'");
-  get("channels", c.channels);
-  get("sources", c.sources);
-  get("dim", c.dim);
-  get("hidden", c.hidden);
-  get("blocks", c.blocks);
-  get("attention_heads", c.attention_heads);
-  get("attention_e", c.attention_e);
-  get("attention_frames", c.attention_frames);
-  get("hint_channels", c.hint_channels);
-  get("delay", c.delay);
-  get("merge_heads", c.merge_heads);
-  get("merge_e", c.merge_e);
-  get("merge_frames", c.merge_frames);
+#define KB_GET(field) get(#field, c.field);
+  KB_ENGINE_CONFIG_INT_FIELDS(KB_GET)
+#undef KB_GET
   return c;
 }
 

@@ -38,19 +38,9 @@ kb_engine* kb_engine_create(const kb_config* config, const kb_tensor* tensors, i
   try {
     kb::EngineConfig c;
     c.role = static_cast<kb::Role>(config->role);
-    c.channels = config->channels;
-    c.sources = config->sources;
-    c.dim = config->dim;
-    c.hidden = config->hidden;
-    c.blocks = config->blocks;
-    c.attention_heads = config->attention_heads;
-    c.attention_e = config->attention_e;
-    c.attention_frames = config->attention_frames;
-    c.hint_channels = config->hint_channels;
-    c.delay = config->delay;
-    c.merge_heads = config->merge_heads;
-    c.merge_e = config->merge_e;
-    c.merge_frames = config->merge_frames;
+#define KB_COPY(field) c.field = config->field;
+    KB_ENGINE_CONFIG_INT_FIELDS(KB_COPY)
+#undef KB_COPY
     kb::TensorMap map;
     for (int32_t i = 0; i < n_tensors; ++i) {
       const kb_tensor& t = tensors[i];

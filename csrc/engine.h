@@ -27,6 +27,12 @@ struct EngineConfig {
   int spec_channels() const { return 2 * sources * channels; }
 };
 
+// The integer fields of EngineConfig, for code that fills it field by field
+// from another description (the Python dict, the C ABI's kb_config).
+#define KB_ENGINE_CONFIG_INT_FIELDS(X)                                                    \
+  X(channels) X(sources) X(dim) X(hidden) X(blocks) X(attention_heads) X(attention_e)   \
+  X(attention_frames) X(hint_channels) X(delay) X(merge_heads) X(merge_e) X(merge_frames)
+
 class GridBlock {
  public:
   GridBlock(const Weights& w, const EngineConfig& cfg);

@@ -166,7 +166,7 @@ def _hint_link_demo(
             hints = rng.standard_normal((500, files.config.boost.hint_channels, 97)).astype(
                 np.float32
             )
-        us = float(np.median(engine._engine.time_chunks(chunks, hints)[50:])) / 1e3
+        us = float(np.median(engine.time_chunks(chunks, hints)[50:])) / 1e3
         print(f"  {name:<22} {us:8.1f} us  ({us / 8000:.1%} of the 8 ms budget)")
 
     wav = out / "mixture.wav"

@@ -23,6 +23,48 @@ pytest.importorskip("pyaudio")
 CLI = str(Path(sys.executable).parent / "kboost-rt")
 
 
+def start_live(tmp_path: Path, jack_server: str, seconds: float, *extra: str):
+    """`kboost-rt live` on the test model, recording its input, output and stats."""
+    return subprocess.Popen(
+        [
+            CLI,
+            "live",
+            "--model",
+            str(tmp_path / "m"),
+            "--seconds",
+            str(seconds),
+            "--quiet",
+            "--record-input",
+            str(tmp_path / "in.wav"),
+            "--record-output",
+            str(tmp_path / "out.wav"),
+            "--stats-json",
+            str(tmp_path / "stats.json"),
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ, JACK_DEFAULT_SERVER=jack_server),
+    )
+
+
+def wait_for_ports(client, **wanted) -> dict:
+    """name -> predicate(port); polls until every predicate matches some port."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = {name: [p for p in client.get_ports() if test(p)] for name, test in wanted.items()}
+        if all(found.values()) or time.monotonic() > deadline:
+            assert all(found.values()), [p.name for p in client.get_ports()]
+            return found
+        time.sleep(0.05)
+
+
+def is_host(tester: str):
+    """Audio ports of the host under test: not the tester's, not the system's."""
+    return lambda p: p.is_audio and not p.name.startswith((tester, "system"))
+
+
 def find_lag(haystack: np.ndarray, needle: np.ndarray) -> int:
     """Offset of `needle` in `haystack` (1-D), by cross-correlation."""
     corr = np.correlate(haystack, needle[:4000], mode="valid")
@@ -56,44 +98,14 @@ def test_live_through_jack_equals_file_processing(jack_server, tmp_path, monkeyp
             played[0] += frames
         written[0] += frames
 
-    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server)
     with client:
-        live = subprocess.Popen(
-            [
-                CLI,
-                "live",
-                "--model",
-                str(tmp_path / "m"),
-                "--seconds",
-                "3",
-                "--quiet",
-                "--record-input",
-                str(tmp_path / "in.wav"),
-                "--record-output",
-                str(tmp_path / "out.wav"),
-                "--stats-json",
-                str(tmp_path / "stats.json"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
+        live = start_live(tmp_path, jack_server, 3)
+        ports = wait_for_ports(
+            client,
+            host_in=lambda p: is_host("kboost-tester")(p) and p.is_input,
+            host_out=lambda p: is_host("kboost-tester")(p) and p.is_output,
         )
-        deadline = time.monotonic() + 10
-        host_in = host_out = []
-        while time.monotonic() < deadline and not (host_in and host_out):
-            host_in = [
-                p
-                for p in client.get_ports(is_audio=True, is_input=True)
-                if not p.name.startswith(("kboost-tester", "system"))
-            ]
-            host_out = [
-                p
-                for p in client.get_ports(is_audio=True, is_output=True)
-                if not p.name.startswith(("kboost-tester", "system"))
-            ]
-            time.sleep(0.05)
-        assert host_in and host_out, [p.name for p in client.get_ports()]
+        host_in, host_out = ports["host_in"], ports["host_out"]
         for src, dst in zip(outs, host_in, strict=False):
             client.connect(src, dst)
         for src, dst in zip(host_out, ins, strict=False):
@@ -147,49 +159,15 @@ def test_midi_changes_the_live_output_smoothly(jack_server, tmp_path, monkeypatc
             port.get_array()[:] = sine[pos[0] : pos[0] + frames]
         pos[0] += frames
 
-    env = dict(os.environ, JACK_DEFAULT_SERVER=jack_server)
     with client:
-        live = subprocess.Popen(
-            [
-                CLI,
-                "live",
-                "--model",
-                str(tmp_path / "m"),
-                "--seconds",
-                "3.5",
-                "--quiet",
-                "--midi-port",
-                "kboost-live-knobs",
-                "--record-input",
-                str(tmp_path / "in.wav"),
-                "--record-output",
-                str(tmp_path / "out.wav"),
-                "--stats-json",
-                str(tmp_path / "stats.json"),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=env,
+        live = start_live(tmp_path, jack_server, 3.5, "--midi-port", "kboost-live-knobs")
+        ports = wait_for_ports(
+            client,
+            host_in=lambda p: is_host("kboost-sine")(p) and p.is_input,
+            midi_in=lambda p: p.is_midi and p.is_input and "RtMidiIn" in p.name,
+            knob=lambda p: p.is_midi and p.is_output and "kboost-live-knobs" in p.name,
         )
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            host_in = [
-                p
-                for p in client.get_ports(is_audio=True, is_input=True)
-                if not p.name.startswith(("kboost-sine", "system"))
-            ]
-            midi_in = [
-                p for p in client.get_ports(is_midi=True, is_input=True) if "RtMidiIn" in p.name
-            ]
-            knob = [
-                p
-                for p in client.get_ports(is_midi=True, is_output=True)
-                if "kboost-live-knobs" in p.name
-            ]
-            if host_in and midi_in and knob:
-                break
-            time.sleep(0.05)
+        host_in, midi_in, knob = ports["host_in"], ports["midi_in"], ports["knob"]
         for src, dst in zip(outs, host_in, strict=False):
             client.connect(src, dst)
         if not client.get_all_connections(knob[0]):
