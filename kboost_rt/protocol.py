@@ -233,6 +233,8 @@ def unpack_hint(payload: bytes, hint_channels: int, encoding: HintEncoding) -> n
         h = np.frombuffer(payload, "<f2").astype(np.float32)
     else:
         (scale,) = struct.unpack_from("<f", payload)
+        if not 0.0 < scale < 1e30:  # 127 x scale must stay finite
+            raise PacketError("bad HINT scale")
         h = np.frombuffer(payload, np.int8, offset=4).astype(np.float32) * np.float32(scale)
     if not np.isfinite(h).all():
         raise PacketError("non-finite HINT values")
