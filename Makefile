@@ -15,7 +15,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: $(SOURCES) tools/setup_system.sh
 	tools/setup_system.sh
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet ".[torch,bench,eval,live,test]"
+	$(BIN)/pip install --quiet ".[torch,train,bench,eval,live,test]"
 	touch $@
 
 demo: setup

@@ -1,0 +1,260 @@
+"""`kboost-rt train RECIPE`: train one model with checkpoints and resume.
+
+The run folder `<workdir>/<recipe>/` holds `checkpoint.pt` (model, optimiser,
+step, data RNG; written atomically every few minutes and at the end),
+`train.log` (one JSON line per validation) and, for boosted models,
+`hint_bank.pt`: the frozen large model's output maps for a fixed set of
+clips, so a boosted step costs no more than a small-model step. Stopping at
+any point and running the same command again resumes where it stopped. The
+best validation weights are written as a model folder `<out>/<recipe>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model_files import load_model_files
+from ..reference.io import build_model, load_model, save_model
+from ..signal_path import SAMPLE_RATE
+from .mixing import Mixer
+from .recipes import RECIPES, Recipe
+
+VAL_CLIPS, VAL_SECONDS = 32, 2.0
+CHECKPOINT_EVERY_S = 120.0
+
+
+def si_sdr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """SI-SDR in dB over the last axis."""
+    est = est - est.mean(-1, keepdim=True)
+    ref = ref - ref.mean(-1, keepdim=True)
+    scale = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
+    target = scale * ref
+    return 10 * torch.log10((target.pow(2).sum(-1) + eps) / ((est - target).pow(2).sum(-1) + eps))
+
+
+def pit_si_sdr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """est, ref [B, S, M, N] -> per-clip SI-SDR [B], mean over sources and mics,
+    under the best source order (S is 1 or 2)."""
+    direct = si_sdr(est, ref).mean(dim=(1, 2))
+    if est.shape[1] == 1:
+        return direct
+    swapped = si_sdr(est.flip(1), ref).mean(dim=(1, 2))
+    return torch.maximum(direct, swapped)
+
+
+def _lr(recipe: Recipe, step: int) -> float:
+    if step < recipe.warmup:
+        return recipe.lr * (step + 1) / recipe.warmup
+    t = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    return recipe.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+class Run:
+    def __init__(self, recipe: Recipe, cache: Path, workdir: Path, models: Path):
+        self.recipe, self.cache, self.models = recipe, cache, models
+        self.dir = workdir / recipe.name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(recipe.seed)
+        self.model = build_model(recipe.model_config())
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=recipe.lr)
+        self.step, self.best, self.best_state = 0, -math.inf, None
+        self.rng = np.random.default_rng(recipe.seed)
+        self.mixer = Mixer(cache, recipe.task, "train")
+        self.large = None
+        if recipe.role == "boosted":
+            self.large, _ = load_model(models / recipe.large)
+            for p in self.large.parameters():
+                p.requires_grad_(False)
+        ckpt = self.dir / "checkpoint.pt"
+        if ckpt.is_file():
+            state = torch.load(ckpt, weights_only=False)
+            if state["recipe"] != recipe.describe():
+                raise RuntimeError(f"{ckpt} is from another recipe version; delete it to restart")
+            self.model.load_state_dict(state["model"])
+            self.opt.load_state_dict(state["opt"])
+            self.step, self.best, self.best_state = (
+                state["step"],
+                state["best"],
+                state["best_state"],
+            )
+            self.rng.bit_generator.state = state["rng"]
+        elif recipe.init:
+            init, _ = load_model(models / recipe.init)
+            target = self.model.small if recipe.role == "boosted" else self.model
+            target.load_state_dict(init.state_dict())
+        self.val = self._fixed_set("val", VAL_CLIPS, VAL_SECONDS, seed=1234)
+        self.bank = (
+            self._fixed_set("train", recipe.hint_bank, recipe.seconds, seed=recipe.seed + 99)
+            if recipe.role == "boosted"
+            else None
+        )
+
+    def _fixed_set(self, split: str, count: int, seconds: float, seed: int) -> dict:
+        """Fixed clips (with the large model's maps for boosted runs), cached in the run."""
+        path = self.dir / f"{split}_set.pt"
+        if path.is_file():
+            return torch.load(path, weights_only=True)
+        mixer = Mixer(self.cache, self.recipe.task, split)
+        x, y = mixer.batch(count, int(seconds * SAMPLE_RATE), np.random.default_rng(seed))
+        out = {"x": torch.from_numpy(x), "y": torch.from_numpy(y)}
+        if self.large is not None:
+            maps = []
+            with torch.no_grad():
+                for i in range(0, count, 16):
+                    maps.append(self.large(out["x"][i : i + 16])[1].half())
+                    print(f"\r{self.recipe.name}: large-model maps {min(count, i + 16)}/{count}",
+                          end="", flush=True)  # fmt: skip
+            print()
+            out["maps"] = torch.cat(maps)
+        _save_atomic(out, path)
+        return out
+
+    def _forward(self, x, maps=None, arrived=None):
+        if self.recipe.role == "boosted":
+            hints = self.model.make_hints(maps.float())
+            return self.model(x, hints, arrived)[0]
+        return self.model(x)[0]
+
+    def _train_batch(self):
+        r = self.recipe
+        if self.bank is None:
+            x, y = self.mixer.batch(r.batch, int(r.seconds * SAMPLE_RATE), self.rng)
+            return torch.from_numpy(x), torch.from_numpy(y), None, None
+        idx = torch.from_numpy(self.rng.choice(len(self.bank["x"]), r.batch, replace=False))
+        maps = self.bank["maps"][idx]
+        frames = maps.shape[2]
+        rate = torch.from_numpy(self.rng.uniform(0, r.hint_drop, (r.batch, 1))).float()
+        rate[torch.from_numpy(self.rng.random((r.batch, 1)) < r.hint_drop_all)] = 1.0
+        arrived = torch.from_numpy(self.rng.random((r.batch, frames))).float() >= rate
+        return self.bank["x"][idx], self.bank["y"][idx], maps, arrived
+
+    def validate(self) -> dict:
+        self.model.eval()
+        out = {}
+        with torch.no_grad():
+            x, y = self.val["x"], self.val["y"]
+            base = pit_si_sdr(x[:, None].expand_as(y), y)
+            conds = {"si_sdr_i": None}
+            if self.bank is not None:
+                frames = self.val["maps"].shape[2]
+                conds["si_sdr_i_no_hints"] = torch.zeros(len(x), frames, dtype=torch.bool)
+            for key, arrived in conds.items():
+                scores = [
+                    pit_si_sdr(
+                        self._forward(
+                            x[i : i + 8],
+                            None if self.bank is None else self.val["maps"][i : i + 8],
+                            None if arrived is None else arrived[i : i + 8],
+                        ),
+                        y[i : i + 8],
+                    )
+                    for i in range(0, len(x), 8)
+                ]
+                out[key] = float((torch.cat(scores) - base).mean())
+        self.model.train()
+        return out
+
+    def checkpoint(self) -> None:
+        _save_atomic(
+            {
+                "recipe": self.recipe.describe(),
+                "model": self.model.state_dict(),
+                "opt": self.opt.state_dict(),
+                "step": self.step,
+                "best": self.best,
+                "best_state": self.best_state,
+                "rng": self.rng.bit_generator.state,
+            },
+            self.dir / "checkpoint.pt",
+        )
+
+    def run(self, progress: bool = True) -> dict:
+        from tqdm import tqdm
+
+        r = self.recipe
+        self.model.train()
+        log = (self.dir / "train.log").open("a")
+        bar = tqdm(total=r.steps, initial=self.step, desc=r.name, disable=not progress)
+        last_ckpt, started, losses = time.monotonic(), time.monotonic(), []
+        val = {}
+        while self.step < r.steps:
+            for group in self.opt.param_groups:
+                group["lr"] = _lr(r, self.step)
+            x, y, maps, arrived = self._train_batch()
+            loss = -pit_si_sdr(self._forward(x, maps, arrived), y).mean()
+            self.opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+            self.opt.step()
+            self.step += 1
+            losses.append(loss.item())
+            if self.step % r.val_every == 0 or self.step == r.steps:
+                val = self.validate()
+                if val["si_sdr_i"] > self.best:
+                    self.best = val["si_sdr_i"]
+                    self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
+                entry = {"step": self.step, "loss": float(np.mean(losses)), **val}
+                entry["seconds"] = round(time.monotonic() - started, 1)
+                log.write(json.dumps(entry) + "\n")
+                log.flush()
+                losses = []
+            bar.set_postfix(loss=f"{loss.item():.2f}", val=f"{val.get('si_sdr_i', math.nan):.2f}")
+            bar.update(1)
+            if time.monotonic() - last_ckpt > CHECKPOINT_EVERY_S or self.step == r.steps:
+                self.checkpoint()
+                last_ckpt = time.monotonic()
+        bar.close()
+        log.close()
+        return self.export()
+
+    def export(self) -> dict:
+        r = self.recipe
+        self.model.load_state_dict(self.best_state)
+        val = self.validate()
+        history = [json.loads(line) for line in (self.dir / "train.log").open()]
+        config = r.model_config()
+        notes = {
+            "recipe": r.describe(),
+            "validation": {
+                "clips": VAL_CLIPS,
+                "seconds": VAL_SECONDS,
+                "split": "val (speakers never used in training)",
+                **{k: round(v, 3) for k, v in val.items()},
+            },
+            "trained_steps": self.step,
+            "train_seconds": history[-1]["seconds"] if history else None,
+        }
+        import dataclasses
+
+        config = dataclasses.replace(config, notes=notes)
+        save_model(self.model.eval(), config, self.models / r.name)
+        return val
+
+
+def train(name: str, cache: Path, workdir: Path, models: Path, progress: bool = True) -> dict:
+    if name not in RECIPES:
+        raise KeyError(f"unknown recipe {name!r} (choose from {', '.join(RECIPES)})")
+    run = Run(RECIPES[name], cache, workdir, models)
+    if run.step >= run.recipe.steps:
+        return run.export()
+    return run.run(progress)
+
+
+def model_exists(models: Path, name: str) -> bool:
+    try:
+        load_model_files(models / name)
+    except Exception:
+        return False
+    return True

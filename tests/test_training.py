@@ -1,0 +1,238 @@
+"""Data pipeline and trainer: speaker splits, mixtures, loss, checkpoint/resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("pyroomacoustics")
+
+from kboost_rt.config import BoostConfig, NetConfig  # noqa: E402
+from kboost_rt.evaluate import si_sdr as np_si_sdr  # noqa: E402
+from kboost_rt.training import mixing, recipes, rooms, sources, trainer  # noqa: E402
+
+RATE = 16000
+
+
+def _speechlike(seconds: float, f0: float, rng: np.random.Generator) -> np.ndarray:
+    """Harmonics of a wandering pitch, syllable-rate on/off: a stand-in talker."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    pitch = f0 * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / RATE
+    voice = sum(np.sin(k * phase) / k for k in range(1, 8))
+    return (voice * (np.sin(2 * np.pi * 4 * t) > -0.3)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    """A tiny cache in the real layout: 4 talkers and 2 noises per split, 3 rooms."""
+    root = tmp_path_factory.mktemp("cache")
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for i in range(4):
+            path = root / "speech" / split / f"talker{i}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            audio = _speechlike(4.0, 100 + 40 * i, rng)
+            np.save(path, (audio / np.abs(audio).max() * 20000).astype(np.int16))
+        for i in range(2):
+            path = root / "noise" / split / f"noise{i}.npy"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.save(path, (rng.standard_normal(RATE) * 3000).astype(np.int16))
+        bank = np.stack([rooms.simulate_room(np.random.default_rng(s)) for s in range(3)])
+        (root / "rooms").mkdir(exist_ok=True)
+        np.save(root / "rooms" / f"{split}.npy", bank)
+    return root
+
+
+def test_rooms_have_direct_paths_1_to_3_m_away():
+    rir = rooms.simulate_room(np.random.default_rng(5))
+    assert rir.shape == (3, 2, rooms.RIR_LENGTH)
+    first = np.argmax(np.abs(rir) > 0.2 * np.abs(rir).max(axis=-1, keepdims=True), axis=-1)
+    import pyroomacoustics as pra
+
+    # pyroomacoustics delays every response by half its fractional-delay filter.
+    offset = pra.constants.get("frac_delay_length") // 2
+    metres = (first - offset) / RATE * 343
+    assert np.all(metres > 0.9) and np.all(metres < 3.1), metres
+    # The two microphones 0.18 m apart hear each source at most 0.18 m apart.
+    assert np.all(np.abs(metres[:, 0] - metres[:, 1]) <= 0.2 + 343 / RATE)
+
+
+@pytest.mark.parametrize("task", ["separate", "enhance"])
+def test_mixture_is_sources_plus_noise_at_the_task_snr(cache, task):
+    mixer = mixing.Mixer(cache, task, "train")
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        mixture, srcs = mixer.example(RATE, rng)
+        assert mixture.shape == (2, RATE) and srcs.shape == (mixing.TASK_SOURCES[task], 2, RATE)
+        noise = mixture - srcs.sum(axis=0)
+        snr = 10 * np.log10(np.sum(srcs.sum(axis=0) ** 2) / np.sum(noise**2))
+        lo, hi = mixing.SNR_DB[task]
+        assert lo - 0.01 <= snr <= hi + 0.01
+        assert np.abs(mixture).max() <= 0.95 + 1e-6
+
+
+def test_separate_draws_two_different_talkers(cache):
+    mixer = mixing.Mixer(cache, "separate", "val")
+    rng = np.random.default_rng(2)
+    for _ in range(5):
+        _, srcs = mixer.example(RATE, rng)
+        a, b = srcs[0, 0], srcs[1, 0]
+        assert abs(np.corrcoef(a, b)[0, 1]) < 0.9
+
+
+def test_missing_split_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="kboost-rt data build"):
+        mixing.Mixer(tmp_path, "separate", "train")
+    with pytest.raises(ValueError, match="unknown task"):
+        mixing.Mixer(tmp_path, "dereverb", "train")
+
+
+def test_write_set_is_the_eval_format(cache, tmp_path):
+    mixing.write_set(cache, "separate", "val", tmp_path / "set", count=2, seconds=0.5, seed=0)
+    for ex in sorted((tmp_path / "set").iterdir()):
+        mix, rate = sf.read(ex / "mixture.wav")
+        s1, _ = sf.read(ex / "source1.wav")
+        s2, _ = sf.read(ex / "source2.wav")
+        assert rate == RATE and mix.shape == (8000, 2) == s1.shape == s2.shape
+        assert np.abs(mix - s1 - s2).max() > 0  # plus noise
+        assert np.std(mix - s1 - s2) < np.std(s1 + s2)
+
+
+def test_speaker_split_keeps_reserved_sources_out_of_training(tmp_path, monkeypatch):
+    """Real catalog code over a fake package tree: reserved voices go to test only."""
+    klettres = tmp_path / "klettres"
+    for lang in ("en", "de", "cs", "nl"):
+        (klettres / lang / "alpha").mkdir(parents=True)
+        sf.write(klettres / lang / "alpha" / "a.ogg", np.zeros(RATE, np.float32), RATE)
+    fillets = tmp_path / "fillets"
+    for name in ("city-m-x", "city-v-y", "city-hs-z"):
+        (fillets / "sound" / "city" / "cs").mkdir(parents=True, exist_ok=True)
+        sf.write(fillets / "sound" / "city" / "cs" / f"{name}.ogg", np.zeros(RATE), RATE)
+    for attr, path in {
+        "KLETTRES": klettres,
+        "FILLETS": fillets,
+        "ASTERISK": tmp_path / "none",
+        "SONIC_PI": tmp_path / "none",
+        "MOH": tmp_path / "none",
+        "SOUNDFONT": tmp_path / "none.sf2",
+    }.items():
+        monkeypatch.setattr(sources, attr, path)
+    monkeypatch.setattr(sources.shutil, "which", lambda _: None)  # no TTS here
+    split = {i.name: i.split for i in sources.catalog()}
+    assert split == {
+        "klettres-en": "test",
+        "klettres-de": "test",
+        "klettres-cs": "train",
+        "klettres-nl": "val",
+        "fillets-m": "train",
+        "fillets-v": "train",
+        "fillets-hs": "val",
+    }
+
+
+def test_trim_and_join_level_speech():
+    rng = np.random.default_rng(0)
+    word = _speechlike(0.5, 120, rng)
+    padded = np.concatenate([np.zeros(8000, np.float32), word, np.zeros(8000, np.float32)])
+    assert abs(sources._trim(padded).size - word.size) <= 320
+    joined = sources._join([padded, 0.01 * padded], rng, speech=True)
+    half = word.size
+    assert np.isclose(np.std(joined[:half]), np.std(joined[-half - 8000 :][:half]), rtol=0.3)
+
+
+def test_midi_file_is_a_standard_midi_file():
+    blob = sources._midi_file(5, 2.0, __import__("random").Random(0))
+    assert blob[:4] == b"MThd" and blob[14:18] == b"MTrk"
+    assert int.from_bytes(blob[18:22], "big") == len(blob) - 22
+    assert blob.endswith(b"\x00\xff\x2f\x00")
+
+
+def test_loss_is_the_evaluation_si_sdr_and_permutation_invariant():
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((1, 2, 2, 4000)).astype(np.float32)
+    est = ref + 0.3 * rng.standard_normal(ref.shape).astype(np.float32)
+    ours = trainer.si_sdr(torch.from_numpy(est), torch.from_numpy(ref)).numpy()
+    for s in range(2):
+        for m in range(2):
+            assert ours[0, s, m] == pytest.approx(np_si_sdr(est[0, s, m], ref[0, s, m]), abs=1e-3)
+    direct = trainer.pit_si_sdr(torch.from_numpy(est), torch.from_numpy(ref))
+    swapped = trainer.pit_si_sdr(torch.from_numpy(est[:, ::-1].copy()), torch.from_numpy(ref))
+    assert direct.item() == pytest.approx(swapped.item(), abs=1e-5)
+
+
+TINY = NetConfig(dim=4, hidden=4, blocks=2)
+
+
+@pytest.fixture
+def tiny_recipes(monkeypatch):
+    base = dict(batch=2, seconds=0.25, warmup=2, val_every=2)
+    table = {
+        "t-large": recipes.Recipe(
+            "t-large", 1, "separate", "large", dataclasses.replace(TINY, attention_heads=1),
+            steps=2, **base,
+        ),
+        "t-small": recipes.Recipe("t-small", 1, "separate", "small", TINY, steps=4, **base),
+        "t-boosted": recipes.Recipe(
+            "t-boosted", 1, "separate", "boosted", TINY, steps=4,
+            boost=BoostConfig(hint_channels=2, delay=2, heads=1, qk_dim=97), hint_bank=4,
+            init="t-small", large="t-large", **base,
+        ),
+    }  # fmt: skip
+    monkeypatch.setattr(trainer, "RECIPES", table)
+    monkeypatch.setattr(trainer, "VAL_CLIPS", 2)
+    monkeypatch.setattr(trainer, "VAL_SECONDS", 0.25)
+    return table
+
+
+def test_interrupted_training_resumes_to_the_same_weights(cache, tmp_path, tiny_recipes):
+    straight = trainer.Run(tiny_recipes["t-small"], cache, tmp_path / "a", tmp_path / "ma")
+    straight.run(progress=False)
+
+    stopped = dataclasses.replace(tiny_recipes["t-small"], steps=2)
+    first = trainer.Run(stopped, cache, tmp_path / "b", tmp_path / "mb")
+    first.run(progress=False)  # "killed" after step 2, with its checkpoint written
+    ckpt = torch.load(tmp_path / "b" / "t-small" / "checkpoint.pt", weights_only=False)
+    ckpt["recipe"] = tiny_recipes["t-small"].describe()  # the same recipe, run again
+    torch.save(ckpt, tmp_path / "b" / "t-small" / "checkpoint.pt")
+    resumed = trainer.Run(tiny_recipes["t-small"], cache, tmp_path / "b", tmp_path / "mb")
+    assert resumed.step == 2
+    resumed.run(progress=False)
+    for name, tensor in straight.model.state_dict().items():
+        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
+
+    log = [json.loads(x) for x in (tmp_path / "a" / "t-small" / "train.log").open()]
+    assert [e["step"] for e in log] == [2, 4]
+    notes = json.loads((tmp_path / "ma" / "t-small" / "config.json").read_text())["notes"]
+    assert notes["recipe"]["name"] == "t-small" and "si_sdr_i" in notes["validation"]
+
+
+def test_a_checkpoint_of_another_recipe_is_refused(cache, tmp_path, tiny_recipes):
+    trainer.Run(tiny_recipes["t-small"], cache, tmp_path, tmp_path / "m").checkpoint()
+    other = dataclasses.replace(tiny_recipes["t-small"], lr=0.5)
+    with pytest.raises(RuntimeError, match="another recipe"):
+        trainer.Run(other, cache, tmp_path, tmp_path / "m")
+
+
+def test_boosted_training_starts_from_the_small_model_and_drops_hints(
+    cache, tmp_path, tiny_recipes
+):
+    models = tmp_path / "models"
+    trainer.train("t-large", cache, tmp_path / "runs", models, progress=False)
+    trainer.train("t-small", cache, tmp_path / "runs", models, progress=False)
+    run = trainer.Run(tiny_recipes["t-boosted"], cache, tmp_path / "runs", models)
+    small = trainer.load_model(models / "t-small")[0].state_dict()
+    for name, tensor in run.model.small.state_dict().items():
+        assert torch.equal(tensor, small[name]), name
+    assert run.bank["maps"].shape[:2] == (4, 2 * 2 * 2)  # 2 sources x 2 mics x re/im
+    drops = [run._train_batch()[3] for _ in range(50)]
+    lost = torch.cat([~a for a in drops]).float().mean().item()
+    assert 0.1 < lost < 0.5  # some hints dropped, most kept
+    val = run.run(progress=False)
+    assert set(val) == {"si_sdr_i", "si_sdr_i_no_hints"}
+    assert (models / "t-boosted" / "weights.safetensors").is_file()
