@@ -235,6 +235,7 @@ def cmd_relay(args: argparse.Namespace) -> int:
 
 
 def cmd_process(args: argparse.Namespace) -> int:
+    _select_model(args)
     return _with_local_server(args, lambda: _process(args))
 
 
@@ -408,6 +409,7 @@ def _with_local_server(args: argparse.Namespace, run):
 
 
 def cmd_live(args: argparse.Namespace) -> int:
+    _select_model(args)
     return _with_local_server(args, lambda: _live(args))
 
 
@@ -445,6 +447,30 @@ def cmd_devices(args: argparse.Namespace) -> int:
 
     print(list_devices())
     return 0
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    """Model selection of `process` and `live`."""
+    p.add_argument(
+        "--model",
+        help="model folder or shipped model name (default: the shipped model of --task: "
+        "<task>-boosted-d<delay> with a hint server, else <task>-small)",
+    )
+    p.add_argument(
+        "--task", choices=["separate", "enhance"], help="shipped model task (default: separate)"
+    )
+    p.add_argument(
+        "--delay",
+        type=int,
+        help="hint delay in 8 ms chunks of the shipped boosted model (default: 3)",
+    )
+
+
+def _select_model(args: argparse.Namespace) -> None:
+    from .model_select import resolve_model
+
+    boosted = bool(args.server or args.local_server)
+    args.model = str(resolve_model(args.model, args.task, args.delay, boosted))
 
 
 def _link_args(p: argparse.ArgumentParser, server_help: str) -> None:
@@ -565,7 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("process", help="stream an audio file through a model, chunk by chunk")
     p.add_argument("input", help="16 kHz audio file with the model's channel count")
     p.add_argument("output", help="WAV to write (separation: OUT_s1.wav, OUT_s2.wav)")
-    p.add_argument("--model", required=True, help="small or boosted model folder")
+    _model_args(p)
     _link_args(p, "hint server (boosted models); the file is paced at real time")
     p.add_argument(
         "--hints",
@@ -596,7 +622,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser("live", help="process live audio (PyAudio duplex, 16 kHz, 128 frames)")
-    p.add_argument("--model", required=True, help="small or boosted model folder")
+    _model_args(p)
     _link_args(p, "hint server")
     p.add_argument("--input-device", help="name (substring) or index (see `devices`)")
     p.add_argument("--output-device", help="name (substring) or index")

@@ -240,7 +240,55 @@ class Run:
 
         config = dataclasses.replace(config, notes=notes)
         save_model(self.model.eval(), config, self.models / r.name)
+        write_model_readme(self.models / r.name)
         return val
+
+
+def write_model_readme(folder: Path) -> None:
+    """README.md of a trained model folder, from the notes in its config.json."""
+    files = load_model_files(folder)
+    cfg, notes = files.config, files.config.notes
+    recipe, val = notes["recipe"], notes["validation"]
+    net = cfg.net
+    lines = [
+        f"# {folder.name}",
+        "",
+        f"{cfg.role.capitalize()} model for `{cfg.task}` (M = {net.channels} microphones, "
+        f"S = {net.sources} outputs): D = {net.dim}, H = {net.hidden}, B = {net.blocks}, "
+        f"attention heads {net.attention_heads or 'none'}.",
+    ]
+    if cfg.boost is not None:
+        lines.append(
+            f"Boosted by hints of `{cfg.large_model}` ({cfg.boost.hint_channels} channels) "
+            f"arriving {cfg.boost.delay} chunks ({8 * cfg.boost.delay} ms) late."
+        )
+    lines += [
+        "",
+        f"Recipe `{recipe['name']}` version {recipe['version']}: {recipe['steps']} steps of "
+        f"{recipe['batch']} x {recipe['seconds']:g} s clips, peak learning rate {recipe['lr']:g}"
+        + (f", started from `{recipe['init']}`" if recipe["init"] else "")
+        + (
+            f", hints dropped at a per-clip rate drawn from [0, {recipe['hint_drop']:g}] and "
+            f"all of them for {recipe['hint_drop_all']:.0%} of the clips"
+            if cfg.role == "boosted"
+            else ""
+        )
+        + f". Trained {notes['trained_steps']} steps.",
+        "",
+        f"Validation ({val['clips']} clips of {val['seconds']:g} s, {val['split']}):",
+        f"SI-SDRi {val['si_sdr_i']:.2f} dB"
+        + (
+            f" with every hint, {val['si_sdr_i_no_hints']:.2f} dB with none"
+            if "si_sdr_i_no_hints" in val
+            else ""
+        )
+        + " (offline forward pass; `kboost-rt eval` gives the streaming scores).",
+        "",
+        "Reproduce: `kboost-rt data build && kboost-rt train " + folder.name + "`",
+        "(see docs/results.md).",
+        "",
+    ]
+    (folder / "README.md").write_text("\n".join(lines))
 
 
 def train(name: str, cache: Path, workdir: Path, models: Path, progress: bool = True) -> dict:

@@ -1,0 +1,77 @@
+"""Which model a command runs: a folder, a shipped model's name, or the
+shipped model of a task and hint delay.
+
+Shipped models are named `<task>-small`, `<task>-large` and
+`<task>-boosted-d<D>` (D in chunks of 8 ms). With a hint server the boosted
+model of the asked delay runs (24 ms unless told); without one, the small
+model. `delay_for_round_trip` picks the smallest shipped delay that covers a
+measured round trip, so hints arrive in time.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .model_files import ModelFileError, shipped_models_dir
+
+TASKS = ("separate", "enhance")
+DEFAULT_TASK = "separate"
+DEFAULT_DELAY = 3
+
+
+def shipped_delays(task: str, root: Path | None = None) -> list[int]:
+    """Delays (chunks) of the shipped boosted models of `task`, ascending."""
+    root = root or shipped_models_dir()
+    pattern = re.compile(rf"^{re.escape(task)}-boosted-d(\d+)$")
+    found = (pattern.match(p.name) for p in root.iterdir()) if root.is_dir() else ()
+    return sorted(int(m.group(1)) for m in found if m)
+
+
+def delay_for_round_trip(rtt_chunks: float, delays: list[int]) -> int:
+    """The smallest delay >= the round trip; the largest one if none covers it."""
+    if not delays:
+        raise ModelFileError("no boosted models to choose a delay from")
+    covering = [d for d in delays if d >= rtt_chunks]
+    return min(covering) if covering else max(delays)
+
+
+def resolve_model(
+    model: str | None,
+    task: str | None = None,
+    delay: int | None = None,
+    boosted: bool = False,
+    root: Path | None = None,
+) -> Path:
+    """A model folder from --model (folder or shipped name) or --task/--delay."""
+    root = root or shipped_models_dir()
+    if model is not None:
+        if task is not None or delay is not None:
+            raise ValueError("--model excludes --task and --delay")
+        path = Path(model)
+        if path.is_dir():
+            return path
+        if (root / model).is_dir():
+            return root / model
+        names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        raise ModelFileError(
+            f"{model}: no such model folder or shipped model"
+            + (f" (shipped: {', '.join(names)})" if names else " (no models are shipped)")
+        )
+    task = task or DEFAULT_TASK
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
+    if delay is None and not boosted:
+        name = f"{task}-small"
+    else:
+        delay = DEFAULT_DELAY if delay is None else delay
+        name = f"{task}-boosted-d{delay}"
+        if not (root / name).is_dir():
+            have = shipped_delays(task, root)
+            raise ModelFileError(
+                f"no shipped {task} model for a delay of {delay} chunks"
+                + (f" (shipped delays: {', '.join(map(str, have))})" if have else "")
+            )
+    if not (root / name).is_dir():
+        raise ModelFileError(f"{root / name}: the shipped model is missing")
+    return root / name

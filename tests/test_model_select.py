@@ -1,0 +1,53 @@
+"""Choosing a model by folder, shipped name, or task and hint delay."""
+
+from __future__ import annotations
+
+import pytest
+
+from kboost_rt.model_files import ModelFileError
+from kboost_rt.model_select import delay_for_round_trip, resolve_model, shipped_delays
+
+
+@pytest.fixture
+def root(tmp_path):
+    for name in ("separate-small", "separate-large", "separate-boosted-d1", "separate-boosted-d6",
+                 "separate-boosted-d3", "enhance-small"):  # fmt: skip
+        (tmp_path / name).mkdir()
+    return tmp_path
+
+
+def test_task_and_delay_pick_the_shipped_model(root):
+    assert resolve_model(None, root=root).name == "separate-small"
+    assert resolve_model(None, boosted=True, root=root).name == "separate-boosted-d3"
+    assert resolve_model(None, "separate", 6, root=root).name == "separate-boosted-d6"
+    assert resolve_model(None, "enhance", root=root).name == "enhance-small"
+    assert resolve_model("separate-boosted-d1", root=root).name == "separate-boosted-d1"
+    assert resolve_model(str(root / "enhance-small"), root=root) == root / "enhance-small"
+
+
+def test_bad_selections_name_what_exists(root):
+    with pytest.raises(ModelFileError, match="shipped delays: 1, 3, 6"):
+        resolve_model(None, "separate", 2, root=root)
+    with pytest.raises(ModelFileError, match="shipped: enhance-small"):
+        resolve_model("nope", root=root)
+    with pytest.raises(ModelFileError, match="no shipped enhance model for a delay of 3"):
+        resolve_model(None, "enhance", 3, root=root)
+    (root / "enhance-small").rmdir()
+    with pytest.raises(ModelFileError, match="enhance-small: the shipped model is missing"):
+        resolve_model(None, "enhance", root=root)
+    with pytest.raises(ValueError, match="excludes"):
+        resolve_model("separate-small", "separate", root=root)
+    with pytest.raises(ValueError, match="unknown task"):
+        resolve_model(None, "dereverb", root=root)
+
+
+def test_smallest_delay_that_covers_the_round_trip(root):
+    delays = shipped_delays("separate", root)
+    assert delays == [1, 3, 6]
+    assert delay_for_round_trip(0.5, delays) == 1
+    assert delay_for_round_trip(1, delays) == 1
+    assert delay_for_round_trip(2.5, delays) == 3
+    assert delay_for_round_trip(5, delays) == 6
+    assert delay_for_round_trip(9, delays) == 6  # none covers it: the most patient one
+    with pytest.raises(ModelFileError):
+        delay_for_round_trip(1, [])
