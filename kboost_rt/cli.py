@@ -106,9 +106,19 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo  # needs torch
+    from .demo import run_demo
 
-    return run_demo(out=Path(args.out), seconds=args.seconds, delay=args.delay, seed=args.seed)
+    if not 0 <= args.loss < 1:
+        print("kboost-rt: error: --loss must be in [0, 1)", file=sys.stderr)
+        return 2
+    return run_demo(
+        Path(args.out),
+        args.task,
+        args.delay,
+        args.loss,
+        Path(args.models) if args.models else None,
+        Path(args.example) if args.example else None,
+    )
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -429,6 +439,8 @@ def _live(args: argparse.Namespace) -> int:
         Path(args.record_input) if args.record_input else None,
         Path(args.record_output) if args.record_output else None,
         status=not args.quiet,
+        device_rate=args.device_rate,
+        resample_quality=args.resample_quality,
     )
     live = report["live"]
     print(
@@ -632,6 +644,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stats-json", help="write callback, link and MIDI statistics here")
     p.add_argument("--record-input", help="also write what the callback received (WAV)")
     p.add_argument("--record-output", help="also write what it played (WAV)")
+    p.add_argument(
+        "--device-rate",
+        type=int,
+        help="run the device at this rate and resample (default: 16000 if the device "
+        "runs it, else its default rate)",
+    )
+    p.add_argument(
+        "--resample-quality",
+        choices=["QQ", "LQ", "MQ", "HQ", "VHQ"],
+        default="LQ",
+        help="soxr quality when resampling: LQ anti-aliases (about 30-40 ms added), "
+        "QQ is cubic with almost none added (default: LQ)",
+    )
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.set_defaults(func=cmd_live)
 
@@ -700,12 +725,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="run the reference models end to end on a generated signal (needs torch)",
+        help="the main job: the shipped example through the hint server and the live engine "
+        "path, with SI-SDRi, hint statistics, cost and spectrograms",
     )
     p.add_argument("--out", default="out/demo", help="output folder (default: out/demo)")
-    p.add_argument("--seconds", type=float, default=2.0, help="signal length (default: 2)")
+    p.add_argument("--task", choices=["separate", "enhance"], default="separate")
     p.add_argument("--delay", type=int, default=3, help="hint delay in chunks (default: 3)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--loss", type=float, default=0.0, help="fraction of the link's packets a relay drops"
+    )
+    p.add_argument("--models", help="model folder root (default: the shipped models)")
+    p.add_argument("--example", help="example folder (mixture.wav, source1.wav, ...)")
     p.set_defaults(func=cmd_demo)
     return parser
 

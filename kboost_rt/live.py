@@ -24,6 +24,7 @@ from .midi import MidiController, MidiMapping, open_input
 from .model_files import load_model_files
 from .params import LiveParams
 from .processor import Processor
+from .rate_adapter import RateAdapter
 from .signal_path import CHUNK, SAMPLE_RATE
 
 
@@ -61,6 +62,32 @@ def _device(pa, name: str | None, want_input: bool) -> int | None:
     )
 
 
+def _stream_rate(pa, devices: tuple[int | None, int | None], channels: int) -> int:
+    """16 kHz if the devices run it, else the input device's default rate."""
+    import pyaudio
+
+    try:
+        pa.is_format_supported(
+            SAMPLE_RATE,
+            input_device=devices[0]
+            if devices[0] is not None
+            else pa.get_default_input_device_info()["index"],
+            input_channels=channels,
+            input_format=pyaudio.paFloat32,
+            output_device=devices[1]
+            if devices[1] is not None
+            else pa.get_default_output_device_info()["index"],
+            output_channels=channels,
+            output_format=pyaudio.paFloat32,
+        )
+        return SAMPLE_RATE
+    except ValueError:
+        index = (
+            devices[0] if devices[0] is not None else pa.get_default_input_device_info()["index"]
+        )
+        return int(pa.get_device_info_by_index(index)["defaultSampleRate"])
+
+
 def run_live(
     model: Path,
     server: tuple[str, int] | None = None,
@@ -74,6 +101,8 @@ def run_live(
     record_input: Path | None = None,
     record_output: Path | None = None,
     status: bool = True,
+    device_rate: int | None = None,
+    resample_quality: str = "LQ",
 ) -> dict:
     import pyaudio
 
@@ -102,41 +131,71 @@ def run_live(
     max_chunks = int(seconds * SAMPLE_RATE / CHUNK) + 1 if seconds else 0
     recorded_in = np.zeros((m, max_chunks * CHUNK), np.float32) if record_input else None
     recorded_out = np.zeros((m, max_chunks * CHUNK), np.float32) if record_output else None
-    budget = CHUNK / SAMPLE_RATE
-    silence = bytes(4 * m * CHUNK)
+
+    def run_chunk(chunk: np.ndarray) -> np.ndarray:
+        """One 16 kHz chunk [M, 128] through the Processor -> the mix [M, 128]."""
+        t = processor.t
+        _, mix = processor.process(chunk)
+        if recorded_in is not None and t < max_chunks:
+            recorded_in[:, t * CHUNK : (t + 1) * CHUNK] = chunk
+        if recorded_out is not None and t < max_chunks:
+            recorded_out[:, t * CHUNK : (t + 1) * CHUNK] = mix
+        return mix
+
+    adapter: RateAdapter | None = None
+    frames = CHUNK
+    out_frames = np.zeros((CHUNK, m), np.float32)
 
     def callback(in_data, frame_count, time_info, flags):
         start = time.perf_counter()
         stats.callbacks += 1
         if flags:
             stats.xruns += 1
-        if frame_count != CHUNK:
+        if frame_count != frames:
             stats.wrong_sizes += 1
             return silence[: 4 * m * frame_count], pyaudio.paContinue
-        chunk = np.frombuffer(in_data, np.float32).reshape(CHUNK, m).T
-        t = processor.t
-        _, mix = processor.process(np.ascontiguousarray(chunk))
-        if recorded_in is not None and t < max_chunks:
-            recorded_in[:, t * CHUNK : (t + 1) * CHUNK] = chunk
-        if recorded_out is not None and t < max_chunks:
-            recorded_out[:, t * CHUNK : (t + 1) * CHUNK] = mix
-        out = mix.T.tobytes()
-        stats.loads.append((time.perf_counter() - start) / budget)
+        block = np.frombuffer(in_data, np.float32).reshape(frame_count, m)
+        if adapter is None:
+            out = run_chunk(np.ascontiguousarray(block.T)).T.tobytes()
+        else:
+            adapter(block, out_frames)
+            out = out_frames.tobytes()
+        stats.loads.append((time.perf_counter() - start) / (frame_count / rate))
         return out, pyaudio.paContinue
 
     pa = pyaudio.PyAudio()
+    rate = SAMPLE_RATE
+    resampling = None
+    silence = b""
     stop = threading.Event()
     previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
+        devices = _device(pa, input_device, True), _device(pa, output_device, False)
+        rate = device_rate or _stream_rate(pa, devices, m)
+        if rate != SAMPLE_RATE:
+            frames = round(CHUNK * rate / SAMPLE_RATE)
+            out_frames = np.zeros((frames, m), np.float32)
+            adapter = RateAdapter(run_chunk, rate, m, frames, resample_quality)
+            resampling = {
+                "device_rate": rate,
+                "quality": resample_quality,
+                "added_latency_ms": 1000 * adapter.added_latency_s,
+            }
+            print(
+                f"the device runs {rate} Hz: resampling to and from {SAMPLE_RATE} Hz with soxr "
+                f"{resample_quality}, adding {resampling['added_latency_ms']:.1f} ms of latency",
+                file=sys.stderr,
+            )
+        silence = bytes(4 * m * frames)
         stream = pa.open(
             format=pyaudio.paFloat32,
             channels=m,
-            rate=SAMPLE_RATE,
+            rate=rate,
             input=True,
             output=True,
-            frames_per_buffer=CHUNK,
-            input_device_index=_device(pa, input_device, True),
-            output_device_index=_device(pa, output_device, False),
+            frames_per_buffer=frames,
+            input_device_index=devices[0],
+            output_device_index=devices[1],
             stream_callback=callback,
         )
         started = time.monotonic()
@@ -160,6 +219,7 @@ def run_live(
     chunks = min(processor.t, max_chunks) if max_chunks else processor.t
     report = {
         "live": stats.summary(),
+        "resampling": resampling,
         "chunks": processor.t,
         "link": client.stats().as_dict() if client else None,
         "midi": dict(controller.counts) if controller else None,

@@ -16,14 +16,16 @@ else:
 
 @pytest.fixture
 def jack_server(request):
-    """A real JACK server (dummy backend, 16 kHz, 128-frame periods) under its own
-    name; yields the name (set JACK_DEFAULT_SERVER to it)."""
+    """A real JACK server (dummy backend, 16 kHz, 128-frame periods unless the test
+    parametrizes it indirectly with (rate, period)) under its own name; yields the
+    name (set JACK_DEFAULT_SERVER to it)."""
+    rate, period = getattr(request, "param", (16000, 128))
     binary = shutil.which("jackd")
     if binary is None:
         pytest.skip("jackd is not installed (tools/setup_system.sh installs jackd2)")
     name = f"kboost-{request.node.name[:40]}"
     proc = subprocess.Popen(
-        [binary, "--no-realtime", "-n", name, "-d", "dummy", "-r", "16000", "-p", "128"],
+        [binary, "--no-realtime", "-n", name, "-d", "dummy", "-r", str(rate), "-p", str(period)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -207,3 +207,76 @@ def test_midi_changes_the_live_output_smoothly(jack_server, tmp_path, monkeypatc
     segment = y[start * 128 : (quiet[0] + 1) * 128]
     limit = 2 * np.pi * 220 / 16000 * 0.5 + 0.5 / 128
     assert np.abs(np.diff(segment)).max() <= limit * 1.05
+
+
+@pytest.mark.parametrize("jack_server", [(48000, 384)], indirect=True)
+def test_live_resamples_a_48_khz_device(jack_server, tmp_path, monkeypatch):
+    """The device runs 48 kHz: the host resamples both ways (soxr), still feeds the
+    model whole 16 kHz chunks, and reports the latency that adds."""
+    import soxr
+
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server)
+    save_model_files(tmp_path / "m", PAPER_BOOSTED, random_weights(PAPER_BOOSTED, 9))
+    rng = np.random.default_rng(1)
+    spectrum = np.fft.rfft(rng.standard_normal(16000))
+    spectrum[6000:] = 0  # below 6 kHz: inside the resamplers' passband
+    speechband = (0.2 * np.fft.irfft(spectrum, 16000) / 0.7).astype(np.float32)
+    mixture = soxr.resample(np.stack([speechband, -speechband], 1), 16000, 48000).T
+    played, pos = np.zeros((2, 48000 * 6), np.float32), [0, 0]
+    go = threading.Event()
+    client = jack.Client("kboost-48k", servername=jack_server)
+    outs = [client.outports.register(f"play_{i}") for i in (1, 2)]
+    ins = [client.inports.register(f"rec_{i}") for i in (1, 2)]
+
+    @client.set_process_callback
+    def process(frames):
+        for c in range(2):
+            out = outs[c].get_array()
+            out[:] = 0
+            if go.is_set() and pos[0] + frames <= mixture.shape[1]:
+                out[:] = mixture[c, pos[0] : pos[0] + frames]
+            if pos[1] + frames <= played.shape[1]:
+                played[c, pos[1] : pos[1] + frames] = ins[c].get_array()
+        pos[0] += frames if go.is_set() else 0
+        pos[1] += frames
+
+    with client:
+        live = start_live(tmp_path, jack_server, 3)
+        ports = wait_for_ports(
+            client,
+            host_in=lambda p: is_host("kboost-48k")(p) and p.is_input,
+            host_out=lambda p: is_host("kboost-48k")(p) and p.is_output,
+        )
+        for src, dst in zip(outs, ports["host_in"], strict=False):
+            client.connect(src, dst)
+        for src, dst in zip(ports["host_out"], ins, strict=False):
+            client.connect(src, dst)
+        time.sleep(0.3)
+        go.set()
+        out, err = live.communicate(timeout=30)
+        assert live.returncode == 0, out + err
+        client.deactivate()
+
+    assert "resampling to and from 16000 Hz" in err
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["resampling"]["device_rate"] == 48000
+    assert 0 < stats["resampling"]["added_latency_ms"] < 60
+    assert stats["live"]["wrong_sizes"] == 0 and stats["chunks"] >= 300
+    got_in, rate = sf.read(tmp_path / "in.wav", dtype="float32", always_2d=True)
+    got_out, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
+    assert rate == 16000
+    # 1. The model got the mixture at 16 kHz (resampled: equal up to the filters).
+    lag = find_lag(got_in[:, 0], speechband)
+    received = got_in[lag : lag + 15000, 0]
+    assert np.corrcoef(received, speechband[:15000])[0, 1] > 0.99
+    # 2. The model ran exactly as on a file of what it received.
+    process_file(
+        tmp_path / "in.wav", tmp_path / "file.wav", tmp_path / "m", progress=False, mix=True
+    )
+    file_out, _ = sf.read(tmp_path / "file.wav", dtype="float32", always_2d=True)
+    assert np.array_equal(got_out[64:], file_out[: len(got_out) - 64])
+    # 3. The device got that output back at 48 kHz.
+    expected = soxr.resample(got_out[lag + 2000 : lag + 12000, 0], 16000, 48000)
+    back = played[0, : pos[1]]
+    lag_back = find_lag(back, expected)
+    assert np.corrcoef(back[lag_back : lag_back + len(expected)], expected)[0, 1] > 0.95
