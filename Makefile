@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # Re-install whenever the package, its native core or the shipped models change.
-SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc kboost_rt models -type f \
+SOURCES := pyproject.toml CMakeLists.txt $(shell find csrc kboost_rt models examples -type f \
 	-not -path '*/__pycache__/*' -not -name '*.so' 2>/dev/null)
 
 .PHONY: setup demo test lint clean

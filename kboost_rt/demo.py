@@ -1,217 +1,170 @@
-"""`kboost-rt demo` (what `make demo` runs) until the real-time host lands.
+"""`kboost-rt demo` (what `make demo` runs): the main job on the shipped models.
 
-On a generated two-talker binaural mixture, with the paper's sizes:
-1. the PyTorch reference models: saved and reloaded through the model-file
-   format, streamed chunk by chunk (small, large, and the boosted pipeline
-   with a d-chunk hint FIFO and lost hints) and checked against the offline
-   pass;
-2. the native engines' cost per chunk;
-3. the hint link: a `kboost-rt serve` process, a lossy relay, and the file
-   streamed through the boosted model at real time, with the hints' fate.
-The weights are random (untrained): the output audio means nothing yet.
+1. Starts `kboost-rt serve` (large model + hint generator) as a separate process.
+2. Streams the shipped example mixture (talkers, noise and room never used in
+   training) through the live engine path, `Processor` + `HintClient`, paced
+   at real time, with the boosted small model at a 24 ms hint delay; an
+   optional fault relay loses hints on the way.
+3. Runs the small model alone and the large model on the same mixture.
+4. Prints SI-SDRi of small / boosted / large on the example, the hints' fate
+   and each native engine's cost per 8 ms chunk, and writes the outputs,
+   `report.json` and `spectrograms.png`. No audio device and no torch needed.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import statistics
-import time
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from . import _native
-from .config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL, ModelConfig
-from .costs import macs_per_chunk
-from .reference import BoostedPipeline, load_model, save_model
-from .reference.io import build_model
-from .signal_path import CHUNK, LOOKAHEAD, SAMPLE_RATE
+from .engine import NativeEngine
+from .evaluate import _stream, si_sdr_improvement
+from .model_files import ModelFileError, load_model_files, shipped_models_dir
+from .process import process_file, read_audio
+from .signal_path import CHUNK, SAMPLE_RATE
 
 
-def synth_mixture(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Two harmonic 'talkers' with gliding pitch and syllable-rate envelopes, at
-    two microphones 0.18 m apart (inter-mic delays of a few samples), plus
-    faint noise. Returns [2 mics, samples] float32."""
-    n = int(seconds * SAMPLE_RATE)
-    t = np.arange(n) / SAMPLE_RATE
-    mics = np.zeros((2, n))
-    for f0, lag in ((120.0, 3), (210.0, -4)):
-        pitch = f0 * (1 + 0.15 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
-        phase = 2 * np.pi * np.cumsum(pitch) / SAMPLE_RATE
-        voice = sum(np.sin(k * phase) / k for k in range(1, 20))
-        envelope = np.clip(np.sin(2 * np.pi * rng.uniform(3, 5) * t + rng.uniform(0, 6)), 0, 1)
-        talker = 0.1 * voice * envelope
-        mics[0] += talker
-        mics[1] += np.roll(talker, lag)
-    mics += 0.003 * rng.standard_normal(mics.shape)
-    return mics.astype(np.float32)
+def examples_dir() -> Path:
+    """The shipped example mixtures: in the installed package or the checkout."""
+    installed = Path(__file__).parent / "examples"
+    return installed if installed.is_dir() else Path(__file__).parent.parent / "examples"
 
 
-def _stream(step, x: torch.Tensor, state, arrived=None) -> tuple[torch.Tensor, list[float]]:
-    outs, times = [], []
-    for i in range(x.shape[-1] // CHUNK):
-        chunk = x[..., i * CHUNK : (i + 1) * CHUNK]
-        start = time.perf_counter()
-        if arrived is None:
-            out, _, state = step(chunk, state)
-        else:
-            out, _, state = step(chunk, state, bool(arrived[0, i]))
-        times.append(time.perf_counter() - start)
-        outs.append(out)
-    return torch.cat(outs, dim=-1), times
+def _best_order(estimates: np.ndarray, references: np.ndarray) -> np.ndarray:
+    """Estimates [S, M, N] reordered to match references (the PIT order)."""
+    if len(estimates) == 1:
+        return estimates
+    direct = sum(np.dot(estimates[s, 0], references[s, 0]) for s in range(2))
+    swapped = sum(np.dot(estimates[1 - s, 0], references[s, 0]) for s in range(2))
+    return estimates if direct >= swapped else estimates[::-1]
 
 
-def run_demo(out: Path, seconds: float, delay: int, seed: int) -> int:
-    torch.manual_seed(seed)
-    torch.set_num_threads(1)
-    rng = np.random.default_rng(seed)
-    mixture = synth_mixture(seconds, rng)
-    samples = mixture.shape[1] // CHUNK * CHUNK
-    mixture = mixture[:, :samples]
-    print(
-        f"Generated a {samples / SAMPLE_RATE:.2f} s two-talker binaural mixture "
-        f"({samples // CHUNK} chunks of {CHUNK} samples)."
-    )
+def _cost_us(files, chunks: np.ndarray) -> float:
+    engine = NativeEngine(files.config, files.tensors)
+    hints = None
+    if files.config.boost is not None:
+        rng = np.random.default_rng(0)
+        shape = (len(chunks), files.config.boost.hint_channels, 97)
+        hints = rng.standard_normal(shape).astype(np.float32)
+    return float(np.median(engine.time_chunks(chunks, hints)[20:])) / 1e3
 
-    spec = _native.stft(mixture)
-    rebuilt = _native.istft(spec, samples)
-    err = float(np.abs(rebuilt[:, LOOKAHEAD:] - mixture[:, LOOKAHEAD:]).max())
-    print(f"Native STFT -> iSTFT round trip: max |error| = {err:.2e}")
 
-    boosted_cfg = dataclasses.replace(
-        PAPER_BOOSTED, boost=dataclasses.replace(PAPER_BOOSTED.boost, delay=delay)
-    )
-    configs: dict[str, ModelConfig] = {
-        "demo-small": PAPER_SMALL,
-        "demo-large": PAPER_LARGE,
-        f"demo-boosted-d{delay}": boosted_cfg,
+def plot_spectrograms(rows: list[tuple[str, np.ndarray]], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no spectrograms (pip install 'kboost-rt[eval]')")
+        return False
+    fig, axes = plt.subplots(len(rows), 1, figsize=(8, 1.7 * len(rows)), sharex=True)
+    for ax, (title, x) in zip(axes, rows, strict=True):
+        ax.specgram(x, NFFT=512, Fs=SAMPLE_RATE, noverlap=384, cmap="magma", vmin=-130)
+        ax.set_ylabel("Hz")
+        ax.set_title(title, fontsize=9, loc="left")
+    axes[-1].set_xlabel("seconds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def run_demo(
+    out: Path,
+    task: str = "separate",
+    delay: int = 3,
+    loss: float = 0.0,
+    models: Path | None = None,
+    example: Path | None = None,
+) -> int:
+    from .relay import FaultRelay, Impairment
+    from .server import LocalServer
+
+    models = models or shipped_models_dir()
+    example = example or examples_dir() / task
+    names = {
+        "small": f"{task}-small",
+        "boosted": f"{task}-boosted-d{delay}",
+        "large": f"{task}-large",
     }
-    models = {}
-    for name, cfg in configs.items():
-        folder = save_model(build_model(cfg), cfg, out / "models" / name)
-        models[name], _ = load_model(folder)  # the loader validates every tensor
-    print(f"Saved and reloaded {len(models)} models (random weights) under {out / 'models'}")
+    files = {role: load_model_files(models / name) for role, name in names.items()}
+    channels, n_src = files["small"].config.net.channels, files["small"].config.net.sources
+    if not (example / "mixture.wav").is_file():
+        raise ModelFileError(f"{example}: no example mixture.wav")
+    mixture = read_audio(example / "mixture.wav", channels)
+    refs = np.stack([read_audio(example / f"source{s + 1}.wav", channels) for s in range(n_src)])
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = mixture.shape[1] / SAMPLE_RATE
+    print(f"Example: {example} ({seconds:.1f} s, {task}; talkers and room unseen in training)")
 
-    x = torch.from_numpy(mixture)[None]
-    x_offline = F.pad(x, (LOOKAHEAD, 0))  # a stream starts with 64 samples of zero history
-    rows = []
-    with torch.no_grad():
-        for name in ("demo-small", "demo-large"):
-            model = models[name]
-            offline = model(x_offline)[0][..., :samples]
-            streamed, times = _stream(model.step, x, model.initial_state())
-            rows.append((name, configs[name], times, (streamed - offline).abs().max().item()))
+    estimates: dict[str, np.ndarray] = {}
+    report: dict = {"task": task, "example": str(example), "delay": delay, "hint_loss": loss}
+    wav = example / "mixture.wav"
+    result = process_file(wav, out / "small.wav", models / names["small"], progress=False)
+    estimates["small"] = np.stack([read_audio(p, channels) for p in result.outputs])
 
-        pipeline = BoostedPipeline(models["demo-large"], models[f"demo-boosted-d{delay}"])
-        frames = samples // CHUNK + 1
-        for loss in (0.0, 0.1):
-            arrived = torch.rand(1, frames) >= loss
-            offline = pipeline(x_offline, arrived)[0][..., :samples]
-            streamed, times = _stream(pipeline.step, x, pipeline.initial_state(), arrived)
-            label = f"pipeline d={delay}, {loss:.0%} hints lost"
-            rows.append((label, boosted_cfg, times, (streamed - offline).abs().max().item()))
+    with LocalServer(models / names["boosted"]) as server:
+        relay = None
+        address = server.address
+        if loss > 0:
+            relay = FaultRelay(address, Impairment(loss=loss / 2), seed=1).start()
+            address = relay.address
+        print(
+            f"Hint server: `kboost-rt serve` process at {server.address[0]}:{server.address[1]}"
+            + (f", through a relay losing {loss:.0%} of chunks and hints" if relay else "")
+        )
+        print(f"Streaming through the boosted model at {8 * delay} ms hint delay, at real time...")
+        result = process_file(
+            wav, out / "boosted.wav", models / names["boosted"], address, progress=False
+        )
+        if relay:
+            relay.stop()
+    estimates["boosted"] = np.stack([read_audio(p, channels) for p in result.outputs])
+    s = result.link
+    report["hints"] = {
+        "chunks": result.chunks,
+        "on_time": s.on_time,
+        "late": s.late,
+        "lost": s.lost,
+        "duplicate": s.duplicate,
+        "corrupt": s.corrupt,
+        "round_trip_chunks": s.rtt_chunks,
+        "max_round_trip_chunks": s.max_rtt_chunks,
+    }
 
-    print("\nStreaming (one thread, eager PyTorch reference) against the offline pass:\n")
-    print(f"{'model':<34}{'MACs/chunk':>12}{'median ms/chunk':>17}{'max |stream-offline|':>22}")
-    for name, cfg, times, diff in rows:
-        macs = macs_per_chunk(cfg)["device"] / 1e6
-        median = statistics.median(times) * 1e3
-        print(f"{name:<34}{macs:>10.2f} M{median:>17.2f}{diff:>22.2e}")
-    print(
-        "\nThe pipeline runs the large model, the hint generator, a "
-        f"{delay}-chunk hint FIFO and the boosted small model per chunk; its time is all three."
-    )
-    worst = max(diff for *_, diff in rows)
-    if worst > 1e-4:
-        print(f"FAILED: streaming differs from offline by {worst:.2e}")
-        return 1
-    link_ok = _hint_link_demo(out, mixture, delay, models, configs)
-    print("\nWeights are untrained: trained models ship with the training issue.")
-    return 0 if link_ok else 1
-
-
-def _hint_link_demo(
-    out: Path, mixture: np.ndarray, delay: int, models: dict, configs: dict[str, ModelConfig]
-) -> bool:
-    """The device side for real: the native engines, a `kboost-rt serve` process and
-    a lossy link (the fault relay), on the same models."""
-    import re
-    import subprocess
-    import sys
-
+    large = NativeEngine(files["large"].config, files["large"].tensors)
+    estimates["large"] = _stream(large, mixture)
     import soundfile as sf
 
-    from .engine import NativeEngine
-    from .model_files import load_model_files
-    from .process import process_file
-    from .relay import FaultRelay, Impairment
+    for s_i in range(n_src):
+        sf.write(out / f"large_s{s_i + 1}.wav" if n_src > 1 else out / "large.wav",
+                 estimates["large"][s_i].T, SAMPLE_RATE, subtype="FLOAT")  # fmt: skip
 
-    boosted_name = f"demo-boosted-d{delay}"
-    # The server finds the large model by the name in the boosted config.
-    cfg = dataclasses.replace(configs[boosted_name], large_model="demo-large")
-    save_model(models[boosted_name], cfg, out / "models" / boosted_name)
-
-    print("\nNative engines (C++, one thread), median time per 8 ms chunk:")
-    rng = np.random.default_rng(0)
-    for name in ("demo-small", boosted_name, "demo-large"):
-        files = load_model_files(out / "models" / name)
-        engine = NativeEngine(files.config, files.tensors)
-        chunks = (0.1 * rng.standard_normal((500, files.config.net.channels, CHUNK))).astype(
-            np.float32
-        )
-        hints = None
-        if files.config.boost is not None:
-            hints = rng.standard_normal((500, files.config.boost.hint_channels, 97)).astype(
-                np.float32
-            )
-        us = float(np.median(engine.time_chunks(chunks, hints)[50:])) / 1e3
-        print(f"  {name:<22} {us:8.1f} us  ({us / 8000:.1%} of the 8 ms budget)")
-
-    wav = out / "mixture.wav"
-    sf.write(wav, mixture.T, SAMPLE_RATE, subtype="FLOAT")
-    cli = str(Path(sys.executable).parent / "kboost-rt")
-    server = subprocess.Popen(
-        [
-            cli,
-            "serve",
-            "--model",
-            str(out / "models" / boosted_name),
-            "--port",
-            "0",
-            "--report-every",
-            "0",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        match = re.search(r"on ([\d.]+):(\d+)", server.stdout.readline())
-        if not match:
-            print("FAILED: the hint server did not start")
-            return False
-        address = (match.group(1), int(match.group(2)))
-        relay = FaultRelay(address, Impairment(delay_ms=4, jitter_ms=2, loss=0.1), seed=1).start()
-        print(
-            f"\nHint link: `kboost-rt serve` at {address[0]}:{address[1]}, a relay adding "
-            f"4 +- 2 ms each way and 10 % loss, delay budget {delay} chunks "
-            f"({8 * delay} ms); the file is paced at real time:"
-        )
-        result = process_file(
-            wav, out / "boosted.wav", out / "models" / boosted_name, relay.address, progress=False
-        )
-        relay.stop()
-    finally:
-        server.terminate()
-        server.communicate(timeout=10)
-    s = result.link
+    chunks = np.zeros((min(500, mixture.shape[1] // CHUNK), channels, CHUNK), np.float32)
+    for t in range(len(chunks)):
+        chunks[t] = mixture[:, t * CHUNK : (t + 1) * CHUNK]
+    print(f"\n{'model':<24}{'SI-SDRi':>9}{'us/chunk':>10}{'of 8 ms':>9}")
+    report["models"] = {}
+    for role, name in names.items():
+        score = si_sdr_improvement(estimates[role], refs, mixture)
+        us = _cost_us(files[role], chunks)
+        report["models"][role] = {"model": name, "si_sdr_i": score, "us_per_chunk": us}
+        where = " (server)" if role == "large" else ""
+        print(f"{name + where:<24}{score:>7.2f} dB{us:>10.1f}{us / 8000:>9.1%}")
     print(
-        f"  {result.chunks} chunks in {result.seconds:.2f} s; hints {s.on_time} on time, "
-        f"{s.late} late, {s.lost} lost (the relay dropped {relay.up.counts['dropped']} "
-        f"chunks up and {relay.down.counts['dropped']} hints down), round trip "
-        f"{s.rtt_chunks:g} chunks (max {s.max_rtt_chunks})"
+        f"\nHints: {s.on_time} on time, {s.late} late, {s.lost} lost of {result.chunks} chunks; "
+        f"round trip {s.rtt_chunks:g} chunks (max {s.max_rtt_chunks}), budget {delay}"
     )
-    print(f"  wrote {', '.join(str(p) for p in result.outputs)}")
-    return s.on_time > 0
+    rows = [("mixture (mic 1)", mixture[0]), ("talker 1, reference", refs[0, 0])]
+    for role in names:
+        est = _best_order(estimates[role], refs)
+        rows.append((f"{names[role]}: {report['models'][role]['si_sdr_i']:.1f} dB", est[0, 0]))
+    png = out / "spectrograms.png"
+    if plot_spectrograms(rows, png):
+        report["spectrograms"] = str(png)
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(f"Wrote the outputs, {out / 'report.json'} and {png} in {out}", file=sys.stderr)
+    return 0 if s.on_time > 0 else 1
