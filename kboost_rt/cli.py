@@ -403,18 +403,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _with_local_server(args: argparse.Namespace, run):
-    """Run `run()` with args.server pointing at a child `kboost-rt serve` if asked."""
+    """Run `run()` with args.server pointing at a child `kboost-rt serve` if asked,
+    after picking the model by the measured round trip for --delay auto."""
+    auto = args.delay == "auto"
     if not getattr(args, "local_server", False):
+        if auto:
+            _pick_delay(args)
         return run()
     if args.server:
         raise ValueError("--server and --local-server exclude each other")
+    from .model_select import resolve_model, shipped_delays
     from .server import LocalServer
 
-    with LocalServer(args.model) as local:
+    if auto:
+        task = args.task or "separate"
+        served = [resolve_model(None, task, d, True) for d in shipped_delays(task)]
+    else:
+        served = [args.model]
+    with LocalServer(served) as local:
         args.server = local.address
         print(
             f"started a local hint server on {local.address[0]}:{local.address[1]}", file=sys.stderr
         )
+        if auto:
+            _pick_delay(args)
         return run()
 
 
@@ -473,16 +485,55 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--delay",
-        type=int,
-        help="hint delay in 8 ms chunks of the shipped boosted model (default: 3)",
+        type=_delay_arg,
+        help="hint delay in 8 ms chunks of the shipped boosted model (default: 3), or auto: "
+        "measure the round trip and take the smallest shipped delay that covers it",
     )
+
+
+def _delay_arg(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("a number of chunks, or auto") from None
 
 
 def _select_model(args: argparse.Namespace) -> None:
     from .model_select import resolve_model
 
+    if args.delay == "auto":
+        if args.model is not None:
+            raise ValueError("--delay auto picks the model itself: drop --model")
+        if not (args.server or args.local_server):
+            raise ValueError(
+                "--delay auto measures the round trip: give --server or --local-server"
+            )
+        return
     boosted = bool(args.server or args.local_server)
     args.model = str(resolve_model(args.model, args.task, args.delay, boosted))
+
+
+def _pick_delay(args: argparse.Namespace) -> None:
+    """--delay auto: probe the server with the most patient shipped model, then run
+    the one trained for the smallest delay that covers the round trip."""
+    from .client import measure_round_trip
+    from .model_files import load_model_files
+    from .model_select import delay_for_round_trip, resolve_model, shipped_delays
+
+    task = args.task or "separate"
+    delays = shipped_delays(task)
+    probe = load_model_files(resolve_model(None, task, max(delays)))
+    rtt = measure_round_trip(
+        args.server, probe.name, probe.config.net.channels, max(delays), _key(args)
+    )
+    delay = delay_for_round_trip(rtt, delays)
+    args.model = str(resolve_model(None, task, delay, True))
+    print(
+        f"round trip {rtt:g} chunks (95th percentile): using {Path(args.model).name}",
+        file=sys.stderr,
+    )
 
 
 def _link_args(p: argparse.ArgumentParser, server_help: str) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import protocol as p
+from .signal_path import CHUNK, SAMPLE_RATE
 
 log = logging.getLogger("kboost_rt.client")
 MAX_EARLY = 64  # hints kept ahead of use; older unused ones are pruned
@@ -221,3 +222,33 @@ class HintClient:
             rtt_chunks=float(np.median(rtts)) if rtts else float("nan"),
             max_rtt_chunks=max(rtts) if rtts else 0,
         )
+
+
+def measure_round_trip(
+    server: tuple[str, int],
+    model: str,
+    channels: int,
+    delay: int,
+    key: tuple[int, bytes] | None = None,
+    chunks: int = 63,
+) -> float:
+    """Stream `chunks` chunks of silence (paced at real time, about 0.5 s) and
+    return the 95th percentile of the hints' round trip, in chunks."""
+    client = HintClient(server, model, channels, delay, key=key)
+    client.connect()
+    silence = np.zeros((channels, CHUNK), np.float32)
+    start = time.monotonic()
+    try:
+        for t in range(chunks + delay + 4):  # then wait for the last hints
+            wait = start + (t + 1) * CHUNK / SAMPLE_RATE - time.monotonic()
+            if wait > 0:
+                time.sleep(wait)
+            if t < chunks:
+                client.send_chunk(t, silence)
+            client.take_hint(t)
+        rtts = list(client._rtts)
+    finally:
+        client.close()
+    if not rtts:
+        raise LinkError(f"no hints came back from {server[0]}:{server[1]} while probing")
+    return float(np.percentile(rtts, 95))

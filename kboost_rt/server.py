@@ -370,17 +370,20 @@ def _stream_id(data: bytes) -> int:
 
 
 class LocalServer:
-    """`kboost-rt serve` for one boosted model in a child process, on a free loopback
-    port: the `--local-server` of `live` and `process`. Use as a context manager."""
+    """`kboost-rt serve` for boosted models (a folder or a list) in a child process, on
+    a free loopback port: the `--local-server` of `live` and `process`. Use as a
+    context manager."""
 
-    def __init__(self, model: str | os.PathLike, timeout: float = 30.0):
+    def __init__(self, model: str | os.PathLike | list, timeout: float = 30.0):
         import re
         import subprocess
         import sys
 
         cli = str(Path(sys.executable).parent / "kboost-rt")
+        paths = model if isinstance(model, list) else [model]
+        models = [arg for path in paths for arg in ("--model", str(path))]
         self.proc = subprocess.Popen(
-            [cli, "serve", "--model", str(model), "--port", "0", "--report-every", "0"],
+            [cli, "serve", *models, "--port", "0", "--report-every", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -51,3 +51,50 @@ def test_smallest_delay_that_covers_the_round_trip(root):
     assert delay_for_round_trip(9, delays) == 6  # none covers it: the most patient one
     with pytest.raises(ModelFileError):
         delay_for_round_trip(1, [])
+
+
+def test_delay_auto_measures_the_round_trip_and_picks_the_model(tmp_path):
+    """`process --local-server --delay auto` over real loopback UDP: the probe's
+    round trip decides which shipped boosted model runs."""
+    import dataclasses
+    import os
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import soundfile as sf
+
+    from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE
+    from kboost_rt.model_files import random_weights, save_model_files
+
+    root = tmp_path / "models"
+    save_model_files(root / "separate-large", PAPER_LARGE, random_weights(PAPER_LARGE, 1))
+    for d in (1, 3, 6):
+        cfg = dataclasses.replace(
+            PAPER_BOOSTED,
+            boost=dataclasses.replace(PAPER_BOOSTED.boost, delay=d),
+            large_model="separate-large",
+        )
+        save_model_files(root / f"separate-boosted-d{d}", cfg, random_weights(cfg, d))
+    sf.write(tmp_path / "in.wav", np.zeros((8000, 2), np.float32), 16000)
+    cli = Path(sys.executable).parent / "kboost-rt"
+    run = subprocess.run(
+        [cli, "process", tmp_path / "in.wav", tmp_path / "out.wav", "--local-server",
+         "--delay", "auto", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+        env=dict(os.environ, KBOOST_RT_MODELS=str(root)),
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout + run.stderr
+    found = re.search(r"round trip ([\d.]+) chunks .*: using separate-boosted-d(\d)", run.stderr)
+    assert found, run.stderr
+    rtt, delay = float(found.group(1)), int(found.group(2))
+    assert delay == min([d for d in (1, 3, 6) if d >= rtt] or [6])
+    assert (tmp_path / "out_s1.wav").is_file()
+
+    bad = subprocess.run(
+        [cli, "process", tmp_path / "in.wav", tmp_path / "o.wav", "--delay", "auto"],
+        capture_output=True, text=True, env=dict(os.environ, KBOOST_RT_MODELS=str(root)),
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--server or --local-server" in bad.stderr
