@@ -324,6 +324,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except ValueError:
         print("kboost-rt: error: --delays takes integers, --hint-loss fractions", file=sys.stderr)
         return 2
+    encodings = args.hint_encodings.split(",")
+    if any(e not in ("float32", "float16", "int8") for e in encodings):
+        print("kboost-rt: error: --hint-encodings takes float32, float16, int8", file=sys.stderr)
+        return 2
     if any(not 0 <= p <= 1 for p in losses):
         print("kboost-rt: error: --hint-loss values must be in [0, 1]", file=sys.stderr)
         return 2
@@ -338,6 +342,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             losses,
             args.seed,
             progress=lambda line: print(line, file=sys.stderr),
+            encodings=encodings,
         )
     except ProcessError as e:
         print(f"kboost-rt: error: {e}", file=sys.stderr)
@@ -741,6 +746,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--delays", default="1,3,6", help="boosted delays in chunks (default: 1,3,6)")
     p.add_argument("--hint-loss", default="0", help="hint loss fractions (default: 0)")
+    p.add_argument(
+        "--hint-encodings",
+        default="float32",
+        help="hint wire encodings to compare: float32, float16, int8 (default: float32)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the hint losses (default: 0)")
     p.add_argument("--json", required=True, help="results file")
     p.add_argument("--plot", help="PNG of SI-SDRi against delay (default: next to --json)")

@@ -118,14 +118,21 @@ def evaluate(
     hint_loss: list[float],
     seed: int = 0,
     progress=print,
+    encodings: list[str] | None = None,
 ) -> dict:
+    """Every model of `task` on the examples in `data`; boosted models at each
+    delay, hint loss and hint encoding (the wire format's float32, float16 or
+    int8, packed and unpacked as the link does)."""
+    from .protocol import HintEncoding, pack_hint, unpack_hint
+
+    encodings = encodings or ["float32"]
     small_dir, large_dir = models / f"{task}-small", models / f"{task}-large"
     small, large = load_model_files(small_dir), load_model_files(large_dir)
     channels = small.config.net.channels
     examples = load_examples(data, task, channels)
     results = []
 
-    def add(name, role, cfg, delay, loss, scores):
+    def add(name, role, cfg, delay, loss, scores, encoding=None):
         results.append(
             {
                 "model": name,
@@ -136,9 +143,12 @@ def evaluate(
                 "macs_per_chunk": macs_per_chunk(cfg)["device"],
             }
         )
+        if encoding is not None:
+            results[-1]["hint_encoding"] = encoding
         d = "-" if delay is None else str(delay)
         p = "-" if loss is None else f"{loss:g}"
-        progress(f"  {name:<24} {role:<8} delay {d:>2} loss {p:>4}: {np.mean(scores):6.2f} dB")
+        e = "" if encoding is None else f" {encoding}"
+        progress(f"  {name:<24} {role:<8} delay {d:>2} loss {p:>4}{e}: {np.mean(scores):6.2f} dB")
 
     for name, files in ((small.name, small), (large.name, large)):
         engine = NativeEngine(files.config, files.tensors)
@@ -159,14 +169,17 @@ def evaluate(
         for ex in examples:
             hint_engine.reset()
             made.append(_large_hints(hint_engine, ex.mixture))
-        for loss in hint_loss:
+        channels_h = boosted.config.boost.hint_channels
+        for encoding, loss in itertools.product(encodings, hint_loss):
+            wire = HintEncoding[encoding.upper()]
             rng = np.random.default_rng(seed)
             scores = []
             for ex, hints in zip(examples, made, strict=True):
+                sent = [unpack_hint(pack_hint(h, wire), channels_h, wire) for h in hints]
                 # The hint of chunk j arrives at chunk j + d unless lost on the way.
                 arriving = [
-                    hints[t - delay] if t >= delay and rng.random() >= loss else None
-                    for t in range(len(hints))
+                    sent[t - delay] if t >= delay and rng.random() >= loss else None
+                    for t in range(len(sent))
                 ]
                 engine.reset()
                 scores.append(
@@ -174,7 +187,8 @@ def evaluate(
                         _stream(engine, ex.mixture, arriving), ex.sources, ex.mixture
                     )
                 )
-            add(boosted.name, "boosted", boosted.config, delay, loss, scores)
+            shown = None if encodings == ["float32"] else encoding
+            add(boosted.name, "boosted", boosted.config, delay, loss, scores, shown)
     return {"task": task, "n_examples": len(examples), "results": results}
 
 
@@ -199,12 +213,14 @@ def plot(report: dict, path: Path) -> bool:
                 color="C0" if r["role"] == "small" else "C3",
                 label=f"{r['role']} ({r['macs_per_chunk'] / 1e6:.1f} M MACs)",
             )
-    losses = sorted({r["hint_loss"] for r in report["results"] if r["role"] == "boosted"})
+    boosted = [
+        r
+        for r in report["results"]
+        if r["role"] == "boosted" and r.get("hint_encoding", "float32") == "float32"
+    ]
+    losses = sorted({r["hint_loss"] for r in boosted})
     for i, loss in enumerate(losses):
-        rows = sorted(
-            (r for r in report["results"] if r["role"] == "boosted" and r["hint_loss"] == loss),
-            key=lambda r: r["delay"],
-        )
+        rows = sorted((r for r in boosted if r["hint_loss"] == loss), key=lambda r: r["delay"])
         ax.plot(
             [8 * r["delay"] for r in rows],
             [r["si_sdr_i"] for r in rows],
@@ -225,14 +241,16 @@ def plot(report: dict, path: Path) -> bool:
 
 def format_table(report: dict) -> str:
     lines = [
-        f"{'model':<26}{'role':<9}{'delay':>6}{'hint loss':>10}{'SI-SDRi dB':>12}{'MACs/chunk':>12}"
+        f"{'model':<26}{'role':<9}{'delay':>11}{'hint loss':>10}{'hints':>9}"
+        f"{'SI-SDRi dB':>12}{'MACs/chunk':>12}"
     ]
     lines.append("-" * len(lines[0]))
     for r in report["results"]:
         d = "-" if r["delay"] is None else f"{r['delay']} ({8 * r['delay']} ms)"
         p = "-" if r["hint_loss"] is None else f"{r['hint_loss']:.0%}"
+        e = r.get("hint_encoding") or ("float32" if r["role"] == "boosted" else "-")
         lines.append(
-            f"{r['model']:<26}{r['role']:<9}{d:>6}{p:>10}{r['si_sdr_i']:>12.2f}"
+            f"{r['model']:<26}{r['role']:<9}{d:>11}{p:>10}{e:>9}{r['si_sdr_i']:>12.2f}"
             f"{r['macs_per_chunk'] / 1e6:>10.2f} M"
         )
     return "\n".join(lines)

@@ -103,3 +103,18 @@ def test_eval_reports_missing_data_and_models(setup, tmp_path, capsys):
     assert "no examples" in capsys.readouterr().err
     assert main([*base, "--data", str(setup / "data"), "--models", str(tmp_path)]) == 2
     assert "model folder not found" in capsys.readouterr().err
+
+
+def test_eval_compares_hint_encodings_through_the_wire_format(setup):
+    out = setup / "enc.json"
+    args = ["eval", "--task", "separate", "--data", str(setup / "data"), "--models",
+            str(setup / "models"), "--delays", "1", "--hint-encodings", "float32,float16,int8",
+            "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    rows = [r for r in json.loads(out.read_text())["results"] if r["role"] == "boosted"]
+    scores = {r["hint_encoding"]: r["si_sdr_i"] for r in rows}
+    assert set(scores) == {"float32", "float16", "int8"}
+    # Quantised hints change the output a little, not a lot.
+    assert scores["float16"] != scores["float32"] or scores["int8"] != scores["float32"]
+    assert abs(scores["int8"] - scores["float32"]) < 3.0
+    assert main([*args[:-2], "--hint-encodings", "bf16", "--json", str(out)]) == 2
