@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Evaluate the shipped models as docs/results.md reports them: both tasks, on
+# the val split (unseen training-side speakers) and the reserved test split,
+# every delay, 0/10/30/100 % hint loss, and the hint encodings.
+# Usage: tools/evaluate_shipped.sh [CACHE] [OUT]   (defaults: data/cache docs/results)
+set -euo pipefail
+CACHE=${1:-data/cache}
+OUT=${2:-docs/results}
+mkdir -p "$OUT"
+for task in separate enhance; do
+  for split in val test; do
+    set_dir="data/eval/$task-$split"
+    [ -d "$set_dir" ] || kboost-rt data write-set --cache "$CACHE" --task "$task" \
+      --split "$split" --out "$set_dir" --count 50 --seconds 4 --seed 0
+    kboost-rt eval --task "$task" --data "$set_dir" --delays 1,3,6 \
+      --hint-loss 0,0.1,0.3,1 --json "$OUT/$task-$split.json"
+  done
+  kboost-rt eval --task "$task" --data "data/eval/$task-val" --delays 3 \
+    --hint-encodings float32,float16,int8 --json "$OUT/$task-val-encodings.json"
+done
