@@ -236,3 +236,17 @@ def test_boosted_training_starts_from_the_small_model_and_drops_hints(
     val = run.run(progress=False)
     assert set(val) == {"si_sdr_i", "si_sdr_i_no_hints"}
     assert (models / "t-boosted" / "weights.safetensors").is_file()
+
+
+def test_a_later_version_that_only_trains_longer_continues(cache, tmp_path, tiny_recipes):
+    v1 = dataclasses.replace(tiny_recipes["t-small"], steps=2)
+    trainer.Run(v1, cache, tmp_path, tmp_path / "m").run(progress=False)
+    v2 = dataclasses.replace(v1, version=2, steps=4)
+    run = trainer.Run(v2, cache, tmp_path, tmp_path / "m")
+    assert run.step == 2
+    assert trainer._lr(v2, 2, start=2) < trainer._lr(v2, 3, start=2)  # its own warm-up
+    run.run(progress=False)
+    notes = json.loads((tmp_path / "m" / "t-small" / "config.json").read_text())["notes"]
+    assert notes["trained_steps"] == 4 and notes["continues"] == [{"version": 1, "steps": 2}]
+    with pytest.raises(RuntimeError, match="another recipe"):  # shorter is not a continuation
+        trainer.Run(dataclasses.replace(v1, version=3, steps=3), cache, tmp_path, tmp_path / "m")

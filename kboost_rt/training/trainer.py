@@ -48,10 +48,26 @@ def pit_si_sdr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.maximum(direct, swapped)
 
 
-def _lr(recipe: Recipe, step: int) -> float:
+def _continues(old: dict, new: dict) -> bool:
+    """A checkpoint of `old` may go on under `new`: the same recipe, or a later
+    version that only trains longer (its schedule then restarts at `old`'s end)."""
+    if old == new:
+        return True
+    same = {k for k in new if k not in ("version", "steps")}
+    return (
+        all(old.get(k) == new[k] for k in same)
+        and new["version"] > old["version"]
+        and new["steps"] > old["steps"]
+    )
+
+
+def _lr(recipe: Recipe, step: int, start: int = 0) -> float:
+    """Warm-up, then cosine decay to 5 %; a continued run (from step `start`)
+    gets a schedule of its own over its extra steps."""
+    step -= start
     if step < recipe.warmup:
         return recipe.lr * (step + 1) / recipe.warmup
-    t = (step - recipe.warmup) / max(1, recipe.steps - recipe.warmup)
+    t = (step - recipe.warmup) / max(1, recipe.steps - start - recipe.warmup)
     return recipe.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
 
 
@@ -70,6 +86,7 @@ class Run:
         self.model = build_model(recipe.model_config())
         self.opt = torch.optim.Adam(self.model.parameters(), lr=recipe.lr)
         self.step, self.best, self.best_state = 0, -math.inf, None
+        self.history: list[dict] = []  # earlier recipe versions this run continues
         self.rng = np.random.default_rng(recipe.seed)
         self.mixer = Mixer(cache, recipe.task, "train")
         self.large = None
@@ -80,8 +97,11 @@ class Run:
         ckpt = self.dir / "checkpoint.pt"
         if ckpt.is_file():
             state = torch.load(ckpt, weights_only=False)
-            if state["recipe"] != recipe.describe():
+            if not _continues(state["recipe"], recipe.describe()):
                 raise RuntimeError(f"{ckpt} is from another recipe version; delete it to restart")
+            self.history = state.get("history", []) + (
+                [] if state["recipe"] == recipe.describe() else [state["recipe"]]
+            )
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["opt"])
             self.step, self.best, self.best_state = (
@@ -176,6 +196,7 @@ class Run:
                 "best": self.best,
                 "best_state": self.best_state,
                 "rng": self.rng.bit_generator.state,
+                "history": self.history,
             },
             self.dir / "checkpoint.pt",
         )
@@ -191,7 +212,7 @@ class Run:
         val = {}
         while self.step < r.steps:
             for group in self.opt.param_groups:
-                group["lr"] = _lr(r, self.step)
+                group["lr"] = _lr(r, self.step, self.history[-1]["steps"] if self.history else 0)
             x, y, maps, arrived = self._train_batch()
             loss = -pit_si_sdr(self._forward(x, maps, arrived), y).mean()
             self.opt.zero_grad()
@@ -234,6 +255,7 @@ class Run:
                 **{k: round(v, 3) for k, v in val.items()},
             },
             "trained_steps": self.step,
+            "continues": [{"version": h["version"], "steps": h["steps"]} for h in self.history],
             "train_seconds": history[-1]["seconds"] if history else None,
         }
         import dataclasses
@@ -273,7 +295,12 @@ def write_model_readme(folder: Path) -> None:
             if cfg.role == "boosted"
             else ""
         )
-        + f". Trained {notes['trained_steps']} steps.",
+        + f". Trained {notes['trained_steps']} steps"
+        + "".join(
+            f" (the first {c['steps']} under version {c['version']})"
+            for c in notes.get("continues", [])[-1:]
+        )
+        + ".",
         "",
         f"Validation ({val['clips']} clips of {val['seconds']:g} s, {val['split']}):",
         f"SI-SDRi {val['si_sdr_i']:.2f} dB"
