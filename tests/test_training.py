@@ -247,6 +247,9 @@ def test_a_later_version_that_only_trains_longer_continues(cache, tmp_path, tiny
     assert trainer._lr(v2, 2, start=2) < trainer._lr(v2, 3, start=2)  # its own warm-up
     run.run(progress=False)
     notes = json.loads((tmp_path / "m" / "t-small" / "config.json").read_text())["notes"]
-    assert notes["trained_steps"] == 4 and notes["continues"] == [{"version": 1, "steps": 2}]
-    with pytest.raises(RuntimeError, match="another recipe"):  # shorter is not a continuation
-        trainer.Run(dataclasses.replace(v1, version=3, steps=3), cache, tmp_path, tmp_path / "m")
+    assert notes["trained_steps"] == 4
+    assert notes["continues"] == [{"version": 1, "steps": 2, "lr": v1.lr}]
+    with pytest.raises(RuntimeError, match="another recipe"):  # nothing left to train
+        trainer.Run(dataclasses.replace(v1, version=3, steps=4), cache, tmp_path, tmp_path / "m")
+    with pytest.raises(RuntimeError, match="another recipe"):  # other data: not a continuation
+        trainer.Run(dataclasses.replace(v2, version=3, steps=6, batch=3), cache, tmp_path, tmp_path)

@@ -48,16 +48,17 @@ def pit_si_sdr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.maximum(direct, swapped)
 
 
-def _continues(old: dict, new: dict) -> bool:
+def _continues(old: dict, new: dict, at_step: int) -> bool:
     """A checkpoint of `old` may go on under `new`: the same recipe, or a later
-    version that only trains longer (its schedule then restarts at `old`'s end)."""
+    version that trains longer, perhaps at another learning rate (its schedule
+    then restarts at `old`'s end)."""
     if old == new:
         return True
-    same = {k for k in new if k not in ("version", "steps")}
+    same = {k for k in new if k not in ("version", "steps", "lr")}
     return (
         all(old.get(k) == new[k] for k in same)
         and new["version"] > old["version"]
-        and new["steps"] > old["steps"]
+        and new["steps"] > at_step
     )
 
 
@@ -97,10 +98,12 @@ class Run:
         ckpt = self.dir / "checkpoint.pt"
         if ckpt.is_file():
             state = torch.load(ckpt, weights_only=False)
-            if not _continues(state["recipe"], recipe.describe()):
+            if not _continues(state["recipe"], recipe.describe(), state["step"]):
                 raise RuntimeError(f"{ckpt} is from another recipe version; delete it to restart")
             self.history = state.get("history", []) + (
-                [] if state["recipe"] == recipe.describe() else [state["recipe"]]
+                []
+                if state["recipe"] == recipe.describe()
+                else [{**state["recipe"], "stopped_at": state["step"]}]
             )
             self.model.load_state_dict(state["model"])
             self.opt.load_state_dict(state["opt"])
@@ -186,6 +189,13 @@ class Run:
         self.model.train()
         return out
 
+    def _segment_start(self) -> int:
+        """The step this recipe version took over from an earlier one (0 if none)."""
+        if not self.history:
+            return 0
+        last = self.history[-1]
+        return last.get("stopped_at", last["steps"])
+
     def checkpoint(self) -> None:
         _save_atomic(
             {
@@ -212,7 +222,7 @@ class Run:
         val = {}
         while self.step < r.steps:
             for group in self.opt.param_groups:
-                group["lr"] = _lr(r, self.step, self.history[-1]["steps"] if self.history else 0)
+                group["lr"] = _lr(r, self.step, self._segment_start())
             x, y, maps, arrived = self._train_batch()
             loss = -pit_si_sdr(self._forward(x, maps, arrived), y).mean()
             self.opt.zero_grad()
@@ -255,7 +265,10 @@ class Run:
                 **{k: round(v, 3) for k, v in val.items()},
             },
             "trained_steps": self.step,
-            "continues": [{"version": h["version"], "steps": h["steps"]} for h in self.history],
+            "continues": [
+                {"version": h["version"], "steps": h.get("stopped_at", h["steps"]), "lr": h["lr"]}
+                for h in self.history
+            ],
             "train_seconds": history[-1]["seconds"] if history else None,
         }
         import dataclasses
