@@ -1,0 +1,63 @@
+"""Markdown tables of `kboost-rt eval` JSON files, for docs/results.md.
+
+    python tools/results_tables.py docs/results/separate-val.json [...]
+
+Per file: small and large, then boosted SI-SDRi by delay (rows) and hint
+loss (columns), with the gain over the small model in parentheses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def table(report: dict) -> str:
+    rows = report["results"]
+    small = next(r for r in rows if r["role"] == "small")
+    large = next(r for r in rows if r["role"] == "large")
+    boosted = [r for r in rows if r["role"] == "boosted"]
+    encodings = sorted({r.get("hint_encoding", "float32") for r in boosted})
+    gap = large["si_sdr_i"] - small["si_sdr_i"]
+    out = [
+        f"{report['task']}, {report['n_examples']} examples: small ({small['model']}) "
+        f"**{small['si_sdr_i']:.2f} dB**, large ({large['model']}) "
+        f"**{large['si_sdr_i']:.2f} dB** (large - small {gap:+.2f} dB)",
+        "",
+    ]
+    if len(encodings) > 1:
+        out += ["| boosted model | " + " | ".join(encodings) + " |"]
+        out += ["|---" * (len(encodings) + 1) + "|"]
+        for model in sorted({r["model"] for r in boosted}):
+            cells = []
+            for enc in encodings:
+                r = next(
+                    r
+                    for r in boosted
+                    if r["model"] == model and r.get("hint_encoding", "float32") == enc
+                )
+                cells.append(f"{r['si_sdr_i']:.2f} ({r['si_sdr_i'] - small['si_sdr_i']:+.2f})")
+            out.append(f"| {model} | " + " | ".join(cells) + " |")
+        return "\n".join(out)
+    losses = sorted({r["hint_loss"] for r in boosted})
+    out += ["| boosted model | " + " | ".join(f"{p:.0%} hints lost" for p in losses) + " |"]
+    out += ["|---" * (len(losses) + 1) + "|"]
+    for model in sorted({r["model"] for r in boosted}, key=lambda m: int(m.rsplit("d", 1)[1])):
+        cells = []
+        for p in losses:
+            r = next(r for r in boosted if r["model"] == model and r["hint_loss"] == p)
+            cells.append(f"{r['si_sdr_i']:.2f} ({r['si_sdr_i'] - small['si_sdr_i']:+.2f})")
+        out.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
+def main(paths: list[str]) -> None:
+    for path in paths:
+        print(f"### {Path(path).stem}\n")
+        print(table(json.loads(Path(path).read_text())))
+        print()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
