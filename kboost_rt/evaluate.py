@@ -225,7 +225,7 @@ def plot(report: dict, path: Path) -> bool:
             [8 * r["delay"] for r in rows],
             [r["si_sdr_i"] for r in rows],
             "o-",
-            color=f"C{i + 1}",
+            color=f"C{i + 4}",  # C0 and C3 are the small and large lines
             label=f"boosted, {loss:.0%} hints lost",
         )
     ax.set_xlabel("hint delay (ms)")
