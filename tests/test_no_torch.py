@@ -63,7 +63,7 @@ def test_device_side_imports_and_runs_without_torch(tmp_path):
 def test_torch_commands_say_what_is_missing():
     result = run_without_torch("""
         from kboost_rt.cli import main
-        raise SystemExit(main(["demo"]))
+        raise SystemExit(main(["train", "separate-small"]))
     """)
     assert result.returncode == 2
     assert "needs PyTorch" in result.stderr and "Traceback" not in result.stderr
