@@ -657,7 +657,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_relay)
 
     p = sub.add_parser("process", help="stream an audio file through a model, chunk by chunk")
-    p.add_argument("input", help="16 kHz audio file with the model's channel count")
+    p.add_argument(
+        "input", help="audio file soundfile reads (resampled to 16 kHz, mono or stereo mapped)"
+    )
     p.add_argument("output", help="WAV to write (separation: OUT_s1.wav, OUT_s2.wav)")
     _model_args(p)
     _link_args(p, "hint server (boosted models); the file is paced at real time")
