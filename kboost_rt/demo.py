@@ -22,7 +22,7 @@ import numpy as np
 from .engine import NativeEngine
 from .evaluate import _stream, si_sdr_improvement
 from .model_files import ModelFileError, load_model_files, shipped_models_dir
-from .process import process_file, read_audio
+from .process import output_paths, process_file, read_audio, write_audio_atomic
 from .signal_path import CHUNK, SAMPLE_RATE
 
 
@@ -137,15 +137,13 @@ def run_demo(
 
     large = NativeEngine(files["large"].config, files["large"].tensors)
     estimates["large"] = _stream(large, mixture)
-    import soundfile as sf
+    for path, audio in zip(output_paths(out / "large.wav", n_src), estimates["large"], strict=True):
+        write_audio_atomic(path, audio)
 
-    for s_i in range(n_src):
-        sf.write(out / f"large_s{s_i + 1}.wav" if n_src > 1 else out / "large.wav",
-                 estimates["large"][s_i].T, SAMPLE_RATE, subtype="FLOAT")  # fmt: skip
-
-    chunks = np.zeros((min(500, mixture.shape[1] // CHUNK), channels, CHUNK), np.float32)
-    for t in range(len(chunks)):
-        chunks[t] = mixture[:, t * CHUNK : (t + 1) * CHUNK]
+    n = min(500, mixture.shape[1] // CHUNK)
+    chunks = np.ascontiguousarray(
+        mixture[:, : n * CHUNK].reshape(channels, n, CHUNK).swapaxes(0, 1)
+    )
     print(f"\n{'model':<24}{'SI-SDRi':>9}{'us/chunk':>10}{'of 8 ms':>9}")
     report["models"] = {}
     for role, name in names.items():

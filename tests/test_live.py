@@ -71,16 +71,14 @@ def find_lag(haystack: np.ndarray, needle: np.ndarray) -> int:
     return int(np.argmax(np.abs(corr)))
 
 
-def test_live_through_jack_equals_file_processing(jack_server, tmp_path, monkeypatch):
-    monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server)
-    save_model_files(tmp_path / "m", PAPER_BOOSTED, random_weights(PAPER_BOOSTED, 7))
-    rng = np.random.default_rng(0)
-    mixture = (0.2 * rng.standard_normal((2, 16000))).astype(np.float32)  # 1 s
-    played, recorded = [0], np.zeros((2, 16000 * 6), np.float32)
-    written = [0]
+def play_through_live(tmp_path: Path, jack_server: str, name: str, mixture: np.ndarray):
+    """Run `kboost-rt live` for 3 s while a JACK client `name` plays `mixture`
+    [2, samples] (once, after the host is connected) into the host's inputs and
+    records its outputs. Returns (live's stderr, the recording [2, frames])."""
+    recorded = np.zeros((2, mixture.shape[1] + 6 * 48000), np.float32)
+    played, written = [0], [0]
     go = threading.Event()
-
-    client = jack.Client("kboost-tester", servername=jack_server)
+    client = jack.Client(name, servername=jack_server)
     outs = [client.outports.register(f"play_{i}") for i in (1, 2)]
     ins = [client.inports.register(f"rec_{i}") for i in (1, 2)]
 
@@ -102,19 +100,27 @@ def test_live_through_jack_equals_file_processing(jack_server, tmp_path, monkeyp
         live = start_live(tmp_path, jack_server, 3)
         ports = wait_for_ports(
             client,
-            host_in=lambda p: is_host("kboost-tester")(p) and p.is_input,
-            host_out=lambda p: is_host("kboost-tester")(p) and p.is_output,
+            host_in=lambda p: is_host(name)(p) and p.is_input,
+            host_out=lambda p: is_host(name)(p) and p.is_output,
         )
-        host_in, host_out = ports["host_in"], ports["host_out"]
-        for src, dst in zip(outs, host_in, strict=False):
+        for src, dst in zip(outs, ports["host_in"], strict=False):
             client.connect(src, dst)
-        for src, dst in zip(host_out, ins, strict=False):
+        for src, dst in zip(ports["host_out"], ins, strict=False):
             client.connect(src, dst)
         time.sleep(0.3)
         go.set()
         out, err = live.communicate(timeout=30)
         assert live.returncode == 0, out + err
         client.deactivate()
+    return err, recorded[:, : min(written[0], recorded.shape[1])]
+
+
+def test_live_through_jack_equals_file_processing(jack_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server)
+    save_model_files(tmp_path / "m", PAPER_BOOSTED, random_weights(PAPER_BOOSTED, 7))
+    rng = np.random.default_rng(0)
+    mixture = (0.2 * rng.standard_normal((2, 16000))).astype(np.float32)  # 1 s
+    _, played_back = play_through_live(tmp_path, jack_server, "kboost-tester", mixture)
 
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["live"]["wrong_sizes"] == 0 and stats["chunks"] >= 300
@@ -131,7 +137,6 @@ def test_live_through_jack_equals_file_processing(jack_server, tmp_path, monkeyp
     # The live stream's output lags its input by the 64-sample look-ahead.
     assert np.array_equal(got_out[64:], file_out[: len(got_out) - 64])
     # 3. And that is what came out of the host's JACK ports (a fixed latency later).
-    played_back = recorded[:, : written[0]]
     segment = got_out[lag + 2000 : lag + 12000, 0]
     lag_back = find_lag(played_back[0], segment)
     assert np.allclose(
@@ -222,40 +227,7 @@ def test_live_resamples_a_48_khz_device(jack_server, tmp_path, monkeypatch):
     spectrum[6000:] = 0  # below 6 kHz: inside the resamplers' passband
     speechband = (0.2 * np.fft.irfft(spectrum, 16000) / 0.7).astype(np.float32)
     mixture = soxr.resample(np.stack([speechband, -speechband], 1), 16000, 48000).T
-    played, pos = np.zeros((2, 48000 * 6), np.float32), [0, 0]
-    go = threading.Event()
-    client = jack.Client("kboost-48k", servername=jack_server)
-    outs = [client.outports.register(f"play_{i}") for i in (1, 2)]
-    ins = [client.inports.register(f"rec_{i}") for i in (1, 2)]
-
-    @client.set_process_callback
-    def process(frames):
-        for c in range(2):
-            out = outs[c].get_array()
-            out[:] = 0
-            if go.is_set() and pos[0] + frames <= mixture.shape[1]:
-                out[:] = mixture[c, pos[0] : pos[0] + frames]
-            if pos[1] + frames <= played.shape[1]:
-                played[c, pos[1] : pos[1] + frames] = ins[c].get_array()
-        pos[0] += frames if go.is_set() else 0
-        pos[1] += frames
-
-    with client:
-        live = start_live(tmp_path, jack_server, 3)
-        ports = wait_for_ports(
-            client,
-            host_in=lambda p: is_host("kboost-48k")(p) and p.is_input,
-            host_out=lambda p: is_host("kboost-48k")(p) and p.is_output,
-        )
-        for src, dst in zip(outs, ports["host_in"], strict=False):
-            client.connect(src, dst)
-        for src, dst in zip(ports["host_out"], ins, strict=False):
-            client.connect(src, dst)
-        time.sleep(0.3)
-        go.set()
-        out, err = live.communicate(timeout=30)
-        assert live.returncode == 0, out + err
-        client.deactivate()
+    err, played = play_through_live(tmp_path, jack_server, "kboost-48k", mixture)
 
     assert "resampling to and from 16000 Hz" in err
     stats = json.loads((tmp_path / "stats.json").read_text())
@@ -277,6 +249,6 @@ def test_live_resamples_a_48_khz_device(jack_server, tmp_path, monkeypatch):
     assert np.array_equal(got_out[64:], file_out[: len(got_out) - 64])
     # 3. The device got that output back at 48 kHz.
     expected = soxr.resample(got_out[lag + 2000 : lag + 12000, 0], 16000, 48000)
-    back = played[0, : pos[1]]
+    back = played[0]
     lag_back = find_lag(back, expected)
     assert np.corrcoef(back[lag_back : lag_back + len(expected)], expected)[0, 1] > 0.95

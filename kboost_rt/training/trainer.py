@@ -11,6 +11,7 @@ best validation weights are written as a model folder `<out>/<recipe>/`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -271,8 +272,6 @@ class Run:
             ],
             "train_seconds": history[-1]["seconds"] if history else None,
         }
-        import dataclasses
-
         config = dataclasses.replace(config, notes=notes)
         save_model(self.model.eval(), config, self.models / r.name)
         write_model_readme(self.models / r.name)
