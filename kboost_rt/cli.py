@@ -417,11 +417,11 @@ def _with_local_server(args: argparse.Namespace, run):
         return run()
     if args.server:
         raise ValueError("--server and --local-server exclude each other")
-    from .model_select import resolve_model, shipped_delays
+    from .model_select import DEFAULT_TASK, resolve_model, shipped_delays
     from .server import LocalServer
 
     if auto:
-        task = args.task or "separate"
+        task = args.task or DEFAULT_TASK
         served = [resolve_model(None, task, d, True) for d in shipped_delays(task)]
     else:
         served = [args.model]
@@ -525,9 +525,9 @@ def _pick_delay(args: argparse.Namespace) -> None:
     the one trained for the smallest delay that covers the round trip."""
     from .client import measure_round_trip
     from .model_files import load_model_files
-    from .model_select import delay_for_round_trip, resolve_model, shipped_delays
+    from .model_select import DEFAULT_TASK, delay_for_round_trip, resolve_model, shipped_delays
 
-    task = args.task or "separate"
+    task = args.task or DEFAULT_TASK
     delays = shipped_delays(task)
     probe = load_model_files(resolve_model(None, task, max(delays)))
     rtt = measure_round_trip(

@@ -66,26 +66,21 @@ def _stream_rate(pa, devices: tuple[int | None, int | None], channels: int) -> i
     """16 kHz if the devices run it, else the input device's default rate."""
     import pyaudio
 
+    inp = pa.get_default_input_device_info()["index"] if devices[0] is None else devices[0]
+    out = pa.get_default_output_device_info()["index"] if devices[1] is None else devices[1]
     try:
         pa.is_format_supported(
             SAMPLE_RATE,
-            input_device=devices[0]
-            if devices[0] is not None
-            else pa.get_default_input_device_info()["index"],
+            input_device=inp,
             input_channels=channels,
             input_format=pyaudio.paFloat32,
-            output_device=devices[1]
-            if devices[1] is not None
-            else pa.get_default_output_device_info()["index"],
+            output_device=out,
             output_channels=channels,
             output_format=pyaudio.paFloat32,
         )
         return SAMPLE_RATE
     except ValueError:
-        index = (
-            devices[0] if devices[0] is not None else pa.get_default_input_device_info()["index"]
-        )
-        return int(pa.get_device_info_by_index(index)["defaultSampleRate"])
+        return int(pa.get_device_info_by_index(inp)["defaultSampleRate"])
 
 
 def run_live(
