@@ -238,6 +238,43 @@ def test_boosted_training_starts_from_the_small_model_and_drops_hints(
     assert (models / "t-boosted" / "weights.safetensors").is_file()
 
 
+def test_identity_merges_start_with_the_small_models_output(cache, tmp_path, tiny_recipes):
+    models = tmp_path / "models"
+    trainer.train("t-large", cache, tmp_path / "runs", models, progress=False)
+    trainer.train("t-small", cache, tmp_path / "runs", models, progress=False)
+    small = trainer.load_model(models / "t-small")[0]
+    for identity in (False, True):
+        recipe = dataclasses.replace(
+            tiny_recipes["t-boosted"], identity_merges=identity, init_lr_scale=0.1
+        )
+        run = trainer.Run(recipe, cache, tmp_path / f"runs-{identity}", models)
+        with torch.no_grad():
+            alone = small(run.val["x"])[0]
+            boosted = run._forward(run.val["x"], run.val["maps"])
+        # Default merges change the small model's output from the first step;
+        # identity merges leave it untouched until training moves their gain.
+        assert torch.allclose(boosted, alone, atol=1e-6) == identity
+    run.run(progress=False)
+    assert all(m.attention.out.norm_weight.abs().max() > 0 for m in run.model.merges)
+    inherited, new = run.opt.param_groups
+    assert inherited["lr"] == pytest.approx(0.1 * new["lr"])
+    assert len(inherited["params"]) == len(list(run.model.small.parameters()))
+
+
+def test_a_checkpoint_from_before_a_recipe_field_existed_resumes(cache, tmp_path, tiny_recipes):
+    recipe = dataclasses.replace(tiny_recipes["t-small"], steps=2)
+    trainer.Run(recipe, cache, tmp_path, tmp_path / "m").run(progress=False)
+    path = tmp_path / "t-small" / "checkpoint.pt"
+    ckpt = torch.load(path, weights_only=False)
+    del ckpt["recipe"]["identity_merges"], ckpt["recipe"]["init_lr_scale"]
+    torch.save(ckpt, path)
+    same = trainer.Run(recipe, cache, tmp_path, tmp_path / "m")
+    assert same.step == 2 and same.history == []
+    longer = trainer.Run(dataclasses.replace(recipe, version=2, steps=4), cache, tmp_path,
+                         tmp_path / "m")  # fmt: skip
+    assert longer.step == 2 and longer.history[0]["stopped_at"] == 2
+
+
 def test_a_later_version_that_only_trains_longer_continues(cache, tmp_path, tiny_recipes):
     v1 = dataclasses.replace(tiny_recipes["t-small"], steps=2)
     trainer.Run(v1, cache, tmp_path, tmp_path / "m").run(progress=False)
