@@ -335,6 +335,12 @@ def write_model_readme(folder: Path) -> None:
             if cfg.role == "boosted"
             else ""
         )
+        + (", merges started as the identity" if recipe.get("identity_merges") else "")
+        + (
+            f", the weights from `{recipe['init']}` at {recipe['init_lr_scale']:g} x that rate"
+            if recipe.get("init_lr_scale", 1.0) != 1.0
+            else ""
+        )
         + f". Trained {notes['trained_steps']} steps"
         + "".join(
             f" (the first {c['steps']} under version {c['version']})"
