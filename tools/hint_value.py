@@ -10,7 +10,8 @@ microphone) and applies it to the mixture of frame t, then scores the result
 (SI-SDRi, dB, permutation-invariant) next to the small model's own output and
 its own mask of frame t. If the stale large mask does not beat the small
 model's fresh mask, the hint carries little the small model does not already
-have, and no merge layer can turn it into a large gain. Needs torch (offline forward passes of the reference models).
+have, and no merge layer can turn it into a large gain. Needs torch (offline
+forward passes of the reference models).
 """
 
 from __future__ import annotations
