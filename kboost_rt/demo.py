@@ -3,7 +3,7 @@
 1. Starts `kboost-rt serve` (large model + hint generator) as a separate process.
 2. Streams the shipped example mixture (talkers, noise and room never used in
    training) through the live engine path, `Processor` + `HintClient`, paced
-   at real time, with the boosted small model at a 24 ms hint delay; an
+   at real time, with the boosted small model at an 8 ms hint delay; an
    optional fault relay loses hints on the way.
 3. Runs the small model alone and the large model on the same mixture.
 4. Prints SI-SDRi of small / boosted / large on the example, the hints' fate
@@ -75,7 +75,7 @@ def plot_spectrograms(rows: list[tuple[str, np.ndarray]], path: Path) -> bool:
 def run_demo(
     out: Path,
     task: str = "separate",
-    delay: int = 3,
+    delay: int = 1,
     loss: float = 0.0,
     models: Path | None = None,
     example: Path | None = None,
