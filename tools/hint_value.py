@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from kboost_rt.evaluate import TASKS, load_examples, si_sdr_improvement
 from kboost_rt.reference.io import load_model
+from kboost_rt.reference.models import _complex  # the output maps' layout, in one place
 from kboost_rt.reference.stft import istft, stft
 
 
@@ -34,9 +35,7 @@ def spectra(model: torch.nn.Module, mixture: np.ndarray, sources: int) -> tuple:
     x = torch.from_numpy(mixture).float()[None]
     with torch.no_grad():
         maps = model(x)[1][0]
-    m, t, f = x.shape[1], maps.shape[-2], maps.shape[-1]
-    parts = maps.view(sources, m, 2, t, f).permute(0, 1, 3, 4, 2).contiguous()
-    return torch.view_as_complex(parts), stft(x[0])
+    return _complex(maps[None], sources, x.shape[1])[0], stft(x[0])
 
 
 def stale_mask(estimate: torch.Tensor, mix: torch.Tensor, delay: int) -> torch.Tensor:
