@@ -322,7 +322,8 @@ def write_model_readme(folder: Path) -> None:
     if cfg.boost is not None:
         lines.append(
             f"Boosted by hints of `{cfg.large_model}` ({cfg.boost.hint_channels} channels) "
-            f"arriving {cfg.boost.delay} chunks ({8 * cfg.boost.delay} ms) late."
+            f"arriving {cfg.boost.delay} chunk{'s' * (cfg.boost.delay != 1)} "
+            f"({8 * cfg.boost.delay} ms) late."
         )
     lines += [
         "",
