@@ -69,7 +69,7 @@ def _recipes() -> dict[str, Recipe]:
     # 300 (-0.31 dB); v2 goes on from its step 271 at 2e-3 to 1300 steps.
     # separate-small: v1 trained 1600 steps; v2 goes on from its end to 3000,
     # the steps the boosted models below get, so that their gain over the small
-    # model is the hints' and not the extra training's. enhance-small v2 goes
+    # model is not just the extra training's. enhance-small v2 goes
     # on from v1's 1000 steps to 2000 for the same reason.
     budget = {"separate": (4, 4700, 2e-3, 2, 3000), "enhance": (2, 1300, 2e-3, 2, 2000)}
     # Boosted models train from scratch with hints, as the paper trains them,
