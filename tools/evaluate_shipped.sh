@@ -18,6 +18,6 @@ for task in separate enhance; do
   kboost-rt eval --task "$task" --data "data/eval/$task-val" --delays 3 \
     --hint-encodings float32,float16,int8 --json "$OUT/$task-val-encodings.json"
 done
-# the model that uses its hints: what the encodings cost it
+# the model that gains most from its hints: what the encodings cost it
 kboost-rt eval --task separate --data data/eval/separate-val --delays 1 \
   --hint-encodings float32,float16,int8 --json "$OUT/separate-val-encodings-d1.json"

@@ -79,12 +79,8 @@ def _recipes() -> dict[str, Recipe]:
     # merges stayed near the identity (docs/results.md). separate: 3000
     # steps, as many as separate-small; d1 took them in two versions (v3 to
     # 1600, v4 on to 3000), d3 and d6 (v3) in one. enhance v2: 2000 steps, as
-    # many as enhance-small.
-    scratch = dict(lr=2e-3, init="", identity_merges=False, init_lr_scale=1.0)
-    boosted = {
-        "separate": dict(version=3, steps=3000, **scratch),
-        "enhance": dict(version=2, steps=2000, **scratch),
-    }
+    # many as enhance-small. From scratch at 2e-3 is the Recipe defaults.
+    boosted = {"separate": dict(version=3, steps=3000), "enhance": dict(version=2, steps=2000)}
     boosted_by_delay = {("separate", 1): dict(version=4)}
     for task, sources in (("separate", 2), ("enhance", 1)):
         large_version, large_steps, large_lr, small_version, small_steps = budget[task]
