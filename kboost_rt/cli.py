@@ -400,8 +400,28 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"kboost-rt: error: unknown recipe {unknown[0]!r} (--list shows them)", file=sys.stderr
         )
         return 2
+    if args.workers < 0:
+        print("kboost-rt: error: --workers must be 0 or more", file=sys.stderr)
+        return 2
+    import torch
+
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as err:
+        print(f"kboost-rt: error: --device {args.device!r}: {err}", file=sys.stderr)
+        return 2
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("kboost-rt: error: --device cuda, but torch sees no CUDA GPU", file=sys.stderr)
+        return 2
     for name in args.recipes:
-        val = train(name, Path(args.cache), Path(args.workdir), Path(args.out))
+        val = train(
+            name,
+            Path(args.cache),
+            Path(args.workdir),
+            Path(args.out),
+            device=args.device,
+            workers=args.workers,
+        )
         scores = ", ".join(f"{k} {v:.2f} dB" for k, v in val.items())
         print(f"{name}: validation {scores}; wrote {Path(args.out) / name}")
     return 0
@@ -784,6 +804,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--workdir", default="data/runs", help="checkpoints and logs (default: data/runs)"
     )
     p.add_argument("--out", default="models", help="model folders go here (default: models)")
+    p.add_argument(
+        "--device", default="cpu", help="torch device to train on, e.g. cuda (default: cpu)"
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="processes that mix training clips, for a GPU that outruns one (default: 0: "
+        "mixed in the training process; boosted runs draw from their fixed clip bank)",
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

@@ -40,3 +40,11 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as info:
         main(["frobnicate"])
     assert info.value.code == 2
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a CUDA GPU")
+def test_train_on_a_missing_gpu_is_refused(capsys):
+    assert main(["train", "separate-large", "--device", "cuda"]) == 2
+    assert "torch sees no CUDA GPU" in capsys.readouterr().err
+    assert main(["train", "separate-large", "--workers", "-1"]) == 2
+    assert "--workers" in capsys.readouterr().err

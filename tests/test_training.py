@@ -289,4 +289,33 @@ def test_a_later_version_that_only_trains_longer_continues(cache, tmp_path, tiny
     with pytest.raises(RuntimeError, match="another recipe"):  # nothing left to train
         trainer.Run(dataclasses.replace(v1, version=3, steps=4), cache, tmp_path, tmp_path / "m")
     with pytest.raises(RuntimeError, match="another recipe"):  # other data: not a continuation
-        trainer.Run(dataclasses.replace(v2, version=3, steps=6, batch=3), cache, tmp_path, tmp_path)
+        trainer.Run(dataclasses.replace(v2, version=3, steps=6, seconds=0.5), cache, tmp_path,
+                    tmp_path)  # fmt: skip
+
+
+def test_a_later_version_may_change_the_batch_size(cache, tmp_path, tiny_recipes):
+    v1 = dataclasses.replace(tiny_recipes["t-small"], steps=2)
+    trainer.Run(v1, cache, tmp_path, tmp_path / "m").run(progress=False)
+    v2 = dataclasses.replace(v1, version=2, steps=4, batch=3)  # e.g. a GPU's bigger batches
+    run = trainer.Run(v2, cache, tmp_path, tmp_path / "m")
+    assert run.step == 2 and run._train_batch()[0].shape[0] == 3
+    run.run(progress=False)
+    notes = json.loads((tmp_path / "m" / "t-small" / "config.json").read_text())["notes"]
+    assert notes["continues"] == [{"version": 1, "steps": 2, "lr": v1.lr, "batch": v1.batch}]
+    assert notes["device"] == "cpu"
+
+
+def test_worker_processes_mix_reproducible_batches(cache, tmp_path, tiny_recipes):
+    recipe = tiny_recipes["t-small"]
+    runs = [trainer.Run(recipe, cache, tmp_path / name, tmp_path / "m", workers=2) for name in "ab"]
+    first = [run._train_batch() for run in runs]
+    samples = int(recipe.seconds * mixing.SAMPLE_RATE)
+    assert first[0][0].shape == (recipe.batch, 2, samples)
+    assert first[0][1].shape == (recipe.batch, 2, 2, samples)
+    assert torch.equal(first[0][0], first[1][0]) and torch.equal(first[0][1], first[1][1])
+    assert not torch.equal(first[0][0], runs[0]._train_batch()[0])  # the other worker's
+    # the mixture is the sources plus noise, as in-process mixing makes it
+    noise = first[0][0] - first[0][1].sum(1)
+    assert noise.pow(2).mean() < first[0][0].pow(2).mean()
+    val = runs[0].run(progress=False)
+    assert np.isfinite(val["si_sdr_i"]) and runs[0].step == recipe.steps

@@ -19,15 +19,17 @@ import torch.nn.functional as F
 from ..signal_path import CHUNK, LOOKAHEAD, WINDOW, frames_for
 
 
-def hamming(dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.hamming_window(WINDOW, periodic=True, dtype=torch.float64).to(dtype)
+def hamming(dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
+    return torch.hamming_window(WINDOW, periodic=True, dtype=torch.float64).to(device, dtype)
 
 
-def inverse_envelope(dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def inverse_envelope(
+    dtype: torch.dtype = torch.float32, device: torch.device | None = None
+) -> torch.Tensor:
     w2 = hamming(torch.float64) ** 2
     env = w2[:CHUNK].clone()
     env[:LOOKAHEAD] += w2[CHUNK:]
-    return (1.0 / env).to(dtype)
+    return (1.0 / env).to(device, dtype)
 
 
 def stft(x: torch.Tensor) -> torch.Tensor:
@@ -35,17 +37,17 @@ def stft(x: torch.Tensor) -> torch.Tensor:
     frames = frames_for(x.shape[-1])
     x = F.pad(x, (0, frames * CHUNK + LOOKAHEAD - x.shape[-1]))
     windows = x.unfold(-1, WINDOW, CHUNK)  # [..., frames, 192]
-    return torch.fft.rfft(windows * hamming(x.dtype), dim=-1)
+    return torch.fft.rfft(windows * hamming(x.dtype, x.device), dim=-1)
 
 
 def istft(spec: torch.Tensor, length: int | None = None) -> torch.Tensor:
     """complex [..., frames, 97] -> [..., length] (default 128 * frames)."""
-    frames = torch.fft.irfft(spec, n=WINDOW, dim=-1) * hamming(spec.real.dtype)
+    frames = torch.fft.irfft(spec, n=WINDOW, dim=-1) * hamming(spec.real.dtype, spec.device)
     head = frames[..., :CHUNK]
     tail = frames[..., CHUNK:]  # overlaps the first 64 samples of the next frame
     tail = F.pad(tail[..., :-1, :], (0, CHUNK - LOOKAHEAD, 0, 0))
     tail = F.pad(tail, (0, 0, 1, 0))
-    out = (head + tail) * inverse_envelope(head.dtype)
+    out = (head + tail) * inverse_envelope(head.dtype, head.device)
     out = out.flatten(-2)
     return out if length is None else out[..., :length]
 
@@ -53,11 +55,11 @@ def istft(spec: torch.Tensor, length: int | None = None) -> torch.Tensor:
 def stft_step(chunk: torch.Tensor, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """chunk [..., 128], history [..., 64] -> (complex [..., 97], new history)."""
     window = torch.cat([history, chunk], dim=-1)
-    return torch.fft.rfft(window * hamming(chunk.dtype), dim=-1), window[..., CHUNK:]
+    return torch.fft.rfft(window * hamming(chunk.dtype, chunk.device), dim=-1), window[..., CHUNK:]
 
 
 def istft_step(bins: torch.Tensor, tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """bins complex [..., 97], tail [..., 64] -> (samples [..., 128], new tail)."""
-    frame = torch.fft.irfft(bins, n=WINDOW, dim=-1) * hamming(tail.dtype)
+    frame = torch.fft.irfft(bins, n=WINDOW, dim=-1) * hamming(tail.dtype, tail.device)
     out = frame[..., :CHUNK] + F.pad(tail, (0, CHUNK - LOOKAHEAD))
-    return out * inverse_envelope(tail.dtype), frame[..., CHUNK:]
+    return out * inverse_envelope(tail.dtype, tail.device), frame[..., CHUNK:]

@@ -3,10 +3,15 @@
 The run folder `<workdir>/<recipe>/` holds `checkpoint.pt` (model, optimiser,
 step, data RNG; written atomically every few minutes and at the end),
 `train.log` (one JSON line per validation) and, for boosted models,
-`hint_bank.pt`: the frozen large model's output maps for a fixed set of
-clips, so a boosted step costs no more than a small-model step. Stopping at
+`train_set.pt`: a fixed bank of clips with the frozen large model's output
+maps, so a boosted step costs no more than a small-model step. Stopping at
 any point and running the same command again resumes where it stopped. The
 best validation weights are written as a model folder `<out>/<recipe>/`.
+
+On a GPU (`device="cuda"`) the model steps faster than one process can mix
+clips: `workers` processes then mix the batches of small and large models,
+each from its own random stream (seeded by the recipe, the step it started at
+and its number), so a resumed run draws other clips than an unbroken one.
 """
 
 from __future__ import annotations
@@ -58,11 +63,11 @@ def _with_defaults(described: dict) -> dict:
 
 def _continues(old: dict, new: dict, at_step: int) -> bool:
     """A checkpoint of `old` may go on under `new`: the same recipe, or a later
-    version that trains longer, perhaps at another learning rate (its schedule
-    then restarts at `old`'s end)."""
+    version that trains longer, perhaps at another learning rate or batch size
+    (its schedule then restarts at `old`'s end)."""
     if old == new:
         return True
-    same = {k for k in new if k not in ("version", "steps", "lr")}
+    same = {k for k in new if k not in ("version", "steps", "lr", "batch")}
     return (
         all(old.get(k) == new[k] for k in same)
         and new["version"] > old["version"]
@@ -86,13 +91,38 @@ def _save_atomic(obj, path: Path) -> None:
     tmp.replace(path)
 
 
+class _Batches(torch.utils.data.IterableDataset):
+    """Endless training batches, mixed in DataLoader worker processes."""
+
+    def __init__(self, cache: Path, recipe: Recipe, start_step: int):
+        self.cache, self.recipe, self.start_step = cache, recipe, start_step
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        r = self.recipe
+        rng = np.random.default_rng([r.seed, self.start_step, 0 if info is None else info.id])
+        mixer = Mixer(self.cache, r.task, "train")
+        while True:
+            x, y = mixer.batch(r.batch, int(r.seconds * SAMPLE_RATE), rng)
+            yield torch.from_numpy(x), torch.from_numpy(y)
+
+
 class Run:
-    def __init__(self, recipe: Recipe, cache: Path, workdir: Path, models: Path):
+    def __init__(
+        self,
+        recipe: Recipe,
+        cache: Path,
+        workdir: Path,
+        models: Path,
+        device: str = "cpu",
+        workers: int = 0,
+    ):
         self.recipe, self.cache, self.models = recipe, cache, models
+        self.device, self.workers = torch.device(device), workers
         self.dir = workdir / recipe.name
         self.dir.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(recipe.seed)
-        self.model = build_model(recipe.model_config())
+        self.model = build_model(recipe.model_config()).to(self.device)
         self.opt = torch.optim.Adam(self._param_groups(), lr=recipe.lr)
         self.step, self.best, self.best_state = 0, -math.inf, None
         self.history: list[dict] = []  # earlier recipe versions this run continues
@@ -101,11 +131,12 @@ class Run:
         self.large = None
         if recipe.role == "boosted":
             self.large, _ = load_model(models / recipe.large)
+            self.large.to(self.device)
             for p in self.large.parameters():
                 p.requires_grad_(False)
         ckpt = self.dir / "checkpoint.pt"
         if ckpt.is_file():
-            state = torch.load(ckpt, weights_only=False)
+            state = torch.load(ckpt, weights_only=False, map_location="cpu")
             state["recipe"] = _with_defaults(state["recipe"])
             if not _continues(state["recipe"], recipe.describe(), state["step"]):
                 raise RuntimeError(f"{ckpt} is from another recipe version; delete it to restart")
@@ -125,7 +156,7 @@ class Run:
         elif recipe.init:
             init, _ = load_model(models / recipe.init)
             target = self.model.small if recipe.role == "boosted" else self.model
-            target.load_state_dict(init.state_dict())
+            target.load_state_dict(init.state_dict())  # copies onto the device
             if recipe.identity_merges:
                 # A merge adds a LayerNorm'd update: with gain 1 it adds unit-size
                 # noise to a trained model's features (measured: validation fell
@@ -140,6 +171,7 @@ class Run:
             if recipe.role == "boosted"
             else None
         )
+        self._stream = None  # worker-mixed batches, started by the first step
 
     def _param_groups(self) -> list[dict]:
         """Adam groups, each with its share of the recipe's learning rate."""
@@ -154,10 +186,11 @@ class Run:
         return groups + ([{"params": new, "lr_scale": 1.0}] if new else [])
 
     def _fixed_set(self, split: str, count: int, seconds: float, seed: int) -> dict:
-        """Fixed clips (with the large model's maps for boosted runs), cached in the run."""
+        """Fixed clips (with the large model's maps for boosted runs), cached in the
+        run folder and held on the training device."""
         path = self.dir / f"{split}_set.pt"
         if path.is_file():
-            return torch.load(path, weights_only=True)
+            return torch.load(path, weights_only=True, map_location=self.device)
         mixer = Mixer(self.cache, self.recipe.task, split)
         x, y = mixer.batch(count, int(seconds * SAMPLE_RATE), np.random.default_rng(seed))
         out = {"x": torch.from_numpy(x), "y": torch.from_numpy(y)}
@@ -165,13 +198,14 @@ class Run:
             maps = []
             with torch.no_grad():
                 for i in range(0, count, 16):
-                    maps.append(self.large(out["x"][i : i + 16])[1].half())
+                    clips = out["x"][i : i + 16].to(self.device)
+                    maps.append(self.large(clips)[1].half().cpu())
                     print(f"\r{self.recipe.name}: large-model maps {min(count, i + 16)}/{count}",
                           end="", flush=True)  # fmt: skip
             print()
             out["maps"] = torch.cat(maps)
         _save_atomic(out, path)
-        return out
+        return {k: v.to(self.device) for k, v in out.items()}
 
     def _forward(self, x, maps=None, arrived=None):
         if self.recipe.role == "boosted":
@@ -180,17 +214,34 @@ class Run:
         return self.model(x)[0]
 
     def _train_batch(self):
-        r = self.recipe
+        r, dev = self.recipe, self.device
         if self.bank is None:
-            x, y = self.mixer.batch(r.batch, int(r.seconds * SAMPLE_RATE), self.rng)
-            return torch.from_numpy(x), torch.from_numpy(y), None, None
+            if self.workers:
+                if self._stream is None:
+                    self._stream = iter(
+                        torch.utils.data.DataLoader(
+                            _Batches(self.cache, r, self.step),
+                            batch_size=None,
+                            num_workers=self.workers,
+                            pin_memory=dev.type == "cuda",
+                            prefetch_factor=4,
+                        )
+                    )
+                x, y = next(self._stream)
+            else:
+                x, y = map(
+                    torch.from_numpy,
+                    self.mixer.batch(r.batch, int(r.seconds * SAMPLE_RATE), self.rng),
+                )
+            return x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), None, None
         idx = torch.from_numpy(self.rng.choice(len(self.bank["x"]), r.batch, replace=False))
+        idx = idx.to(dev)
         maps = self.bank["maps"][idx]
         frames = maps.shape[2]
         rate = torch.from_numpy(self.rng.uniform(0, r.hint_drop, (r.batch, 1))).float()
         rate[torch.from_numpy(self.rng.random((r.batch, 1)) < r.hint_drop_all)] = 1.0
         arrived = torch.from_numpy(self.rng.random((r.batch, frames))).float() >= rate
-        return self.bank["x"][idx], self.bank["y"][idx], maps, arrived
+        return self.bank["x"][idx], self.bank["y"][idx], maps, arrived.to(dev)
 
     def validate(self) -> dict:
         self.model.eval()
@@ -201,7 +252,9 @@ class Run:
             conds = {"si_sdr_i": None}
             if self.bank is not None:
                 frames = self.val["maps"].shape[2]
-                conds["si_sdr_i_no_hints"] = torch.zeros(len(x), frames, dtype=torch.bool)
+                conds["si_sdr_i_no_hints"] = torch.zeros(
+                    len(x), frames, dtype=torch.bool, device=self.device
+                )
             for key, arrived in conds.items():
                 scores = [
                     pit_si_sdr(
@@ -240,6 +293,21 @@ class Run:
             self.dir / "checkpoint.pt",
         )
 
+    def train_step(self) -> torch.Tensor:
+        """One optimiser step; returns its loss, still on the device."""
+        for group in self.opt.param_groups:
+            group["lr"] = group.get("lr_scale", 1.0) * _lr(
+                self.recipe, self.step, self._segment_start()
+            )
+        x, y, maps, arrived = self._train_batch()
+        loss = -pit_si_sdr(self._forward(x, maps, arrived), y).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.opt.step()
+        self.step += 1
+        return loss.detach()
+
     def run(self, progress: bool = True) -> dict:
         from tqdm import tqdm
 
@@ -250,27 +318,24 @@ class Run:
         last_ckpt, started, losses = time.monotonic(), time.monotonic(), []
         val = {}
         while self.step < r.steps:
-            for group in self.opt.param_groups:
-                group["lr"] = group.get("lr_scale", 1.0) * _lr(r, self.step, self._segment_start())
-            x, y, maps, arrived = self._train_batch()
-            loss = -pit_si_sdr(self._forward(x, maps, arrived), y).mean()
-            self.opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
-            self.opt.step()
-            self.step += 1
-            losses.append(loss.item())
+            loss = self.train_step()
+            losses.append(loss)
             if self.step % r.val_every == 0 or self.step == r.steps:
                 val = self.validate()
                 if val["si_sdr_i"] > self.best:
                     self.best = val["si_sdr_i"]
-                    self.best_state = {k: v.clone() for k, v in self.model.state_dict().items()}
-                entry = {"step": self.step, "loss": float(np.mean(losses)), **val}
+                    self.best_state = {
+                        k: v.cpu().clone() for k, v in self.model.state_dict().items()
+                    }
+                entry = {"step": self.step, "loss": torch.stack(losses).mean().item(), **val}
                 entry["seconds"] = round(time.monotonic() - started, 1)
                 log.write(json.dumps(entry) + "\n")
                 log.flush()
                 losses = []
-            bar.set_postfix(loss=f"{loss.item():.2f}", val=f"{val.get('si_sdr_i', math.nan):.2f}")
+            if progress and self.step % 10 == 0:  # .item() waits for a GPU: not every step
+                bar.set_postfix(
+                    loss=f"{loss.item():.2f}", val=f"{val.get('si_sdr_i', math.nan):.2f}"
+                )
             bar.update(1)
             if time.monotonic() - last_ckpt > CHECKPOINT_EVERY_S or self.step == r.steps:
                 self.checkpoint()
@@ -296,8 +361,12 @@ class Run:
             "trained_steps": self.step,
             "continues": [
                 {"version": h["version"], "steps": h.get("stopped_at", h["steps"]), "lr": h["lr"]}
+                | ({"batch": h["batch"]} if h["batch"] != r.batch else {})
                 for h in self.history
             ],
+            "device": torch.cuda.get_device_name(self.device)
+            if self.device.type == "cuda"
+            else "cpu",
             "train_seconds": history[-1]["seconds"] if history else None,
         }
         config = dataclasses.replace(config, notes=notes)
@@ -365,10 +434,18 @@ def write_model_readme(folder: Path) -> None:
     (folder / "README.md").write_text("\n".join(lines))
 
 
-def train(name: str, cache: Path, workdir: Path, models: Path, progress: bool = True) -> dict:
+def train(
+    name: str,
+    cache: Path,
+    workdir: Path,
+    models: Path,
+    progress: bool = True,
+    device: str = "cpu",
+    workers: int = 0,
+) -> dict:
     if name not in RECIPES:
         raise KeyError(f"unknown recipe {name!r} (choose from {', '.join(RECIPES)})")
-    run = Run(RECIPES[name], cache, workdir, models)
+    run = Run(RECIPES[name], cache, workdir, models, device, workers)
     if run.step >= run.recipe.steps:
         return run.export()
     return run.run(progress)
