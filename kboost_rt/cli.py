@@ -10,6 +10,7 @@ from pathlib import Path
 from .client import LinkError
 from .config import PRESETS, ModelConfig
 from .costs import macs_per_chunk, parameter_counts
+from .fallback import FALLBACK_AFTER
 from .model_files import (
     ModelFileError,
     find_model_folders,
@@ -296,6 +297,7 @@ def _process(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             params=params,
             mix=args.mix,
+            fallback_after=args.fallback_after,
         )
     except ProcessError as e:
         print(f"kboost-rt: error: {e}", file=sys.stderr)
@@ -310,6 +312,8 @@ def _process(args: argparse.Namespace) -> int:
             f"duplicate, {s.corrupt} corrupt; round trip {s.rtt_chunks:g} chunks "
             f"(max {s.max_rtt_chunks})"
         )
+    if result.chunks_on_small:
+        print(f"small-model fallback: {result.chunks_on_small} chunks (hints stayed away)")
     return 0
 
 
@@ -343,6 +347,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             args.seed,
             progress=lambda line: print(line, file=sys.stderr),
             encodings=encodings,
+            fallback_after=args.fallback_after,
         )
     except ProcessError as e:
         print(f"kboost-rt: error: {e}", file=sys.stderr)
@@ -478,6 +483,7 @@ def _live(args: argparse.Namespace) -> int:
         status=not args.quiet,
         device_rate=args.device_rate,
         resample_quality=args.resample_quality,
+        fallback_after=args.fallback_after,
     )
     live = report["live"]
     print(
@@ -561,6 +567,13 @@ def _pick_delay(args: argparse.Namespace) -> None:
     )
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
 def _link_args(p: argparse.ArgumentParser, server_help: str) -> None:
     """The hint-link options `process` and `live` share."""
     p.add_argument("--server", type=_host_port, metavar="HOST:PORT", help=server_help)
@@ -571,6 +584,15 @@ def _link_args(p: argparse.ArgumentParser, server_help: str) -> None:
     )
     p.add_argument("--key-file", help="pre-shared key file (see serve)")
     p.add_argument("--key-id", type=int, default=0, help="which key (default: the lowest id)")
+    p.add_argument(
+        "--fallback-after",
+        type=_non_negative_int,
+        default=FALLBACK_AFTER,
+        metavar="CHUNKS",
+        help="with a hint server, hand over to the task's small model (from the boosted "
+        f"model's folder) after this many chunks in a row without a hint (default: "
+        f"{FALLBACK_AFTER}, 200 ms; 0: never)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -774,6 +796,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="hint wire encodings to compare: float32, float16, int8 (default: float32)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the hint losses (default: 0)")
+    p.add_argument(
+        "--fallback-after",
+        type=_non_negative_int,
+        default=0,
+        metavar="CHUNKS",
+        help="run the boosted models with the small-model fallback of `process` and `live` "
+        "(hand over after this many chunks without a hint; default: 0, the boosted model "
+        "alone)",
+    )
     p.add_argument("--json", required=True, help="results file")
     p.add_argument("--plot", help="PNG of SI-SDRi against delay (default: next to --json)")
     p.set_defaults(func=cmd_eval)

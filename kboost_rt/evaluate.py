@@ -21,6 +21,7 @@ import numpy as np
 
 from .costs import macs_per_chunk
 from .engine import NativeEngine
+from .fallback import SmallModelFallback
 from .model_files import ModelFileError, load_model_files
 from .process import ProcessError, read_audio
 from .signal_path import CHUNK, LOOKAHEAD
@@ -87,16 +88,26 @@ def load_examples(folder: Path, task: str, channels: int) -> list[Example]:
     return examples
 
 
-def _stream(engine: NativeEngine, mixture: np.ndarray, hints=None) -> np.ndarray:
-    """Whole example through the engine, chunk by chunk; output aligned to the input."""
+def _stream(
+    engine: NativeEngine,
+    mixture: np.ndarray,
+    hints=None,
+    fallback: SmallModelFallback | None = None,
+) -> np.ndarray:
+    """Whole example through the engine (and the small-model fallback, as the
+    Processor runs it), chunk by chunk; output aligned to the input."""
     samples = mixture.shape[1]
     chunks = -(-(samples + LOOKAHEAD) // CHUNK)
     padded = np.zeros((mixture.shape[0], chunks * CHUNK), np.float32)
     padded[:, :samples] = mixture
-    out = [
-        engine.process(padded[:, t * CHUNK : (t + 1) * CHUNK], None if hints is None else hints[t])
-        for t in range(chunks)
-    ]
+    out = []
+    for t in range(chunks):
+        chunk = padded[:, t * CHUNK : (t + 1) * CHUNK]
+        hint = None if hints is None else hints[t]
+        y = engine.process(chunk, hint)
+        if fallback is not None:
+            fallback.apply(chunk, hint is not None, y)
+        out.append(y)
     return np.concatenate(out, axis=-1)[:, :, LOOKAHEAD : LOOKAHEAD + samples]
 
 
@@ -119,10 +130,13 @@ def evaluate(
     seed: int = 0,
     progress=print,
     encodings: list[str] | None = None,
+    fallback_after: int = 0,
 ) -> dict:
     """Every model of `task` on the examples in `data`; boosted models at each
     delay, hint loss and hint encoding (the wire format's float32, float16 or
-    int8, packed and unpacked as the link does)."""
+    int8, packed and unpacked as the link does). With `fallback_after`, the
+    boosted models run with the small-model fallback of `kboost-rt process`
+    and `live` (their cost then includes the small model's)."""
     from .protocol import HintEncoding, pack_hint, unpack_hint
 
     encodings = encodings or ["float32"]
@@ -133,6 +147,9 @@ def evaluate(
     results = []
 
     def add(name, role, cfg, delay, loss, scores, encoding=None):
+        macs = macs_per_chunk(cfg)["device"]
+        if role == "boosted" and fallback_after:
+            macs += macs_per_chunk(small.config)["device"]
         results.append(
             {
                 "model": name,
@@ -140,11 +157,13 @@ def evaluate(
                 "delay": delay,
                 "hint_loss": loss,
                 "si_sdr_i": float(np.mean(scores)),
-                "macs_per_chunk": macs_per_chunk(cfg)["device"],
+                "macs_per_chunk": macs,
             }
         )
         if encoding is not None:
             results[-1]["hint_encoding"] = encoding
+        if role == "boosted" and fallback_after:
+            results[-1]["fallback_after"] = fallback_after
         d = "-" if delay is None else str(delay)
         p = "-" if loss is None else f"{loss:g}"
         e = "" if encoding is None else f" {encoding}"
@@ -165,6 +184,11 @@ def evaluate(
         generator = {k: v for k, v in boosted.tensors.items() if k.startswith("hint_generator.")}
         hint_engine = NativeEngine(large.config, large.tensors, generator)
         engine = NativeEngine(boosted.config, boosted.tensors)
+        fallback = (
+            SmallModelFallback(NativeEngine(small.config, small.tensors), fallback_after)
+            if fallback_after
+            else None
+        )
         made = []
         for ex in examples:
             hint_engine.reset()
@@ -182,9 +206,11 @@ def evaluate(
                     for t in range(len(sent))
                 ]
                 engine.reset()
+                if fallback is not None:
+                    fallback.reset()
                 scores.append(
                     si_sdr_improvement(
-                        _stream(engine, ex.mixture, arriving), ex.sources, ex.mixture
+                        _stream(engine, ex.mixture, arriving, fallback), ex.sources, ex.mixture
                     )
                 )
             shown = None if encodings == ["float32"] else encoding
@@ -252,6 +278,12 @@ def format_table(report: dict) -> str:
         lines.append(
             f"{r['model']:<26}{r['role']:<9}{d:>11}{p:>10}{e:>9}{r['si_sdr_i']:>12.2f}"
             f"{r['macs_per_chunk'] / 1e6:>10.2f} M"
+        )
+    after = {r["fallback_after"] for r in report["results"] if "fallback_after" in r}
+    if after:
+        lines.append(
+            f"boosted rows: with the small-model fallback after {after.pop()} chunks without "
+            "a hint (MACs include the small model's)"
         )
     return "\n".join(lines)
 

@@ -20,6 +20,7 @@ import numpy as np
 
 from .client import HintClient
 from .engine import NativeEngine
+from .fallback import FALLBACK_AFTER, SmallModelFallback
 from .midi import MidiController, MidiMapping, open_input
 from .model_files import load_model_files
 from .params import LiveParams
@@ -98,6 +99,7 @@ def run_live(
     status: bool = True,
     device_rate: int | None = None,
     resample_quality: str = "LQ",
+    fallback_after: int = FALLBACK_AFTER,
 ) -> dict:
     import pyaudio
 
@@ -113,7 +115,10 @@ def run_live(
             raise ValueError(f"{model}: --server needs a boosted model")
         client = HintClient(server, files.name, cfg.net.channels, cfg.boost.delay, key=key)
         client.connect()
-    processor = Processor(engine, client, params)
+    fallback = (
+        SmallModelFallback.beside(model, fallback_after) if client and fallback_after else None
+    )
+    processor = Processor(engine, client, params, fallback)
     midi = None
     controller = None
     if midi_port is not None:
@@ -218,6 +223,7 @@ def run_live(
         "chunks": processor.t,
         "link": client.stats().as_dict() if client else None,
         "midi": dict(controller.counts) if controller else None,
+        "chunks_on_small": fallback.chunks_on_small if fallback else 0,
     }
     from .process import write_audio_atomic
 

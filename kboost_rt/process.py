@@ -20,6 +20,7 @@ import numpy as np
 
 from .client import HintClient, LinkStats
 from .engine import NativeEngine
+from .fallback import FALLBACK_AFTER, SmallModelFallback
 from .model_files import load_model_files
 from .params import LiveParams, Params
 from .processor import Processor
@@ -39,6 +40,7 @@ class ProcessResult:
     link: LinkStats | None = None
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what was done to fit the input
+    chunks_on_small: int = 0  # chunks the small-model fallback played
 
 
 def read_audio(path: Path, channels: int) -> np.ndarray:
@@ -155,9 +157,12 @@ def process_file(
     progress: bool = True,
     params: Params | None = None,
     mix: bool = False,
+    fallback_after: int = FALLBACK_AFTER,
 ) -> ProcessResult:
     """Per-source outputs, or with `mix` the monitor mix under `params` (the samples
-    `kboost-rt live` would play for this input)."""
+    `kboost-rt live` would play for this input). A boosted model with a hint server
+    hands over to the task's small model (from the same folder) after
+    `fallback_after` chunks without a hint; 0: never."""
     files = load_model_files(model)
     cfg = files.config
     if cfg.role == "large":
@@ -185,7 +190,10 @@ def process_file(
     padded[:, :samples] = x
     y = np.zeros((cfg.net.sources, cfg.net.channels, chunks * CHUNK), np.float32)
     monitor = np.zeros((cfg.net.channels, chunks * CHUNK), np.float32)
-    processor = Processor(engine, client, live)
+    fallback = (
+        SmallModelFallback.beside(model, fallback_after) if client and fallback_after else None
+    )
+    processor = Processor(engine, client, live, fallback)
     used = []
     start = time.monotonic()
     try:
@@ -221,4 +229,7 @@ def process_file(
     else:
         for s, target in enumerate(targets):
             write_audio_atomic(target, y[s], audio.rate)
-    return ProcessResult(targets, chunks, used, link, time.monotonic() - start, audio.notes)
+    on_small = fallback.chunks_on_small if fallback else 0
+    return ProcessResult(
+        targets, chunks, used, link, time.monotonic() - start, audio.notes, on_small
+    )

@@ -1,10 +1,11 @@
 """The engine loop: one object for live audio, files and tests.
 
 `Processor.process(chunk)` sends the chunk to the hint server (if any), takes
-the hint of chunk t - d, runs the native step and applies the live
-parameters. It returns the per-source model output and the monitor mix. The
-mix is what `kboost-rt live` plays; `kboost-rt process --mix` writes the same
-samples. Parameter changes ramp linearly over one chunk (8 ms), so gain,
+the hint of chunk t - d, runs the native step (and the small-model fallback,
+which takes over while hints stay away) and applies the live parameters. It
+returns the per-source model output and the monitor mix. The mix is what
+`kboost-rt live` plays; `kboost-rt process --mix` writes the same samples.
+Parameter changes ramp linearly over one chunk (8 ms), so gain,
 wet/dry, source select and bypass change without zipper noise or clicks.
 """
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from .client import HintClient
 from .engine import NativeEngine
+from .fallback import SmallModelFallback
 from .params import LiveParams, Params
 from .signal_path import CHUNK, LOOKAHEAD
 
@@ -24,9 +26,11 @@ class Processor:
         engine: NativeEngine,
         client: HintClient | None = None,
         params: LiveParams | None = None,
+        fallback: SmallModelFallback | None = None,
     ):
         self.engine = engine
         self.client = client
+        self.fallback = fallback
         self.sources, self.channels = engine.sources, engine.channels
         self.params = params or LiveParams(sources=self.sources)
         self.t = 0
@@ -60,6 +64,8 @@ class Processor:
         if hint is not None:
             self.hints_used += 1
         self.engine.process_into(chunk, hint, self._sources)
+        if self.fallback is not None:
+            self.fallback.apply(chunk, hint is not None, self._sources)
 
         self._dry_line[:, :LOOKAHEAD] = self._dry_line[:, CHUNK:]
         self._dry_line[:, LOOKAHEAD:] = chunk

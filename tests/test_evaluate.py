@@ -12,6 +12,7 @@ from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL
 from kboost_rt.costs import macs_per_chunk
 from kboost_rt.evaluate import si_sdr, si_sdr_improvement
 from kboost_rt.model_files import random_weights, save_model_files
+from kboost_rt.signal_path import CHUNK, LOOKAHEAD
 
 RNG = np.random.default_rng(0)
 
@@ -118,3 +119,37 @@ def test_eval_compares_hint_encodings_through_the_wire_format(setup):
     assert scores["float16"] != scores["float32"] or scores["int8"] != scores["float32"]
     assert abs(scores["int8"] - scores["float32"]) < 3.0
     assert main([*args[:-2], "--hint-encodings", "bf16", "--json", str(out)]) == 2
+
+
+def test_eval_with_the_small_model_fallback(setup, capsys):
+    out = setup / "fallback.json"
+    args = ["eval", "--task", "separate", "--data", str(setup / "data"), "--models",
+            str(setup / "models"), "--delays", "3", "--hint-loss", "0,1",
+            "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    alone = json.loads(out.read_text())["results"]
+    assert main([*args, "--fallback-after", "4"]) == 0  # longer than the delay's 3 empty chunks
+    assert "small-model fallback after 4 chunks" in capsys.readouterr().out
+    rows = json.loads(out.read_text())["results"]
+    small, boosted = rows[0], rows[2:]
+    assert all(r["fallback_after"] == 4 for r in boosted)
+    assert boosted[0]["macs_per_chunk"] == alone[2]["macs_per_chunk"] + small["macs_per_chunk"]
+    assert boosted[0]["si_sdr_i"] == alone[2]["si_sdr_i"]  # every hint: never falls back
+    assert boosted[1]["si_sdr_i"] != alone[3]["si_sdr_i"]  # every hint lost: it falls back
+
+
+def test_eval_streams_the_small_model_once_the_fallback_took_over(setup):
+    from kboost_rt.engine import NativeEngine
+    from kboost_rt.evaluate import _stream
+    from kboost_rt.fallback import SmallModelFallback
+
+    models = setup / "models"
+    small = NativeEngine.from_folder(models / "separate-small")
+    fallback = SmallModelFallback(NativeEngine.from_folder(models / "separate-small"), after=4)
+    boosted = NativeEngine.from_folder(models / "separate-boosted-d3")
+    x = (0.1 * np.random.default_rng(5).standard_normal((2, 4000))).astype(np.float32)
+    got = _stream(boosted, x, [None] * 40, fallback)
+    want = _stream(small, x)
+    start = 4 * CHUNK - LOOKAHEAD  # output is aligned to the input: chunk 4 starts here
+    assert np.array_equal(got[..., start:], want[..., start:])
+    assert not np.allclose(got[..., :start], want[..., :start])

@@ -4,6 +4,7 @@ fault relay, several keyed streams, garbage floods."""
 import copy
 import dataclasses
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,10 +18,12 @@ import pytest
 import soundfile as sf
 
 from kboost_rt.client import HintClient, LinkError
-from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE
+from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL
 from kboost_rt.engine import NativeEngine
+from kboost_rt.fallback import FALLBACK_AFTER, SmallModelFallback
 from kboost_rt.model_files import random_weights, save_model_files
 from kboost_rt.process import process_file
+from kboost_rt.processor import Processor
 from kboost_rt.protocol import HintEncoding
 from kboost_rt.relay import FaultRelay, Impairment
 from kboost_rt.signal_path import CHUNK, LOOKAHEAD, SAMPLE_RATE
@@ -374,3 +377,37 @@ def test_process_with_a_local_server(models, tmp_path):
     assert "started a local hint server" in result.stderr
     on_time = int(re.search(r"hints: (\d+) on time", result.stdout).group(1))
     assert on_time > 0 and (tmp_path / "out_s1.wav").is_file()
+
+
+def test_the_small_model_takes_over_when_the_server_dies(models, tmp_path):
+    root = tmp_path / "models"
+    for name in ("sep-boosted-d3", "sep-large"):
+        shutil.copytree(models / name, root / name)
+    small = dataclasses.replace(PAPER_SMALL, task=PAPER_BOOSTED.task)
+    save_model_files(root / "separate-small", small, random_weights(small, 9))
+    server = Server(root, keyed=False)
+    client = HintClient(server.address, "sep-boosted-d3", 2, DELAY)
+    client.connect()
+    fallback = SmallModelFallback.beside(root / "sep-boosted-d3")
+    assert fallback is not None and fallback.after == FALLBACK_AFTER
+    processor = Processor(NativeEngine.from_folder(root / "sep-boosted-d3"), client,
+                          fallback=fallback)  # fmt: skip
+    reference = NativeEngine.from_folder(root / "separate-small")
+    x = mixture(1.6, seed=8).reshape(2, -1, CHUNK).transpose(1, 0, 2)
+    outputs, wants = [], []
+    start = time.monotonic()
+    try:
+        for t, chunk in enumerate(x):
+            if t == 100:
+                server.stop()  # hints stop coming
+                stopped_at = processor.hints_used
+            time.sleep(max(0.0, start + (t + 1) * CHUNK / SAMPLE_RATE - time.monotonic()))
+            outputs.append(processor.process(chunk)[0].copy())
+            wants.append(reference.process(chunk))
+    finally:
+        client.close()
+    assert stopped_at > 50 and processor.hints_used - stopped_at <= 2 * DELAY
+    assert fallback.chunks_on_small >= len(x) - 100 - FALLBACK_AFTER - 2 * DELAY
+    for got, want in zip(outputs[-60:], wants[-60:], strict=True):  # the small model, exactly
+        assert np.array_equal(got, want)
+    assert not np.allclose(outputs[90], wants[90], atol=1e-3)  # the boosted model, before

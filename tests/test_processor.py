@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from kboost_rt.config import PAPER_BOOSTED
+from kboost_rt.config import PAPER_BOOSTED, PAPER_SMALL
 from kboost_rt.engine import NativeEngine
+from kboost_rt.fallback import SmallModelFallback
 from kboost_rt.model_files import random_weights, save_model_files
 from kboost_rt.params import LiveParams, Params
 from kboost_rt.process import process_file
@@ -115,3 +116,34 @@ def test_process_mix_file_equals_the_live_path(tmp_path):
         axis=1,
     )
     assert np.array_equal(got.T, played[:, LOOKAHEAD : LOOKAHEAD + stream.shape[1]])
+
+
+def test_fallback_crossfades_to_the_small_model_and_back():
+    small_tensors = random_weights(PAPER_SMALL, 7)
+    boosted = NativeEngine(PAPER_BOOSTED, TENSORS)
+    alone = [NativeEngine(PAPER_BOOSTED, TENSORS), NativeEngine(PAPER_SMALL, small_tensors)]
+    fallback = SmallModelFallback(NativeEngine(PAPER_SMALL, small_tensors), after=3)
+    arrived = [True] * 5 + [False] * 8 + [True] * 4  # chunks 5-12 lose their hints
+    hints = 0.1 * np.random.default_rng(1).standard_normal((len(arrived), 8, 97))
+    ramp = np.arange(1, CHUNK + 1, dtype=np.float32) / CHUNK
+    for t, (chunk, got_hint) in enumerate(zip(chunks(len(arrived)), arrived, strict=True)):
+        hint = hints[t].astype(np.float32) if got_hint else None
+        out = boosted.process(chunk, hint)
+        want_boosted, want_small = alone[0].process(chunk, hint), alone[1].process(chunk)
+        fallback.apply(chunk, got_hint, out)
+        if t < 7 or t > 13:  # hints, or fewer than 3 lost in a row: the boosted model
+            assert np.array_equal(out, want_boosted), t
+        elif t == 7:  # the third lost hint: fade to the small model over this chunk
+            assert np.allclose(out, want_boosted + ramp * (want_small - want_boosted), atol=1e-6)
+        elif t < 13:
+            assert np.array_equal(out, want_small), t
+        else:  # a hint again: fade back
+            assert np.allclose(out, want_small + ramp * (want_boosted - want_small), atol=1e-6)
+    assert fallback.chunks_on_small == 6
+
+
+def test_fallback_needs_a_small_model_and_a_positive_count():
+    with pytest.raises(ValueError, match="small model"):
+        SmallModelFallback(NativeEngine(PAPER_BOOSTED, TENSORS))
+    with pytest.raises(ValueError, match="1 or more"):
+        SmallModelFallback(NativeEngine(PAPER_SMALL, random_weights(PAPER_SMALL, 7)), after=0)

@@ -238,6 +238,20 @@ def test_boosted_training_starts_from_the_small_model_and_drops_hints(
     assert (models / "t-boosted" / "weights.safetensors").is_file()
 
 
+def test_a_clip_bank_made_by_another_large_model_is_made_again(cache, tmp_path, tiny_recipes):
+    models = tmp_path / "models"
+    trainer.train("t-large", cache, tmp_path / "runs", models, progress=False)
+    trainer.train("t-small", cache, tmp_path / "runs", models, progress=False)
+    first = trainer.Run(tiny_recipes["t-boosted"], cache, tmp_path / "runs", models).bank
+    again = trainer.Run(tiny_recipes["t-boosted"], cache, tmp_path / "runs", models).bank
+    assert torch.equal(first["maps"], again["maps"])  # the cached bank, reused
+    retrained = dataclasses.replace(tiny_recipes["t-large"], seed=1)
+    trainer.Run(retrained, cache, tmp_path / "runs-2", models).run(progress=False)
+    bank = trainer.Run(tiny_recipes["t-boosted"], cache, tmp_path / "runs", models).bank
+    assert torch.equal(bank["x"], first["x"])  # the same clips ...
+    assert not torch.equal(bank["maps"], first["maps"])  # ... with the new large model's maps
+
+
 def test_identity_merges_start_with_the_small_models_output(cache, tmp_path, tiny_recipes):
     models = tmp_path / "models"
     trainer.train("t-large", cache, tmp_path / "runs", models, progress=False)

@@ -49,6 +49,9 @@ def table(report: dict) -> str:
             r = next(r for r in boosted if r["model"] == model and r["hint_loss"] == p)
             cells.append(f"{r['si_sdr_i']:.2f} ({r['si_sdr_i'] - small['si_sdr_i']:+.2f})")
         out.append(f"| {model} | " + " | ".join(cells) + " |")
+    after = {r["fallback_after"] for r in boosted if "fallback_after" in r}
+    if after:
+        out += ["", f"(With the small-model fallback after {after.pop()} chunks without a hint.)"]
     return "\n".join(out)
 
 

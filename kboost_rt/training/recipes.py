@@ -72,7 +72,7 @@ def _recipes() -> dict[str, Recipe]:
     # model is not just the extra training's. enhance-small v2 goes
     # on from v1's 1000 steps to 2000 for the same reason.
     # separate-large v5 goes on from v4 on a GPU, at batch 32 (GPU_STEPS_NOTE).
-    budget = {"separate": (5, 12000, 2e-3, 2, 3000), "enhance": (2, 1300, 2e-3, 2, 2000)}
+    budget = {"separate": (5, 7800, 2e-3, 2, 3000), "enhance": (2, 1300, 2e-3, 2, 2000)}
     large_batch = {"separate": 32}
     # Boosted models train from scratch with hints, as the paper trains them,
     # on the frozen large model's cached hints. Fine-tuning the trained small

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..model_files import load_model_files
+from ..model_files import checksum, load_model_files
 from ..reference.io import build_model, load_model, save_model
 from ..signal_path import SAMPLE_RATE
 from .mixing import Mixer
@@ -132,6 +132,8 @@ class Run:
         if recipe.role == "boosted":
             self.large, _ = load_model(models / recipe.large)
             self.large.to(self.device)
+            # names the maps in a cached clip bank: another large model's are stale
+            self.large_checksum = checksum(load_model_files(models / recipe.large).tensors)
             for p in self.large.parameters():
                 p.requires_grad_(False)
         ckpt = self.dir / "checkpoint.pt"
@@ -189,8 +191,12 @@ class Run:
         """Fixed clips (with the large model's maps for boosted runs), cached in the
         run folder and held on the training device."""
         path = self.dir / f"{split}_set.pt"
+        large = None if self.large is None else self.large_checksum
         if path.is_file():
-            return torch.load(path, weights_only=True, map_location=self.device)
+            saved = torch.load(path, weights_only=True, map_location=self.device)
+            if saved.get("large") == large:
+                return saved
+            print(f"{self.recipe.name}: {path} holds another large model's maps; making it again")
         mixer = Mixer(self.cache, self.recipe.task, split)
         x, y = mixer.batch(count, int(seconds * SAMPLE_RATE), np.random.default_rng(seed))
         out = {"x": torch.from_numpy(x), "y": torch.from_numpy(y)}
@@ -204,8 +210,9 @@ class Run:
                           end="", flush=True)  # fmt: skip
             print()
             out["maps"] = torch.cat(maps)
+            out["large"] = large
         _save_atomic(out, path)
-        return {k: v.to(self.device) for k, v in out.items()}
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in out.items()}
 
     def _forward(self, x, maps=None, arrived=None):
         if self.recipe.role == "boosted":
