@@ -59,13 +59,14 @@ class Processor:
         if self.client is not None:
             self.client.send_chunk(self.t, chunk)
             hint = self.client.take_hint(self.t)  # always taken, so accounting stays exact
-            if not p.boost:
-                hint = None
+        arrived = hint is not None  # the fallback watches the link, not the boost switch
+        if not p.boost:
+            hint = None
         if hint is not None:
             self.hints_used += 1
         self.engine.process_into(chunk, hint, self._sources)
         if self.fallback is not None:
-            self.fallback.apply(chunk, hint is not None, self._sources)
+            self.fallback.apply(chunk, arrived, self._sources)
 
         self._dry_line[:, :LOOKAHEAD] = self._dry_line[:, CHUNK:]
         self._dry_line[:, LOOKAHEAD:] = chunk

@@ -22,6 +22,7 @@ from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL
 from kboost_rt.engine import NativeEngine
 from kboost_rt.fallback import FALLBACK_AFTER, SmallModelFallback
 from kboost_rt.model_files import random_weights, save_model_files
+from kboost_rt.params import LiveParams
 from kboost_rt.process import process_file
 from kboost_rt.processor import Processor
 from kboost_rt.protocol import HintEncoding
@@ -390,15 +391,19 @@ def test_the_small_model_takes_over_when_the_server_dies(models, tmp_path):
     client.connect()
     fallback = SmallModelFallback.beside(root / "sep-boosted-d3")
     assert fallback is not None and fallback.after == FALLBACK_AFTER
-    processor = Processor(NativeEngine.from_folder(root / "sep-boosted-d3"), client,
-                          fallback=fallback)  # fmt: skip
+    params = LiveParams()
+    processor = Processor(NativeEngine.from_folder(root / "sep-boosted-d3"), client, params,
+                          fallback)  # fmt: skip
     reference = NativeEngine.from_folder(root / "separate-small")
     x = mixture(1.6, seed=8).reshape(2, -1, CHUNK).transpose(1, 0, 2)
     outputs, wants = [], []
     start = time.monotonic()
     try:
         for t, chunk in enumerate(x):
+            if t in (30, 60):  # boost off and on again: hints still come, no fallback
+                params.set(boost=t == 60)
             if t == 100:
+                assert fallback.chunks_on_small == 0
                 server.stop()  # hints stop coming
                 stopped_at = processor.hints_used
             time.sleep(max(0.0, start + (t + 1) * CHUNK / SAMPLE_RATE - time.monotonic()))
@@ -406,7 +411,7 @@ def test_the_small_model_takes_over_when_the_server_dies(models, tmp_path):
             wants.append(reference.process(chunk))
     finally:
         client.close()
-    assert stopped_at > 50 and processor.hints_used - stopped_at <= 2 * DELAY
+    assert stopped_at > 30 and processor.hints_used - stopped_at <= 2 * DELAY
     assert fallback.chunks_on_small >= len(x) - 100 - FALLBACK_AFTER - 2 * DELAY
     for got, want in zip(outputs[-60:], wants[-60:], strict=True):  # the small model, exactly
         assert np.array_equal(got, want)
