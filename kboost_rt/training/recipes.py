@@ -4,7 +4,8 @@ A recipe names everything that decides a model: sizes, data, steps, batch,
 learning rate, hint dropout and where it starts from. Change a recipe's
 content, bump its version. Step counts are sized for this project's 2-core
 CPU machines (measured: a step of 8 x 1 s takes 0.35 s for the small model,
-1.3 s for a D = H = 32 large model and 3.3 s for the paper's D = H = 64 one).
+1.3 s for a D = H = 32 large model and 3.3 s for the paper's D = H = 64 one),
+except separate-large v5's, which ran on a GPU (docs/training.md).
 """
 
 from __future__ import annotations
@@ -63,15 +64,18 @@ def _recipes() -> dict[str, Recipe]:
     # (large version, large steps, large learning rate, small version, small steps).
     # separate-large: v1 trained 900 steps at 1e-3 (0.89 dB on validation, still
     # climbing); v2 went on at 1e-3, v3 from v2's step 1205 at 2e-3, because the
-    # small model at 2e-3 learned faster per step (1.53 dB at step 800); v4 goes
-    # on from v3's end (2.44 dB) at 2e-3 to 4700 steps.
+    # small model at 2e-3 learned faster per step (1.53 dB at step 800); v4 went
+    # on from v3's end (2.44 dB) at 2e-3 to 4700 steps (2.93 dB). v5 goes on
+    # from v4's end on a GPU, where batches of 32 cost about what 8 do: 3100
+    # more steps (5 min on one H200, `--device cuda --workers 13`, 90 ms a step;
+    # about 12 h at the 14 s a step measured on this project's 2-core machines)
+    # to 7800 (3.67 dB).
     # enhance-large: v1 (500 steps at 1e-3) was still below the mixture at step
     # 300 (-0.31 dB); v2 goes on from its step 271 at 2e-3 to 1300 steps.
     # separate-small: v1 trained 1600 steps; v2 goes on from its end to 3000,
     # the steps the boosted models below get, so that their gain over the small
     # model is not just the extra training's. enhance-small v2 goes
     # on from v1's 1000 steps to 2000 for the same reason.
-    # separate-large v5 goes on from v4 on a GPU, at batch 32 (GPU_STEPS_NOTE).
     budget = {"separate": (5, 7800, 2e-3, 2, 3000), "enhance": (2, 1300, 2e-3, 2, 2000)}
     large_batch = {"separate": 32}
     # Boosted models train from scratch with hints, as the paper trains them,
@@ -79,12 +83,10 @@ def _recipes() -> dict[str, Recipe]:
     # model instead (v1; separate v2 with `identity_merges` and a small-model
     # `init_lr_scale` of 0.1) made models that ignore their hints: the
     # merges stayed near the identity (docs/results.md). separate: 3000
-    # steps, as many as separate-small; d1 took them in two versions (v3 to
-    # 1600, v4 on to 3000), d3 and d6 (v3) in one. enhance v2: 2000 steps, as
-    # many as enhance-small. From scratch at 2e-3 is the Recipe defaults.
-    # separate v5: trained again on the hints of separate-large v5.
+    # steps, as many as separate-small; v5 trains on the hints of
+    # separate-large v5 (v3 and v4 had v4's). enhance v2: 2000 steps, as many
+    # as enhance-small. From scratch at 2e-3 is the Recipe defaults.
     boosted = {"separate": dict(version=5, steps=3000), "enhance": dict(version=2, steps=2000)}
-    boosted_by_delay = {}
     for task, sources in (("separate", 2), ("enhance", 1)):
         large_version, large_steps, large_lr, small_version, small_steps = budget[task]
         out[f"{task}-large"] = Recipe(
@@ -100,7 +102,7 @@ def _recipes() -> dict[str, Recipe]:
                 f"{task}-boosted-d{d}", task=task, role="boosted", net=NetConfig(sources=sources),
                 boost=BoostConfig(hint_channels=8, delay=d), hint_bank=3000,
                 large=f"{task}-large",
-                **{**boosted[task], **boosted_by_delay.get((task, d), {})},
+                **boosted[task],
             )  # fmt: skip
     return out
 
