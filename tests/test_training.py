@@ -317,6 +317,16 @@ def test_a_later_version_may_change_the_batch_size(cache, tmp_path, tiny_recipes
     notes = json.loads((tmp_path / "m" / "t-small" / "config.json").read_text())["notes"]
     assert notes["continues"] == [{"version": 1, "steps": 2, "lr": v1.lr, "batch": v1.batch}]
     assert notes["device"] == "cpu"
+    readme = (tmp_path / "m" / "t-small" / "README.md").read_text()
+    assert "(the first 2, of 2 clips each, under version 1)." in readme
+    config = tmp_path / "m" / "t-small" / "config.json"  # as if v2 had run on a GPU
+    described = json.loads(config.read_text())
+    described["notes"]["device"] = "NVIDIA H200"
+    config.write_text(json.dumps(described))
+    trainer.write_model_readme(config.parent)
+    assert (
+        "under version 1), the last 2 on NVIDIA H200." in (config.parent / "README.md").read_text()
+    )
 
 
 def test_worker_processes_mix_reproducible_batches(cache, tmp_path, tiny_recipes):

@@ -382,6 +382,12 @@ class Run:
         return val
 
 
+def _last_segment(notes: dict) -> str:
+    """'all' or 'the last N': the steps the last recipe version trained."""
+    earlier = notes.get("continues", [])
+    return f"the last {notes['trained_steps'] - earlier[-1]['steps']}" if earlier else "all"
+
+
 def write_model_readme(folder: Path) -> None:
     """README.md of a trained model folder, from the notes in its config.json."""
     files = load_model_files(folder)
@@ -420,10 +426,18 @@ def write_model_readme(folder: Path) -> None:
         )
         + f". Trained {notes['trained_steps']} steps"
         + "".join(
-            f" (the first {c['steps']} under version {c['version']})"
+            f" (the first {c['steps']}"
+            + (f", of {c['batch']} clips each," if "batch" in c else "")
+            + f" under version {c['version']})"
             for c in notes.get("continues", [])[-1:]
         )
-        + ".",
+        + (
+            f", {_last_segment(notes)} on {notes['device']}"
+            if notes.get("device", "cpu") != "cpu"
+            else ""
+        )
+        + "."
+        + (f" Training data: {notes['data']}" if "data" in notes else ""),
         "",
         f"Validation ({val['clips']} clips of {val['seconds']:g} s, {val['split']}):",
         f"SI-SDRi {val['si_sdr_i']:.2f} dB"
