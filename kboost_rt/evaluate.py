@@ -136,7 +136,8 @@ def evaluate(
     delay, hint loss and hint encoding (the wire format's float32, float16 or
     int8, packed and unpacked as the link does). With `fallback_after`, the
     boosted models run with the small-model fallback of `kboost-rt process`
-    and `live` (their cost then includes the small model's)."""
+    and `live` where it would run there (their cost then includes the small
+    model's)."""
     from .protocol import HintEncoding, pack_hint, unpack_hint
 
     encodings = encodings or ["float32"]
@@ -146,9 +147,9 @@ def evaluate(
     examples = load_examples(data, task, channels)
     results = []
 
-    def add(name, role, cfg, delay, loss, scores, encoding=None):
+    def add(name, role, cfg, delay, loss, scores, encoding=None, fallback=None):
         macs = macs_per_chunk(cfg)["device"]
-        if role == "boosted" and fallback_after:
+        if fallback is not None:
             macs += macs_per_chunk(small.config)["device"]
         results.append(
             {
@@ -162,8 +163,8 @@ def evaluate(
         )
         if encoding is not None:
             results[-1]["hint_encoding"] = encoding
-        if role == "boosted" and fallback_after:
-            results[-1]["fallback_after"] = fallback_after
+        if fallback is not None:
+            results[-1]["fallback_after"] = fallback.after
         d = "-" if delay is None else str(delay)
         p = "-" if loss is None else f"{loss:g}"
         e = "" if encoding is None else f" {encoding}"
@@ -185,9 +186,7 @@ def evaluate(
         hint_engine = NativeEngine(large.config, large.tensors, generator)
         engine = NativeEngine(boosted.config, boosted.tensors)
         fallback = (
-            SmallModelFallback(NativeEngine(small.config, small.tensors), fallback_after)
-            if fallback_after
-            else None
+            SmallModelFallback.beside(boosted_dir, fallback_after) if fallback_after else None
         )
         made = []
         for ex in examples:
@@ -214,7 +213,7 @@ def evaluate(
                     )
                 )
             shown = None if encodings == ["float32"] else encoding
-            add(boosted.name, "boosted", boosted.config, delay, loss, scores, shown)
+            add(boosted.name, "boosted", boosted.config, delay, loss, scores, shown, fallback)
     return {"task": task, "n_examples": len(examples), "results": results}
 
 
@@ -275,15 +274,17 @@ def format_table(report: dict) -> str:
         d = "-" if r["delay"] is None else f"{r['delay']} ({8 * r['delay']} ms)"
         p = "-" if r["hint_loss"] is None else f"{r['hint_loss']:.0%}"
         e = r.get("hint_encoding") or ("float32" if r["role"] == "boosted" else "-")
+        role = r["role"] + "*" * ("fallback_after" in r)
         lines.append(
-            f"{r['model']:<26}{r['role']:<9}{d:>11}{p:>10}{e:>9}{r['si_sdr_i']:>12.2f}"
+            f"{r['model']:<26}{role:<9}{d:>11}{p:>10}{e:>9}{r['si_sdr_i']:>12.2f}"
             f"{r['macs_per_chunk'] / 1e6:>10.2f} M"
         )
     after = {r["fallback_after"] for r in report["results"] if "fallback_after" in r}
     if after:
         lines.append(
-            f"boosted rows: with the small-model fallback after {after.pop()} chunks without "
-            "a hint (MACs include the small model's)"
+            f"*: with the small-model fallback after {after.pop()} chunks without a hint (MACs "
+            "include the small model's); other boosted models run alone: their validation "
+            "puts them above the small model without hints"
         )
     return "\n".join(lines)
 

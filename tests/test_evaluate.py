@@ -150,6 +150,8 @@ def test_eval_streams_the_small_model_once_the_fallback_took_over(setup):
     x = (0.1 * np.random.default_rng(5).standard_normal((2, 4000))).astype(np.float32)
     got = _stream(boosted, x, [None] * 40, fallback)
     want = _stream(small, x)
+    order, gains = fallback.aligner.mapping()  # learnt over chunks 0-2, then held
+    want = np.stack([(gains[i] * want[j]).astype(np.float32) for i, j in enumerate(order)])
     start = 4 * CHUNK - LOOKAHEAD  # output is aligned to the input: chunk 4 starts here
     assert np.array_equal(got[..., start:], want[..., start:])
     assert not np.allclose(got[..., :start], want[..., :start])

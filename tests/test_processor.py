@@ -6,7 +6,7 @@ import soundfile as sf
 
 from kboost_rt.config import PAPER_BOOSTED, PAPER_SMALL
 from kboost_rt.engine import NativeEngine
-from kboost_rt.fallback import SmallModelFallback
+from kboost_rt.fallback import OutputAligner, SmallModelFallback, helps
 from kboost_rt.model_files import random_weights, save_model_files
 from kboost_rt.params import LiveParams, Params
 from kboost_rt.process import process_file
@@ -118,7 +118,11 @@ def test_process_mix_file_equals_the_live_path(tmp_path):
     assert np.array_equal(got.T, played[:, LOOKAHEAD : LOOKAHEAD + stream.shape[1]])
 
 
-def test_fallback_crossfades_to_the_small_model_and_back():
+def _mapped(small: np.ndarray, order, gains) -> np.ndarray:
+    return np.stack([(gains[i] * small[j]).astype(np.float32) for i, j in enumerate(order)])
+
+
+def test_fallback_crossfades_to_the_level_matched_small_model_and_back():
     small_tensors = random_weights(PAPER_SMALL, 7)
     boosted = NativeEngine(PAPER_BOOSTED, TENSORS)
     alone = [NativeEngine(PAPER_BOOSTED, TENSORS), NativeEngine(PAPER_SMALL, small_tensors)]
@@ -126,6 +130,7 @@ def test_fallback_crossfades_to_the_small_model_and_back():
     arrived = [True] * 5 + [False] * 8 + [True] * 4  # chunks 5-12 lose their hints
     hints = 0.1 * np.random.default_rng(1).standard_normal((len(arrived), 8, 97))
     ramp = np.arange(1, CHUNK + 1, dtype=np.float32) / CHUNK
+    held = None
     for t, (chunk, got_hint) in enumerate(zip(chunks(len(arrived)), arrived, strict=True)):
         hint = hints[t].astype(np.float32) if got_hint else None
         out = boosted.process(chunk, hint)
@@ -133,13 +138,45 @@ def test_fallback_crossfades_to_the_small_model_and_back():
         fallback.apply(chunk, got_hint, out)
         if t < 7 or t > 13:  # hints, or fewer than 3 lost in a row: the boosted model
             assert np.array_equal(out, want_boosted), t
-        elif t == 7:  # the third lost hint: fade to the small model over this chunk
-            assert np.allclose(out, want_boosted + ramp * (want_small - want_boosted), atol=1e-6)
+            continue
+        if held is None:  # learnt from chunks 0-6, then held while the small model plays
+            held = fallback.aligner.mapping()
+        order, gains = fallback.aligner.mapping()  # chunk 13 learns from its boosted output
+        assert (order == held[0] and np.array_equal(gains, held[1])) == (t < 13)
+        small = _mapped(want_small, order, gains)
+        if t == 7:  # the third lost hint: fade to the small model over this chunk
+            assert np.allclose(out, want_boosted + ramp * (small - want_boosted), atol=1e-6)
         elif t < 13:
-            assert np.array_equal(out, want_small), t
+            assert np.allclose(out, small, atol=1e-7), t
         else:  # a hint again: fade back
-            assert np.allclose(out, want_small + ramp * (want_boosted - want_small), atol=1e-6)
+            assert np.allclose(out, small + ramp * (want_boosted - small), atol=1e-6)
     assert fallback.chunks_on_small == 6
+
+
+@pytest.mark.parametrize("sources", [1, 2])
+def test_the_aligner_finds_the_level_and_talker_order_of_the_other_model(sources):
+    rng = np.random.default_rng(4)
+    aligner = OutputAligner(sources)
+    order, gains = aligner.mapping()  # nothing heard yet: as it comes
+    assert order == tuple(range(sources)) and np.array_equal(gains, np.ones(sources))
+    scale = np.array([0.5, -3.0])[:sources]  # levels, one of them inverted
+    for _ in range(200):
+        reference = rng.standard_normal((sources, 2, CHUNK)).astype(np.float32)
+        other = (reference[::-1] / scale[::-1, None, None]).astype(np.float32)  # swapped
+        other += 0.01 * rng.standard_normal(other.shape).astype(np.float32)
+        aligner.update(reference, other)
+    out = np.zeros_like(other)
+    aligner.apply(other, out)
+    order, gains = aligner.mapping()
+    assert order == tuple(range(sources))[::-1] and np.allclose(gains, scale, rtol=0.02)
+    assert np.abs(out - reference).std() < 0.05 * reference.std()
+
+
+def test_the_fallback_runs_only_where_validation_says_it_helps():
+    boosted = {"validation": {"si_sdr_i": 2.7, "si_sdr_i_no_hints": 1.9}}
+    assert helps(boosted, {"validation": {"si_sdr_i": 2.2}})
+    assert not helps(boosted, {"validation": {"si_sdr_i": 1.8}})
+    assert helps({}, {})  # no scores recorded: it may help
 
 
 def test_fallback_needs_a_small_model_and_a_positive_count():

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Evaluate the shipped models as docs/results.md reports them: both tasks, on
 # the val split (unseen training-side speakers) and the reserved test split,
-# every delay, 0/10/30/100 % hint loss, and the hint encodings.
+# every delay, 0/10/30/100 % hint loss, the hint encodings, and every hint lost
+# with the small-model fallback of `process` and `live`.
 # Usage: tools/evaluate_shipped.sh [CACHE] [OUT]   (defaults: data/cache docs/results)
 set -euo pipefail
 CACHE=${1:-data/cache}
@@ -14,6 +15,8 @@ for task in separate enhance; do
       --split "$split" --out "$set_dir" --count 50 --seconds 4 --seed 0
     kboost-rt eval --task "$task" --data "$set_dir" --delays 1,3,6 \
       --hint-loss 0,0.1,0.3,1 --json "$OUT/$task-$split.json"
+    kboost-rt eval --task "$task" --data "$set_dir" --delays 1,3,6 \
+      --hint-loss 1 --fallback-after 25 --json "$OUT/$task-$split-fallback.json"
   done
   kboost-rt eval --task "$task" --data "data/eval/$task-val" --delays 3 \
     --hint-encodings float32,float16,int8 --json "$OUT/$task-val-encodings.json"

@@ -48,10 +48,14 @@ def table(report: dict) -> str:
         for p in losses:
             r = next(r for r in boosted if r["model"] == model and r["hint_loss"] == p)
             cells.append(f"{r['si_sdr_i']:.2f} ({r['si_sdr_i'] - small['si_sdr_i']:+.2f})")
-        out.append(f"| {model} | " + " | ".join(cells) + " |")
+        star = "\\*" * any("fallback_after" in r for r in boosted if r["model"] == model)
+        out.append(f"| {model}{star} | " + " | ".join(cells) + " |")
     after = {r["fallback_after"] for r in boosted if "fallback_after" in r}
     if after:
-        out += ["", f"(With the small-model fallback after {after.pop()} chunks without a hint.)"]
+        out += [
+            "",
+            f"\\*: with the small-model fallback after {after.pop()} chunks without a hint.",
+        ]
     return "\n".join(out)
 
 
