@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         score("small mask, fresh", stale_mask(own, mix, 0) * mix, ex)
         score("large output", big, ex)
         for d in delays:
-            score(f"large mask, {d} chunks old", stale_mask(big, mix, d) * mix, ex)
+            score(f"large mask, {d} chunk{'s' * (d != 1)} old", stale_mask(big, mix, d) * mix, ex)
         print(f"\r{i + 1}/{len(examples)} examples", end="", file=sys.stderr, flush=True)
     print(file=sys.stderr)
     print(f"{args.task}, {len(examples)} examples from {args.data}: SI-SDRi, dB")
