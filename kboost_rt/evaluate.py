@@ -158,6 +158,7 @@ def evaluate(
                 "delay": delay,
                 "hint_loss": loss,
                 "si_sdr_i": float(np.mean(scores)),
+                "si_sdr_i_examples": [round(float(x), 4) for x in scores],
                 "macs_per_chunk": macs,
             }
         )
@@ -264,11 +265,24 @@ def plot(report: dict, path: Path) -> bool:
     return True
 
 
+def paired_difference(row: dict, baseline: dict) -> tuple[float, float] | None:
+    """Mean per-example difference of two result rows on the same examples, and the
+    half-width of its 95 % confidence interval (normal approximation); None when a
+    row has no per-example scores."""
+    a, b = row.get("si_sdr_i_examples"), baseline.get("si_sdr_i_examples")
+    if not a or not b or len(a) != len(b):
+        return None
+    diff = np.asarray(a) - np.asarray(b)
+    half = 1.96 * diff.std(ddof=1) / np.sqrt(len(diff)) if len(diff) > 1 else float("nan")
+    return float(diff.mean()), float(half)
+
+
 def format_table(report: dict) -> str:
     lines = [
         f"{'model':<26}{'role':<9}{'delay':>11}{'hint loss':>10}{'hints':>9}"
-        f"{'SI-SDRi dB':>12}{'MACs/chunk':>12}"
+        f"{'SI-SDRi dB':>12}{'vs small (95% CI)':>19}{'MACs/chunk':>12}"
     ]
+    small = next((r for r in report["results"] if r["role"] == "small"), None)
     lines.append("-" * len(lines[0]))
     for r in report["results"]:
         d = "-" if r["delay"] is None else f"{r['delay']} ({8 * r['delay']} ms)"
@@ -277,6 +291,7 @@ def format_table(report: dict) -> str:
         role = r["role"] + "*" * ("fallback_after" in r)
         lines.append(
             f"{r['model']:<26}{role:<9}{d:>11}{p:>10}{e:>9}{r['si_sdr_i']:>12.2f}"
+            f"{_versus(r, small):>19}"
             f"{r['macs_per_chunk'] / 1e6:>10.2f} M"
         )
     after = {r["fallback_after"] for r in report["results"] if "fallback_after" in r}
@@ -287,6 +302,11 @@ def format_table(report: dict) -> str:
             "puts them above the small model without hints"
         )
     return "\n".join(lines)
+
+
+def _versus(row: dict, small: dict | None) -> str:
+    paired = None if small is None or row is small else paired_difference(row, small)
+    return "-" if paired is None else f"{paired[0]:+.2f} +- {paired[1]:.2f}"
 
 
 def write_json(report: dict, path: Path) -> None:

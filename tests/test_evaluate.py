@@ -10,7 +10,7 @@ import soundfile as sf
 from kboost_rt.cli import main
 from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL
 from kboost_rt.costs import macs_per_chunk
-from kboost_rt.evaluate import si_sdr, si_sdr_improvement
+from kboost_rt.evaluate import paired_difference, si_sdr, si_sdr_improvement
 from kboost_rt.model_files import random_weights, save_model_files
 from kboost_rt.signal_path import CHUNK, LOOKAHEAD
 
@@ -92,6 +92,9 @@ def test_eval_writes_the_documented_json_and_plot(setup, capsys):
         (3, 0.3),
     ]
     assert rows[0]["macs_per_chunk"] == macs_per_chunk(PAPER_SMALL)["device"]
+    for r in rows:  # per-example scores, for paired comparisons
+        assert len(r["si_sdr_i_examples"]) == 2
+        assert np.mean(r["si_sdr_i_examples"]) == pytest.approx(r["si_sdr_i"], abs=1e-3)
     assert all(np.isfinite(r["si_sdr_i"]) for r in rows)
     assert rows[2]["si_sdr_i"] != rows[3]["si_sdr_i"]  # losing hints changes the output
     assert out.with_suffix(".png").stat().st_size > 1000
@@ -155,3 +158,12 @@ def test_eval_streams_the_small_model_once_the_fallback_took_over(setup):
     start = 4 * CHUNK - LOOKAHEAD  # output is aligned to the input: chunk 4 starts here
     assert np.array_equal(got[..., start:], want[..., start:])
     assert not np.allclose(got[..., :start], want[..., :start])
+
+
+def test_paired_difference_and_its_confidence_interval():
+    small = {"si_sdr_i_examples": [1.0, 2.0, 3.0, 4.0]}
+    boosted = {"si_sdr_i_examples": [1.5, 2.3, 3.7, 4.5]}  # differences 0.5, 0.3, 0.7, 0.5
+    mean, half = paired_difference(boosted, small)
+    assert mean == pytest.approx(0.5)
+    assert half == pytest.approx(1.96 * np.std([0.5, 0.3, 0.7, 0.5], ddof=1) / 2)
+    assert paired_difference({"si_sdr_i": 1.0}, small) is None  # an older results file

@@ -3,7 +3,9 @@
     python tools/results_tables.py docs/results/separate-val.json [...]
 
 Per file: small and large, then boosted SI-SDRi by delay (rows) and hint
-loss (columns), with the gain over the small model in parentheses.
+loss (columns), with the gain over the small model in parentheses: the mean
+per-example difference and, where the file has per-example scores, the
+half-width of its 95 % confidence interval.
 """
 
 from __future__ import annotations
@@ -11,6 +13,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+
+from kboost_rt.evaluate import paired_difference
+
+
+def gain(row: dict, small: dict) -> str:
+    paired = paired_difference(row, small)
+    if paired is None:
+        return f"{row['si_sdr_i']:.2f} ({row['si_sdr_i'] - small['si_sdr_i']:+.2f})"
+    return f"{row['si_sdr_i']:.2f} ({paired[0]:+.2f} ± {paired[1]:.2f})"
 
 
 def table(report: dict) -> str:
@@ -37,7 +48,7 @@ def table(report: dict) -> str:
                     for r in boosted
                     if r["model"] == model and r.get("hint_encoding", "float32") == enc
                 )
-                cells.append(f"{r['si_sdr_i']:.2f} ({r['si_sdr_i'] - small['si_sdr_i']:+.2f})")
+                cells.append(gain(r, small))
             out.append(f"| {model} | " + " | ".join(cells) + " |")
         return "\n".join(out)
     losses = sorted({r["hint_loss"] for r in boosted})
@@ -47,7 +58,7 @@ def table(report: dict) -> str:
         cells = []
         for p in losses:
             r = next(r for r in boosted if r["model"] == model and r["hint_loss"] == p)
-            cells.append(f"{r['si_sdr_i']:.2f} ({r['si_sdr_i'] - small['si_sdr_i']:+.2f})")
+            cells.append(gain(r, small))
         star = "\\*" * any("fallback_after" in r for r in boosted if r["model"] == model)
         out.append(f"| {model}{star} | " + " | ".join(cells) + " |")
     after = {r["fallback_after"] for r in boosted if "fallback_after" in r}
