@@ -494,6 +494,8 @@ def _live(args: argparse.Namespace) -> int:
     if report["link"]:
         s = report["link"]
         print(f"hints: {s['on_time']} on time, {s['late']} late, {s['lost']} lost")
+    if report.get("chunks_on_small"):
+        print(f"small-model fallback: {report['chunks_on_small']} chunks (hints stayed away)")
     return 0
 
 
