@@ -30,11 +30,16 @@ def table(report: dict) -> str:
     large = next(r for r in rows if r["role"] == "large")
     boosted = [r for r in rows if r["role"] == "boosted"]
     encodings = sorted({r.get("hint_encoding", "float32") for r in boosted})
-    gap = large["si_sdr_i"] - small["si_sdr_i"]
+    paired = paired_difference(large, small)
+    gap = (
+        f"{large['si_sdr_i'] - small['si_sdr_i']:+.2f} dB"
+        if paired is None
+        else f"{paired[0]:+.2f} ± {paired[1]:.2f} dB"
+    )
     out = [
         f"{report['task']}, {report['n_examples']} examples: small ({small['model']}) "
         f"**{small['si_sdr_i']:.2f} dB**, large ({large['model']}) "
-        f"**{large['si_sdr_i']:.2f} dB** (large - small {gap:+.2f} dB)",
+        f"**{large['si_sdr_i']:.2f} dB** (large - small {gap})",
         "",
     ]
     if len(encodings) > 1:
