@@ -592,7 +592,8 @@ def _link_args(p: argparse.ArgumentParser, server_help: str) -> None:
         default=FALLBACK_AFTER,
         metavar="CHUNKS",
         help="with a hint server, hand over to the task's small model (from the boosted "
-        f"model's folder) after this many chunks in a row without a hint (default: "
+        "model's folder, level- and order-matched) after this many chunks in a row without "
+        "a hint, where the two models' validation says it helps (default: "
         f"{FALLBACK_AFTER}, 200 ms; 0: never)",
     )
 
