@@ -186,9 +186,7 @@ def evaluate(
         generator = {k: v for k, v in boosted.tensors.items() if k.startswith("hint_generator.")}
         hint_engine = NativeEngine(large.config, large.tensors, generator)
         engine = NativeEngine(boosted.config, boosted.tensors)
-        fallback = (
-            SmallModelFallback.beside(boosted_dir, fallback_after) if fallback_after else None
-        )
+        fallback = SmallModelFallback.beside(boosted_dir, fallback_after)
         made = []
         for ex in examples:
             hint_engine.reset()

@@ -60,10 +60,12 @@ class OutputAligner:
         self.cross = np.zeros((sources, sources))  # [i, j]: decayed sum of reference_i * other_j
         self.energy = np.zeros(sources)  # [j]: decayed sum of other_j ** 2
         self.orders = [(0,)] if sources == 1 else [(0, 1), (1, 0)]
+        self._mapping = None  # fitted from the sums on first use after they change
 
     def reset(self) -> None:
         self.cross[:] = 0.0
         self.energy[:] = 0.0
+        self._mapping = None
 
     def update(self, reference: np.ndarray, other: np.ndarray) -> None:
         n = len(self.energy)
@@ -72,9 +74,15 @@ class OutputAligner:
         self.cross += r @ o.T
         self.energy *= self.decay
         self.energy += np.einsum("jn,jn->j", o, o)
+        self._mapping = None
 
     def mapping(self) -> tuple[tuple[int, ...], np.ndarray]:
         """(order, gains); the identity before the other model has made any sound."""
+        if self._mapping is None:
+            self._mapping = self._fit()
+        return self._mapping
+
+    def _fit(self) -> tuple[tuple[int, ...], np.ndarray]:
         if not np.all(self.energy > 1e-12):
             return self.orders[0], np.ones(len(self.energy))
 
@@ -108,9 +116,12 @@ class SmallModelFallback:
     @classmethod
     def beside(cls, boosted: str | os.PathLike, after: int = FALLBACK_AFTER):
         """The fallback for a boosted model folder: `<task>-small` in the same parent
-        folder; None if there is none, or if it would not help (`helps`)."""
+        folder; None if `after` is 0 (never), if there is none, or if it would not
+        help (`helps`)."""
         from .engine import NativeEngine
 
+        if after == 0:
+            return None
         cfg = load_model_files(boosted).config
         small = Path(boosted).parent / f"{cfg.task}-small"
         if cfg.boost is None or not small.is_dir():

@@ -115,9 +115,7 @@ def run_live(
             raise ValueError(f"{model}: --server needs a boosted model")
         client = HintClient(server, files.name, cfg.net.channels, cfg.boost.delay, key=key)
         client.connect()
-    fallback = (
-        SmallModelFallback.beside(model, fallback_after) if client and fallback_after else None
-    )
+    fallback = SmallModelFallback.beside(model, fallback_after) if client else None
     processor = Processor(engine, client, params, fallback)
     midi = None
     controller = None

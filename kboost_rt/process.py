@@ -190,9 +190,7 @@ def process_file(
     padded[:, :samples] = x
     y = np.zeros((cfg.net.sources, cfg.net.channels, chunks * CHUNK), np.float32)
     monitor = np.zeros((cfg.net.channels, chunks * CHUNK), np.float32)
-    fallback = (
-        SmallModelFallback.beside(model, fallback_after) if client and fallback_after else None
-    )
+    fallback = SmallModelFallback.beside(model, fallback_after) if client else None
     processor = Processor(engine, client, live, fallback)
     used = []
     start = time.monotonic()

@@ -17,11 +17,16 @@ from pathlib import Path
 from kboost_rt.evaluate import paired_difference
 
 
-def gain(row: dict, small: dict) -> str:
+def difference(row: dict, small: dict) -> str:
+    """row minus small: the paired mean ± its 95 % half-width, or the plain difference."""
     paired = paired_difference(row, small)
     if paired is None:
-        return f"{row['si_sdr_i']:.2f} ({row['si_sdr_i'] - small['si_sdr_i']:+.2f})"
-    return f"{row['si_sdr_i']:.2f} ({paired[0]:+.2f} ± {paired[1]:.2f})"
+        return f"{row['si_sdr_i'] - small['si_sdr_i']:+.2f}"
+    return f"{paired[0]:+.2f} ± {paired[1]:.2f}"
+
+
+def gain(row: dict, small: dict) -> str:
+    return f"{row['si_sdr_i']:.2f} ({difference(row, small)})"
 
 
 def table(report: dict) -> str:
@@ -30,16 +35,10 @@ def table(report: dict) -> str:
     large = next(r for r in rows if r["role"] == "large")
     boosted = [r for r in rows if r["role"] == "boosted"]
     encodings = sorted({r.get("hint_encoding", "float32") for r in boosted})
-    paired = paired_difference(large, small)
-    gap = (
-        f"{large['si_sdr_i'] - small['si_sdr_i']:+.2f} dB"
-        if paired is None
-        else f"{paired[0]:+.2f} ± {paired[1]:.2f} dB"
-    )
     out = [
         f"{report['task']}, {report['n_examples']} examples: small ({small['model']}) "
         f"**{small['si_sdr_i']:.2f} dB**, large ({large['model']}) "
-        f"**{large['si_sdr_i']:.2f} dB** (large - small {gap})",
+        f"**{large['si_sdr_i']:.2f} dB** (large - small {difference(large, small)} dB)",
         "",
     ]
     if len(encodings) > 1:
