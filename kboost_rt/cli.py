@@ -825,7 +825,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="val: unseen training-side speakers; test: the reserved held-out sources",
     )  # fmt: skip
     q.add_argument("--out", required=True, help="new folder for <id>/mixture.wav, ...")
-    q.add_argument("--count", type=int, default=50, help="examples (default: 50)")
+    q.add_argument("--count", type=int, default=200, help="examples (default: 200)")
     q.add_argument("--seconds", type=float, default=4.0, help="length of each (default: 4)")
     q.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.set_defaults(func=cmd_data)
