@@ -2,7 +2,7 @@
 
 A boosted model trained with hints on most of its clips is a worse small
 model than the small model itself once every hint is lost (separate d1:
-0.34 dB below it on val, docs/results.md). `SmallModelFallback` runs the
+0.42 dB below it on val, docs/results.md). `SmallModelFallback` runs the
 task's small model beside the boosted one on every chunk, so its state is
 always warm, and crossfades to its output over one chunk once `after`
 chunks in a row have come without a hint; the first hint that arrives
