@@ -275,6 +275,12 @@ def paired_difference(row: dict, baseline: dict) -> tuple[float, float] | None:
     return float(diff.mean()), float(half)
 
 
+def format_difference(row: dict, baseline: dict, plus_minus: str = "±") -> str | None:
+    """`paired_difference` as "+0.42 ± 0.17"; None without per-example scores."""
+    paired = paired_difference(row, baseline)
+    return None if paired is None else f"{paired[0]:+.2f} {plus_minus} {paired[1]:.2f}"
+
+
 def format_table(report: dict) -> str:
     lines = [
         f"{'model':<26}{'role':<9}{'delay':>11}{'hint loss':>10}{'hints':>9}"
@@ -303,8 +309,9 @@ def format_table(report: dict) -> str:
 
 
 def _versus(row: dict, small: dict | None) -> str:
-    paired = None if small is None or row is small else paired_difference(row, small)
-    return "-" if paired is None else f"{paired[0]:+.2f} +- {paired[1]:.2f}"
+    if small is None or row is small:
+        return "-"
+    return format_difference(row, small, "+-") or "-"
 
 
 def write_json(report: dict, path: Path) -> None:

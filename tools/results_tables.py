@@ -14,15 +14,12 @@ import json
 import sys
 from pathlib import Path
 
-from kboost_rt.evaluate import paired_difference
+from kboost_rt.evaluate import format_difference
 
 
 def difference(row: dict, small: dict) -> str:
     """row minus small: the paired mean ± its 95 % half-width, or the plain difference."""
-    paired = paired_difference(row, small)
-    if paired is None:
-        return f"{row['si_sdr_i'] - small['si_sdr_i']:+.2f}"
-    return f"{paired[0]:+.2f} ± {paired[1]:.2f}"
+    return format_difference(row, small) or f"{row['si_sdr_i'] - small['si_sdr_i']:+.2f}"
 
 
 def gain(row: dict, small: dict) -> str:
