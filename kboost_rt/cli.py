@@ -200,9 +200,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         flush=True,
     )
     for m in models.values():
-        admits = int(args.max_load * args.workers / (m.step_seconds * 125))
         print(
-            f"  {m.name}: {m.step_seconds * 1e3:.2f} ms per chunk, admits about {admits} "
+            f"  {m.name}: {m.step_seconds * 1e3:.2f} ms per chunk, admits {server.admits(m)} "
             f"streams at --max-load {args.max_load:g}",
             flush=True,
         )

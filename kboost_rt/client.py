@@ -39,6 +39,7 @@ class LinkStats:
     lost: int = 0  # needed and never arrived (or arrived late)
     duplicate: int = 0
     corrupt: int = 0  # malformed, unauthenticated or wrong-stream datagrams
+    received: int = 0  # datagrams read from the socket, whatever they held
     sent: int = 0
     send_dropped: int = 0  # the hand-off queue was full
     rtt_chunks: float = float("nan")  # median arrival chunk - described chunk
@@ -170,6 +171,7 @@ class HintClient:
             except OSError:
                 self._counts["socket_errors"] += 1
                 return
+            self._counts["received"] += 1
             try:
                 packet = p.decode(data, self.keys)
                 if packet.type != p.Type.HINT or packet.stream_id != self.stream_id:
@@ -217,6 +219,7 @@ class HintClient:
             lost=c["lost"],
             duplicate=c["duplicate"],
             corrupt=c["corrupt"],
+            received=c["received"],
             sent=c["sent"],
             send_dropped=c["send_dropped"],
             rtt_chunks=float(np.median(rtts)) if rtts else float("nan"),

@@ -37,6 +37,7 @@ class DirectionLog:
     dropped: set = field(default_factory=set)  # sequence numbers
     corrupted: set = field(default_factory=set)
     duplicated: set = field(default_factory=set)
+    delivered: set = field(default_factory=set)  # forwarded unaltered at least once
 
 
 class FaultRelay:
@@ -107,7 +108,9 @@ class FaultRelay:
             log.counts["dropped"] += 1
             log.dropped.add(seq)
             return
+        intact = True
         if self.rng.random() < imp.corrupt and data:
+            intact = False
             i = self.rng.randrange(len(data))
             data = data[:i] + bytes([data[i] ^ (1 << self.rng.randrange(8))]) + data[i + 1 :]
             log.counts["corrupted"] += 1
@@ -124,7 +127,9 @@ class FaultRelay:
                 log.counts["reordered"] += 1
             due = time.monotonic() + max(0.0, delay) / 1000.0
             self._counter += 1
-            heapq.heappush(self._queue, (due, self._counter, data, sock, addr))
+            heapq.heappush(
+                self._queue, (due, self._counter, data, sock, addr, log, seq if intact else None)
+            )
 
     def run(self) -> None:
         while not self._stop.is_set():
@@ -144,11 +149,15 @@ class FaultRelay:
                     self._schedule(data, self.front, self.client, self.down, "down")
             now = time.monotonic()
             while self._queue and self._queue[0][0] <= now:
-                _, _, data, sock, addr = heapq.heappop(self._queue)
+                _, _, data, sock, addr, log, intact_seq = heapq.heappop(self._queue)
                 try:
                     sock.sendto(data, addr) if addr else sock.send(data)
                 except OSError:
-                    pass
+                    log.counts["send_errors"] += 1
+                    continue
+                log.counts["forwarded"] += 1
+                if intact_seq is not None:
+                    log.delivered.add(intact_seq)
 
     def summary(self) -> dict:
         return {"up": dict(self.up.counts), "down": dict(self.down.counts)}

@@ -291,7 +291,7 @@ class HintServer:
         if key not in self.streams:
             if len(self.streams) >= self.max_streams:
                 return self._refuse(packet, addr, f"server full ({self.max_streams} streams)")
-            load = self.load() + model.step_seconds * CHUNKS_PER_SECOND / self.workers
+            load = self._load_with(self._open_steps(), model)
             if load > self.max_load:
                 return self._refuse(
                     packet,
@@ -337,8 +337,24 @@ class HintServer:
 
     def load(self) -> float:
         """Share of the workers' time the open streams need, from measured step costs."""
-        need = sum(s.model.step_seconds for s in self.streams.values()) * CHUNKS_PER_SECOND
-        return need / self.workers
+        return sum(self._open_steps()) * CHUNKS_PER_SECOND / self.workers
+
+    def admits(self, model: ServedModel) -> int:
+        """How many streams of `model` an empty server admits: the same arithmetic
+        as admission, so the count is exact for the step time this machine measured."""
+        n = 0
+        while n < self.max_streams and self._load_with([model.step_seconds] * n, model) <= (
+            self.max_load
+        ):
+            n += 1
+        return n
+
+    def _open_steps(self) -> list[float]:
+        return [s.model.step_seconds for s in self.streams.values()]
+
+    def _load_with(self, steps: list[float], model: ServedModel) -> float:
+        """The load with streams of these step costs open, plus one of `model`."""
+        return (sum(steps) + model.step_seconds) * CHUNKS_PER_SECOND / self.workers
 
     def _expire(self, now: float) -> None:
         for key, stream in list(self.streams.items()):
