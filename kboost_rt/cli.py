@@ -378,6 +378,19 @@ def cmd_data(args: argparse.Namespace) -> int:
                 minutes = sum(items.values()) / 60
                 print(f"{kind:<7}{split:<6}{len(items):>5} items {minutes:8.1f} min")
         return 0
+    if args.data_command == "pack":
+        from .training.pack import PackError, write_pack
+
+        try:
+            tasks = [t for t in args.tasks.split(",") if t]
+            for task in tasks:
+                if task not in ("separate", "enhance"):
+                    raise PackError(f"unknown task {task!r} (choose from separate, enhance)")
+            write_pack(cache, tasks, Path(args.out), args.megabytes, rooms=args.rooms)
+        except PackError as e:
+            print(f"kboost-rt: error: {e}", file=sys.stderr)
+            return 2
+        return 0
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):
         print(f"kboost-rt: error: {out} exists and is not empty", file=sys.stderr)
@@ -827,6 +840,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--count", type=int, default=200, help="examples (default: 200)")
     q.add_argument("--seconds", type=float, default=4.0, help="length of each (default: 4)")
     q.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    q = data.add_parser(
+        "pack", help="the compact training data a GPU run takes along (tools/gpu_run.sh)"
+    )
+    q.add_argument("--cache", default="data/cache", help="cache folder (default: data/cache)")
+    q.add_argument(
+        "--tasks", default="separate,enhance",
+        help="whose validation clips to take (default: separate,enhance)",
+    )  # fmt: skip
+    q.add_argument("--out", default=".gpu", help="pack folder (default: .gpu)")
+    q.add_argument(
+        "--megabytes", type=float, default=40.0,
+        help="size of the pack (default: 40; a GPU machine takes 64 MiB with the repository)",
+    )  # fmt: skip
+    q.add_argument(
+        "--rooms", choices=["simulate", "copy"], default="simulate",
+        help="simulate: the GPU machine simulates its own training rooms (default); "
+        "copy: take the cache's (only for a small room bank)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_data)
 
     p = sub.add_parser("train", help="train shipped models from their recipes (resumes)")

@@ -123,6 +123,15 @@ class HintClient:
             pass
         self.sock.close()
 
+    def wait_for_replies(self, timeout: float = 0.5) -> None:
+        """After the last chunk (not from an audio thread): give the hints still in
+        flight up to `timeout` s to land, so that they count as late, not lost."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and (
+            self._outgoing or self._counts["received"] < self._counts["sent"]
+        ):
+            time.sleep(0.005)
+
     # ---- the audio thread's side: never blocks ----
     def send_chunk(self, seq: int, chunk: np.ndarray) -> None:
         """Queue chunk `seq` for the server (the chunk is copied)."""

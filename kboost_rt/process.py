@@ -215,6 +215,8 @@ def process_file(
                     flush=True,
                 )
     finally:
+        if client:
+            client.wait_for_replies()  # the last hints count as late, not lost
         link = client.stats() if client else None
         if client:
             client.close()

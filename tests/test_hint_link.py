@@ -42,7 +42,13 @@ def models(tmp_path_factory):
         boost=dataclasses.replace(PAPER_BOOSTED.boost, delay=DELAY),
     )
     save_model_files(root / "sep-boosted-d3", boosted, random_weights(boosted, 1))
-    save_model_files(root / "sep-large", PAPER_LARGE, random_weights(PAPER_LARGE, 2))
+    # The shipped large model's size (the paper's is 4x the work: on a slow 2-core
+    # machine three of its streams fill the server and every hint is late).
+    large = dataclasses.replace(
+        PAPER_LARGE,
+        net=dataclasses.replace(PAPER_LARGE.net, dim=32, hidden=32, attention_heads=4),
+    )
+    save_model_files(root / "sep-large", large, random_weights(large, 2))
     (root / "keys").write_text("".join(f"{k} {v}\n" for k, v in KEYS.items()))
     return root
 
@@ -78,7 +84,8 @@ class Server:
 
 
 def _running(models: Path, keyed: bool):
-    s = Server(models, keyed)
+    # Admission by measured load is the capacity test's; here every stream is admitted.
+    s = Server(models, keyed, "--max-load", "1000")
     yield s
     if s.proc.poll() is None:
         s.stop()
@@ -220,7 +227,7 @@ def test_keyed_streams_run_concurrently_and_a_wrong_key_is_refused(models, keyed
         )
         client.connect()
         run_stream(client, NativeEngine.from_folder(models / "sep-boosted-d3"), x)
-        settle(client, client.stats().sent)  # loopback: one hint per chunk sent
+        client.wait_for_replies(timeout=30)  # loopback: one hint per chunk sent
         results[key_id] = client.stats()
         client.close()
 
@@ -231,7 +238,7 @@ def test_keyed_streams_run_concurrently_and_a_wrong_key_is_refused(models, keyed
         t.join()
     for key_id, stats in results.items():
         # Every hint came back (a slow machine can only make some late).
-        assert stats.on_time > 0 and stats.lost == stats.late, (key_id, stats)
+        assert stats.received == stats.sent and stats.lost == stats.late, (key_id, stats)
         assert stats.corrupt == 0
     wrong = HintClient(keyed_server.address, "sep-boosted-d3", 2, DELAY, key=(1, b"x" * 32))
     with pytest.raises(LinkError, match="authentication failed"):
@@ -308,7 +315,7 @@ def test_garbage_flood_does_not_disturb_a_stream(models, server):
     used = run_stream(client, NativeEngine.from_folder(models / "sep-boosted-d3"), x)
     stop.set()
     flooder.join()
-    settle(client, client.stats().sent)  # loopback: one hint per chunk sent
+    client.wait_for_replies(timeout=30)  # loopback: one hint per chunk sent
     stats = client.stats()
     client.close()
     assert sent[0] > 1000

@@ -1,5 +1,7 @@
 """The hint-link wire format: round trips, every kind of bad datagram, fuzzing."""
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -143,8 +145,12 @@ def parse_everything(data: bytes) -> None:
                 pass
 
 
+# A short fuzz in the suite; KBOOST_FUZZ_EXAMPLES=50000 (or more) for a long one.
 FUZZ = settings(
-    max_examples=50_000, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+    max_examples=int(os.environ.get("KBOOST_FUZZ_EXAMPLES", "3000")),
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
 )
 
 

@@ -12,6 +12,8 @@ import soundfile as sf
 torch = pytest.importorskip("torch")
 pytest.importorskip("pyroomacoustics")
 
+from helpers import make_tiny_cache, speechlike  # noqa: E402
+
 from kboost_rt.config import BoostConfig, NetConfig  # noqa: E402
 from kboost_rt.evaluate import si_sdr as np_si_sdr  # noqa: E402
 from kboost_rt.training import mixing, recipes, rooms, sources, trainer  # noqa: E402
@@ -19,34 +21,9 @@ from kboost_rt.training import mixing, recipes, rooms, sources, trainer  # noqa:
 RATE = 16000
 
 
-def _speechlike(seconds: float, f0: float, rng: np.random.Generator) -> np.ndarray:
-    """Harmonics of a wandering pitch, syllable-rate on/off: a stand-in talker."""
-    t = np.arange(int(seconds * RATE)) / RATE
-    pitch = f0 * (1 + 0.1 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t))
-    phase = 2 * np.pi * np.cumsum(pitch) / RATE
-    voice = sum(np.sin(k * phase) / k for k in range(1, 8))
-    return (voice * (np.sin(2 * np.pi * 4 * t) > -0.3)).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
-    """A tiny cache in the real layout: 4 talkers and 2 noises per split, 3 rooms."""
-    root = tmp_path_factory.mktemp("cache")
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for i in range(4):
-            path = root / "speech" / split / f"talker{i}.npy"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            audio = _speechlike(4.0, 100 + 40 * i, rng)
-            np.save(path, (audio / np.abs(audio).max() * 20000).astype(np.int16))
-        for i in range(2):
-            path = root / "noise" / split / f"noise{i}.npy"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            np.save(path, (rng.standard_normal(RATE) * 3000).astype(np.int16))
-        bank = np.stack([rooms.simulate_room(np.random.default_rng(s)) for s in range(3)])
-        (root / "rooms").mkdir(exist_ok=True)
-        np.save(root / "rooms" / f"{split}.npy", bank)
-    return root
+    return make_tiny_cache(tmp_path_factory.mktemp("cache"))
 
 
 def test_rooms_have_direct_paths_1_to_3_m_away():
@@ -138,7 +115,7 @@ def test_speaker_split_keeps_reserved_sources_out_of_training(tmp_path, monkeypa
 
 def test_trim_and_join_level_speech():
     rng = np.random.default_rng(0)
-    word = _speechlike(0.5, 120, rng)
+    word = speechlike(0.5, 120, rng)
     padded = np.concatenate([np.zeros(8000, np.float32), word, np.zeros(8000, np.float32)])
     assert abs(sources._trim(padded).size - word.size) <= 320
     joined = sources._join([padded, 0.01 * padded], rng, speech=True)

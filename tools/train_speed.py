@@ -1,0 +1,180 @@
+"""Training throughput on this CPU: audio seconds trained per wall second, side by side.
+
+    python tools/train_speed.py [--cache data/cache] [--steps 12] [--models small,large]
+        [--variants ...] [--profile] [--json out/train-speed.json]
+
+Each variant runs the whole training step of `kboost-rt train` (mix a batch,
+forward, loss, backward, clip, Adam) on the same model and batch shape; the
+variants are interleaved round by round so that a change in the machine's
+load hits them all alike, and each reports its median step. `--profile`
+prints where a baseline step's time goes, by operator. Pause any background
+training while this runs: it measures the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kboost_rt.reference.io import build_model
+from kboost_rt.training.campaign import campaign_recipes
+from kboost_rt.training.mixing import Mixer
+from kboost_rt.training.recipes import RECIPES
+from kboost_rt.training.torch_mixing import TorchMixer
+from kboost_rt.training.trainer import pit_si_sdr
+
+VARIANTS = {
+    "baseline": "as `kboost-rt train` today: scipy mixing, float32, torch's default threads",
+    "torch-mix": "batch mixed by TorchMixer (batched FFT convolution) instead of scipy",
+    "bf16": "torch-mix + bfloat16 autocast of forward and loss",
+    "threads-1": "torch-mix with one intra-op thread",
+    "compile": "torch-mix + torch.compile of the model (compile time not counted)",
+}
+
+
+def _model(kind: str) -> tuple[torch.nn.Module, int, float]:
+    """small / large: the shipped recipes' models; paper-large: the GPU campaign's."""
+    recipe = (
+        campaign_recipes("separate")["separate-large"]
+        if kind == "paper-large"
+        else RECIPES[f"separate-{kind}"]
+    )
+    torch.manual_seed(0)
+    return build_model(recipe.model_config()), 8, recipe.seconds
+
+
+class Bench:
+    def __init__(self, kind: str, variant: str, cache: Path):
+        self.kind, self.variant = kind, variant
+        model, self.batch, self.seconds = _model(kind)
+        self.model = copy.deepcopy(model).train()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=1e-3)
+        self.samples = int(self.seconds * 16000)
+        self.rng = np.random.default_rng(0)
+        self.mixer = Mixer(cache, "separate", "train")
+        self.torch_mixer = None
+        if variant != "baseline":
+            speech = [np.asarray(c, np.float32) / 32768 for c in self.mixer.speech.clips]
+            noise = [np.asarray(c, np.float32) / 32768 for c in self.mixer.noise.clips]
+            self.torch_mixer = TorchMixer(
+                "separate", speech, noise, np.asarray(self.mixer.rooms), "cpu", seed=0
+            )
+        self.forward = self.model
+        self.compile_seconds = 0.0
+        if variant == "compile":
+            self.forward = torch.compile(self.model)
+
+    def batch_(self):
+        if self.torch_mixer is None:
+            x, y = self.mixer.batch(self.batch, self.samples, self.rng)
+            return torch.from_numpy(x), torch.from_numpy(y)
+        return self.torch_mixer.batch(self.batch, self.samples)
+
+    def step(self) -> float:
+        threads = torch.get_num_threads()
+        if self.variant == "threads-1":
+            torch.set_num_threads(1)
+        start = time.perf_counter()
+        x, y = self.batch_()
+        if self.variant == "bf16":
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                est = self.forward(x)[0]
+            loss = -pit_si_sdr(est.float(), y).mean()
+        else:
+            loss = -pit_si_sdr(self.forward(x)[0], y).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.opt.step()
+        took = time.perf_counter() - start
+        torch.set_num_threads(threads)
+        return took
+
+
+def profile(kind: str, cache: Path) -> list[dict]:
+    bench = Bench(kind, "baseline", cache)
+    bench.step()
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    mix_start = time.perf_counter()
+    bench.batch_()
+    mix = time.perf_counter() - mix_start
+    with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+        bench.step()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events)
+    rows = []
+    for e in events[:12]:
+        ms = e.self_cpu_time_total / 1e3
+        rows.append({"op": e.key, "self_ms": ms, "share": e.self_cpu_time_total / total})
+    print(f"\n{kind}: one baseline step, {total / 1e3:.0f} ms of operator time "
+          f"(mixing the batch alone: {mix * 1e3:.0f} ms)")  # fmt: skip
+    for r in rows:
+        print(f"  {r['op']:<44}{r['self_ms']:>9.1f} ms {r['share']:>6.1%}")
+    return rows
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--cache", default="data/cache")
+    p.add_argument("--steps", type=int, default=12, help="timed steps per variant")
+    p.add_argument("--models", default="small,large", help="small, large, paper-large")
+    p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--profile", action="store_true")
+    p.add_argument("--json", default="out/train-speed.json")
+    args = p.parse_args()
+    cache = Path(args.cache)
+    report = {"threads": torch.get_num_threads(), "torch": torch.__version__, "results": []}
+    for kind in args.models.split(","):
+        benches = [Bench(kind, v, cache) for v in args.variants.split(",")]
+        for b in benches:  # warm-up (and compilation)
+            start = time.perf_counter()
+            b.step()
+            b.step()
+            b.compile_seconds = time.perf_counter() - start
+        times: dict[str, list[float]] = {b.variant: [] for b in benches}
+        for _ in range(args.steps):
+            for b in benches:
+                times[b.variant].append(b.step())
+        base = statistics.median(times["baseline"]) if "baseline" in times else None
+        print(f"\nseparate-{kind}: batch {benches[0].batch} x {benches[0].seconds:g} s, "
+              f"median of {args.steps} steps, interleaved")  # fmt: skip
+        print(f"{'variant':<12}{'step ms':>9}{'audio s/s':>11}{'vs baseline':>13}")
+        for b in benches:
+            med = statistics.median(times[b.variant])
+            rate = b.batch * b.seconds / med
+            ratio = base / med if base else float("nan")
+            print(f"{b.variant:<12}{med * 1e3:>9.0f}{rate:>11.1f}{ratio:>12.2f}x")
+            report["results"].append(
+                {
+                    "model": f"separate-{kind}",
+                    "variant": b.variant,
+                    "what": VARIANTS[b.variant],
+                    "batch": b.batch,
+                    "clip_seconds": b.seconds,
+                    "median_step_s": med,
+                    "audio_seconds_per_second": rate,
+                    "speedup_vs_baseline": ratio,
+                    "steps": times[b.variant],
+                    "warmup_s": b.compile_seconds,
+                }
+            )
+        if args.profile:
+            report.setdefault("profile", {})[kind] = profile(kind, cache)
+    out = Path(args.json)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"\nwrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
