@@ -91,10 +91,14 @@ def test_speaker_split_keeps_reserved_sources_out_of_training(tmp_path, monkeypa
     for name in ("city-m-x", "city-v-y", "city-hs-z"):
         (fillets / "sound" / "city" / "cs").mkdir(parents=True, exist_ok=True)
         sf.write(fillets / "sound" / "city" / "cs" / f"{name}.ogg", np.zeros(RATE), RATE)
+    asterisk = tmp_path / "asterisk"  # both layouts: `en` (older packages), `it_IT_m_Carlo`
+    for folder in ("en", "it_IT_m_Carlo", "ru_RU_f_IvrvoiceRU"):
+        (asterisk / folder).mkdir(parents=True)
+        (asterisk / folder / "hello.g722").write_bytes(b"")
     for attr, path in {
         "KLETTRES": klettres,
         "FILLETS": fillets,
-        "ASTERISK": tmp_path / "none",
+        "ASTERISK": asterisk,
         "SONIC_PI": tmp_path / "none",
         "MOH": tmp_path / "none",
         "SOUNDFONT": tmp_path / "none.sf2",
@@ -103,6 +107,9 @@ def test_speaker_split_keeps_reserved_sources_out_of_training(tmp_path, monkeypa
     monkeypatch.setattr(sources.shutil, "which", lambda _: None)  # no TTS here
     split = {i.name: i.split for i in sources.catalog()}
     assert split == {
+        "asterisk-allison": "train",
+        "asterisk-ivrvoiceru": "val",
+        "asterisk-carlo": "test",
         "klettres-en": "test",
         "klettres-de": "test",
         "klettres-cs": "train",

@@ -19,6 +19,7 @@ import random
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -208,17 +209,28 @@ def _general_midi(program: int) -> list[np.ndarray]:
         return [_read(wav)]
 
 
+def _asterisk_folders(lang: str) -> list[Path]:
+    """A language's prompt folders: `en` in older packages, `en_US_f_Allison` in newer."""
+    if not ASTERISK.is_dir():
+        return []
+    return [d for d in ASTERISK.iterdir() if d.is_dir() and d.name.split("_")[0] == lang]
+
+
 def catalog() -> Iterator[Item]:
     """Every speaker and noise this machine's packages provide, with its split."""
     for speaker, (langs, split) in ASTERISK_SPEAKERS.items():
         files = sorted(
             f
             for lang in langs
-            for f in (ASTERISK / lang).rglob("*.g722")
+            for folder in _asterisk_folders(lang)
+            for f in folder.rglob("*.g722")
             if "silence" not in f.parts
         )
         if files:
             yield Item("speech", f"asterisk-{speaker}", split, lambda f=files: _decode_g722(f))
+        else:
+            where = f"{'/'.join(langs)} under {ASTERISK}"
+            print(f"warning: no Asterisk prompts of {speaker} ({where})", file=sys.stderr)
     by_char: dict[str, list[Path]] = {}
     for f in sorted(FILLETS.glob("sound/*/cs/*.ogg")):
         parts = f.stem.split("-")
