@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import io
 import json
-from concurrent.futures import ProcessPoolExecutor
+import os
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,8 +193,12 @@ def load_pack(folder: Path, task: str) -> Pack:
         made = ", ".join(info["tasks"])
         raise PackError(f"{folder}: no validation clips for {task} (the pack is for {made})")
     with np.load(folder / "train-audio.npz") as audio:
-        speech = {k[7:]: _decode(audio[k].tobytes()) for k in audio.files if k[:7] == "speech/"}
-        noise = {k[6:]: _decode(audio[k].tobytes()) for k in audio.files if k[:6] == "noise/"}
+        coded = {k: audio[k].tobytes() for k in audio.files}
+    # libsndfile decodes outside the GIL: threads share the work
+    with ThreadPoolExecutor(os.cpu_count() or 1) as pool:
+        decoded = dict(zip(coded, pool.map(_decode, coded.values()), strict=True))
+    speech = {k[7:]: v for k, v in decoded.items() if k.startswith("speech/")}
+    noise = {k[6:]: v for k, v in decoded.items() if k.startswith("noise/")}
     xs, ys = [], []
     with np.load(val_path) as val:
         sources = int(val["sources"])
