@@ -170,3 +170,14 @@ def test_gpu_run_continues_from_an_archive(pack, tmp_path):
     # The large model was not trained again: the same weights.
     a, b = load_model_files(first["separate-large"]), load_model_files(second["separate-large"])
     assert all(np.array_equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+
+
+def test_speed_perturbation_plays_a_talker_faster_or_slower():
+    from kboost_rt.training.torch_mixing import _Pool
+
+    t = np.arange(48000) / 16000
+    pool = _Pool([np.sin(2 * np.pi * 200 * t).astype(np.float32)], torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    crops = pool.crop(torch.zeros(3, dtype=torch.long), 16000, g, torch.tensor([0.9, 1.0, 1.1]))
+    peaks = torch.fft.rfft(crops).abs().argmax(-1)  # 1 Hz bins
+    assert peaks.tolist() == [180, 200, 220]

@@ -121,9 +121,10 @@ class Campaign:
             t = time.monotonic()
             rooms = simulate_rooms(args.rooms, args.room_workers)
             self.log(f"simulated {len(rooms)} training rooms in {time.monotonic() - t:.1f} s")
+        speed = (1 - args.speed_perturb, 1 + args.speed_perturb) if args.speed_perturb else None
         self.mixer = TorchMixer(
             self.task, list(pack.speech.values()), list(pack.noise.values()), rooms,
-            self.device, seed=args.seed,
+            self.device, seed=args.seed, speed_range=speed,
         )  # fmt: skip
         self.val_x = torch.from_numpy(pack.val_x).to(self.device)
         self.val_y = torch.from_numpy(pack.val_y).to(self.device)
@@ -345,7 +346,8 @@ class Campaign:
             "data": (
                 f"the GPU campaign's pack: {self.pack_info['talkers']} training talkers Opus-coded "
                 f"(at most {self.pack_info['cap_seconds']['speech']:.0f} s each), mixed on the "
-                "device (kboost_rt/training/campaign.py)."
+                f"device with talkers sped up or slowed by up to {self.args.speed_perturb:.0%}, "
+                f"{len(self.mixer.rooms)} rooms (kboost_rt/training/campaign.py)."
             ),
         }
         model = build_model(recipe.model_config())
@@ -424,6 +426,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=512)
     p.add_argument("--fixed-batch", action="store_true", help="do not grow the batch")
     p.add_argument("--seconds", type=float, default=1.0, help="training clip length")
+    p.add_argument(
+        "--speed-perturb", type=float, default=0.1,
+        help="talkers play at a speed drawn from 1 +- this (tempo and pitch; default 0.1)",
+    )  # fmt: skip
     p.add_argument("--checkpoint-s", type=float, default=60.0)
     p.add_argument("--rooms", type=int, default=400, help="training rooms to simulate")
     p.add_argument("--room-workers", type=int, default=os.cpu_count() or 1)

@@ -34,13 +34,33 @@ class _Pool:
     def __len__(self) -> int:
         return len(self.lengths)
 
-    def crop(self, index: torch.Tensor, length: int, g: torch.Generator) -> torch.Tensor:
-        """index [...] -> crops [..., length] from random starts."""
+    def crop(
+        self,
+        index: torch.Tensor,
+        length: int,
+        g: torch.Generator,
+        speed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """index [...] -> crops [..., length] from random starts; `speed` [...] plays
+        each crop that much faster (tempo and pitch together, linear interpolation)."""
         n = self.lengths[index]
-        span = (n - length).clamp(min=0) + 1
-        start = (torch.rand(index.shape, generator=g, device=n.device) * span).long()
-        pos = (start[..., None] + torch.arange(length, device=n.device)) % n[..., None]
-        return self.audio[self.offsets[index][..., None] + pos]
+        device = n.device
+        if speed is None:
+            span = (n - length).clamp(min=0) + 1
+            start = (torch.rand(index.shape, generator=g, device=device) * span).long()
+            pos = (start[..., None] + torch.arange(length, device=device)) % n[..., None]
+            return self.audio[self.offsets[index][..., None] + pos]
+        read = (length * speed).ceil().long() + 1
+        span = (n - read).clamp(min=0) + 1
+        start = (torch.rand(index.shape, generator=g, device=device) * span).floor()
+        at = start[..., None] + torch.arange(length, device=device) * speed[..., None]
+        lo = at.floor()
+        frac = at - lo
+        lo = lo.long()
+        base = self.offsets[index][..., None]
+        a = self.audio[base + lo % n[..., None]]
+        b = self.audio[base + (lo + 1) % n[..., None]]
+        return a + (b - a) * frac
 
 
 def _rms(x: torch.Tensor) -> torch.Tensor:
@@ -66,6 +86,7 @@ class TorchMixer:
         rooms: np.ndarray,
         device: torch.device,
         seed: int = 0,
+        speed_range: tuple[float, float] | None = None,
     ):
         if task not in TASK_SOURCES:
             raise ValueError(f"unknown task {task!r} (choose from {', '.join(TASK_SOURCES)})")
@@ -74,6 +95,7 @@ class TorchMixer:
                 f"{task} needs {TASK_SOURCES[task]} talkers, the data have {len(speech)}"
             )
         self.task, self.device = task, torch.device(device)
+        self.speed_range = speed_range  # talkers played 0.9-1.1x, say: more voices
         self.sources = TASK_SOURCES[task]
         self.speech = _Pool(speech, self.device)
         self.noise = _Pool(noise, self.device) if noise else None
@@ -88,7 +110,12 @@ class TorchMixer:
         """[B, S, length] dry talkers, S different ones per example, pauses avoided."""
         keys = torch.rand(batch, len(self.speech), generator=self.g, device=self.device)
         who = keys.argsort(-1)[:, : self.sources]  # without replacement
-        tries = self.speech.crop(who[..., None].expand(-1, -1, CROP_TRIES), length, self.g)
+        speed = None
+        if self.speed_range:
+            lo, hi = self.speed_range
+            speed = self._uniform(lo, hi, batch, self.sources)[..., None].expand(-1, -1, CROP_TRIES)
+        who = who[..., None].expand(-1, -1, CROP_TRIES)
+        tries = self.speech.crop(who, length, self.g, speed)
         loud = _rms(tries[..., RIR_LENGTH:]) > PAUSE_RMS  # [B, S, tries]
         loud[..., -1] = True  # the last try is kept whatever it holds
         pick = loud.float().argmax(-1)  # the first loud one
