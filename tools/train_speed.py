@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kboost_rt.reference import layers
 from kboost_rt.reference.io import build_model
 from kboost_rt.training.campaign import campaign_recipes
 from kboost_rt.training.mixing import Mixer
@@ -38,7 +39,21 @@ VARIANTS = {
     "compile": "torch-mix + torch.compile of the model (compile time not counted)",
     "batch-16": "torch-mix with 16 clips a step instead of 8 (fewer steps per audio hour)",
     "bf16-batch-16": "bf16 with 16 clips a step",
+    "unfused-norm": "torch-mix with the attention projections' PReLU and LayerNorm as they "
+    "were before (elementwise torch ops): the before of that change",
 }
+
+
+def _projection_unfused(self, x: torch.Tensor) -> torch.Tensor:
+    """layers.Projection.forward before PReLU and LayerNorm were fused."""
+    b, _, t, f = x.shape
+    y = torch.einsum("oi,bitf->botf", self.weight, x) + self.bias[:, None, None]
+    y = y.view(b, self.heads, self.per_head, t, f)
+    y = torch.where(y >= 0, y, self.prelu[:, None, None, None] * y)
+    mean = y.mean(dim=(2, 4), keepdim=True)
+    var = y.var(dim=(2, 4), keepdim=True, unbiased=False)
+    y = (y - mean) / torch.sqrt(var + layers.EPS)
+    return y * self.norm_weight[:, :, None, :] + self.norm_bias[:, :, None, :]
 
 
 def _model(kind: str) -> tuple[torch.nn.Module, int, float]:
@@ -85,6 +100,9 @@ class Bench:
         threads = torch.get_num_threads()
         if self.variant == "threads-1":
             torch.set_num_threads(1)
+        fused = layers.Projection.forward
+        if self.variant == "unfused-norm":
+            layers.Projection.forward = _projection_unfused
         start = time.perf_counter()
         x, y = self.batch_()
         if self.variant.startswith("bf16"):
@@ -99,6 +117,7 @@ class Bench:
         self.opt.step()
         took = time.perf_counter() - start
         torch.set_num_threads(threads)
+        layers.Projection.forward = fused
         return took
 
 
