@@ -416,25 +416,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         prog="tools/gpu_run.sh",
         description="Train a task's large, small and boosted models within a time budget.",
     )
-    p.add_argument("task", choices=sorted(TASK_SOURCES))
+    p.add_argument("task", choices=sorted(TASK_SOURCES), help="separate or enhance")
     p.add_argument("minutes", type=float, help="wall-clock budget for the whole run")
     p.add_argument("--pack", default=".gpu", help="the data pack (kboost-rt data pack)")
-    p.add_argument("--out", default=os.environ.get("OUT", "out/gpu"), help="archive folder")
-    p.add_argument("--device", default="cuda")
-    p.add_argument("--large-share", type=float, default=0.4, help="of the budget (default 0.4)")
+    p.add_argument(
+        "--out", default=os.environ.get("OUT", "out/gpu"),
+        help="folder for TASK-models.tar and TASK-campaign.json (default: $OUT, else out/gpu)",
+    )  # fmt: skip
+    p.add_argument("--device", default="cuda", help="cuda (default), or cpu for a test run")
+    p.add_argument(
+        "--large-share", type=float, default=0.4,
+        help="the large model's share of the budget (default 0.4)",
+    )  # fmt: skip
     p.add_argument("--batch", type=int, default=16, help="starting batch (default 16)")
-    p.add_argument("--max-batch", type=int, default=512)
+    p.add_argument("--max-batch", type=int, default=512, help="the batch grows to at most this")
     p.add_argument("--fixed-batch", action="store_true", help="do not grow the batch")
-    p.add_argument("--seconds", type=float, default=1.0, help="training clip length")
+    p.add_argument("--seconds", type=float, default=1.0, help="training clip length (default 1)")
     p.add_argument(
         "--speed-perturb", type=float, default=0.1,
         help="talkers play at a speed drawn from 1 +- this (tempo and pitch; default 0.1)",
     )  # fmt: skip
-    p.add_argument("--checkpoint-s", type=float, default=60.0)
-    p.add_argument("--rooms", type=int, default=400, help="training rooms to simulate")
-    p.add_argument("--room-workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument(
+        "--checkpoint-s", type=float, default=60.0,
+        help="seconds between validations and archive writes (default 60)",
+    )  # fmt: skip
+    p.add_argument("--rooms", type=int, default=400, help="training rooms to simulate (400)")
+    p.add_argument(
+        "--room-workers", type=int, default=os.cpu_count() or 1,
+        help="processes simulating rooms (default: one per core)",
+    )  # fmt: skip
     p.add_argument("--init", help="an earlier run's archive: its models continue")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="of the weights and the mixing")
     args = p.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda, but torch sees no CUDA GPU (use --device cpu for a test run)")
