@@ -306,6 +306,7 @@ class Campaign:
             t.curve.append(
                 {
                     "step": t.steps,
+                    "clips": t.clips,
                     "audio_hours": round(t.hours(), 4),
                     "seconds": round(time.monotonic() - self.started, 1),
                     "loss": round(loss, 4),
@@ -319,7 +320,16 @@ class Campaign:
                 }
             extra = f" ({val['si_sdr_i_no_hints']:.2f} without hints)" if len(val) > 1 else ""
             parts.append(f"{t.recipe.name} {val['si_sdr_i']:.2f}{extra}")
-        self.log(f"step {trainees[0].steps}: val SI-SDRi " + ", ".join(parts) + " dB")
+        t0 = trainees[0]
+        elapsed = time.monotonic() - self.last_checkpoint
+        rate = (t0.clips - t0.curve[-2]["clips"] if len(t0.curve) > 1 else t0.clips) / elapsed
+        memory = ""
+        if self.device.type == "cuda":
+            memory = f", {torch.cuda.max_memory_allocated(self.device) / 2**30:.1f} GiB at most"
+        self.log(
+            f"step {t0.steps} ({rate * t0.recipe.seconds:.1f} audio-s/s per model{memory}): "
+            "val SI-SDRi " + ", ".join(parts) + " dB"
+        )
         self._write_archive()
         self.last_checkpoint = time.monotonic()
 
