@@ -94,7 +94,8 @@ class Projection(nn.Module):
         # elementwise passes these replace.
         y = F.prelu(y.reshape(b, self.heads, -1), self.prelu)
         y = y.view(b, self.heads, self.per_head, t, f).transpose(2, 3)
-        y = F.layer_norm(y, (self.per_head, f), eps=EPS).transpose(2, 3)
+        # constant shape: the ONNX exporter cannot take one computed from x
+        y = F.layer_norm(y, (self.per_head, N_BINS), eps=EPS).transpose(2, 3)
         return y * self.norm_weight[:, :, None, :] + self.norm_bias[:, :, None, :]
 
 
