@@ -211,6 +211,16 @@ def hint_payload_size(hint_channels: int, encoding: HintEncoding) -> int:
     ]
 
 
+def hint_datagram_size(hint_channels: int, encoding: HintEncoding, keyed: bool = True) -> int:
+    """Bytes of one HINT datagram (with its MAC when keyed)."""
+    return HEADER.size + hint_payload_size(hint_channels, encoding) + (MAC_SIZE if keyed else 0)
+
+
+def max_hint_channels() -> int:
+    """The most hint channels whose keyed float32 HINT fits one datagram."""
+    return (MAX_DATAGRAM - HEADER.size - MAC_SIZE) // (4 * N_BINS)
+
+
 def pack_hint(hint: np.ndarray, encoding: HintEncoding) -> bytes:
     """hint [C_h, 97] float32 -> HINT payload."""
     if encoding == HintEncoding.FLOAT32:

@@ -91,6 +91,14 @@ def load_served_models(
                 f"{path}: serve needs boosted model folders (their hint "
                 f"generator), got role {boosted.config.role!r}"
             )
+        channels = boosted.config.boost.hint_channels if boosted.config.boost else 0
+        size = p.hint_datagram_size(channels, p.HintEncoding.FLOAT32)
+        if size > p.MAX_DATAGRAM:
+            raise ModelFileError(
+                f"{path}: its {channels} hint channels make a {size}-byte float32 HINT "
+                f"datagram, over the link's {p.MAX_DATAGRAM} bytes (at most "
+                f"{p.max_hint_channels()} channels)"
+            )
         large_path = Path(large) if large else Path(path).parent / boosted.config.large_model
         if not large and not boosted.config.large_model:
             raise ModelFileError(f"{path}: config names no large_model; pass --large")
@@ -136,6 +144,7 @@ class HintServer:
                 model.measure()
         self._pool = ThreadPoolExecutor(workers, "kboost-step") if workers > 1 else None
         self._work: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+        self._failed: list[tuple[Stream, str]] = []  # streams whose step raised
 
     @property
     def address(self) -> tuple[str, int]:
@@ -170,9 +179,25 @@ class HintServer:
         else:
             done = sum(self._step(stream, chunks) for stream, chunks in jobs)
         self.stats["chunks"] += done
+        failed, self._failed = self._failed, []
+        for stream, reason in failed:
+            if self.streams.pop((stream.addr, stream.stream_id), None) is not None:
+                self.stats["streams_failed"] += 1
+                log.warning(
+                    "stream %08x from %s dropped: %s", stream.stream_id, stream.addr, reason
+                )
 
     def _step(self, stream: Stream, chunks: list[tuple[int, np.ndarray]]) -> int:
-        """Run one stream's chunks and send their hints (on a worker thread)."""
+        """Run one stream's chunks and send their hints (on a worker thread). Nothing
+        a stream does can raise out of here: its error is counted and it is dropped."""
+        try:
+            return self._step_chunks(stream, chunks)
+        except Exception as e:
+            stream.stats["errors"] += 1
+            self._failed.append((stream, f"{type(e).__name__}: {e}"))
+            return 0
+
+    def _step_chunks(self, stream: Stream, chunks: list[tuple[int, np.ndarray]]) -> int:
         silence = np.zeros((stream.hello.channels, CHUNK), np.float32)
         for seq, chunk in chunks:
             gap = seq - stream.next_seq
@@ -275,6 +300,14 @@ class HintServer:
             )
         cfg = model.boosted.config
         assert cfg.boost is not None
+        size = p.hint_datagram_size(cfg.boost.hint_channels, hello.encoding, bool(self.keys))
+        if size > p.MAX_DATAGRAM:
+            return self._refuse(
+                packet,
+                addr,
+                f"{hello.encoding.name.lower()} hints of {hello.model} make {size}-byte "
+                f"datagrams, over {p.MAX_DATAGRAM}",
+            )
         if hello.channels != cfg.net.channels:
             return self._refuse(
                 packet,

@@ -337,6 +337,63 @@ def test_serve_reports_a_bad_model_clearly(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_serve_refuses_a_model_whose_hints_do_not_fit_a_datagram(models, tmp_path):
+    wide = dataclasses.replace(
+        PAPER_BOOSTED,
+        large_model="sep-large",
+        boost=dataclasses.replace(PAPER_BOOSTED.boost, hint_channels=11),
+    )
+    shutil.copytree(models / "sep-large", tmp_path / "sep-large")
+    save_model_files(tmp_path / "wide", wide, random_weights(wide, 3))
+    result = subprocess.run(
+        [CLI, "serve", "--model", str(tmp_path / "wide"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "11 hint channels make a 4320-byte float32 HINT datagram" in result.stderr
+    assert "at most 10 channels" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_stream_whose_step_fails_is_dropped_and_the_server_serves_on(models):
+    from kboost_rt.server import HintServer, load_served_models
+
+    server = HintServer(load_served_models([models / "sep-boosted-d3"]), workers=1, max_load=1000)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        broken = HintClient(server.address, "sep-boosted-d3", 2, DELAY)
+        broken.connect()
+        (stream,) = server.streams.values()
+
+        def fail(chunk):
+            raise RuntimeError("engine fault")
+
+        stream.engine.process_with_hint = fail
+        chunk = np.zeros((2, CHUNK), np.float32)
+        for t in range(5):
+            broken.send_chunk(t, chunk)
+        deadline = time.monotonic() + 30
+        while server.streams and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not server.streams and server.stats["streams_failed"] == 1
+        assert stream.stats["errors"] == 1
+        # The server still serves: a new stream gets its hints.
+        healthy = HintClient(server.address, "sep-boosted-d3", 2, DELAY)
+        healthy.connect()
+        for t in range(5):
+            healthy.send_chunk(t, chunk)
+        healthy.wait_for_replies(timeout=30)
+        assert healthy.stats().received == 5
+        broken.close()
+        healthy.close()
+    finally:
+        server.stop()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+
+
 def test_process_fits_the_input_or_says_why(models, tmp_path):
     model = str(models / "sep-boosted-d3")
 
