@@ -36,11 +36,12 @@ import torch
 
 from ..config import BoostConfig, NetConfig
 from ..reference.io import build_model, save_model
+from ..signal_path import SAMPLE_RATE
 from .mixing import TASK_SOURCES
 from .pack import load_pack, simulate_rooms
 from .recipes import DELAYS, RECIPES, Recipe
 from .torch_mixing import TorchMixer
-from .trainer import pit_si_sdr, write_model_readme
+from .trainer import pit_si_sdr, validation_scores, write_model_readme
 
 WARMUP_STEPS = 50
 FLOOR = 0.05  # of the peak learning rate, at the end of a phase
@@ -128,7 +129,6 @@ class Campaign:
         )  # fmt: skip
         self.val_x = torch.from_numpy(pack.val_x).to(self.device)
         self.val_y = torch.from_numpy(pack.val_y).to(self.device)
-        self.val_base = pit_si_sdr(self.val_x[:, None].expand_as(self.val_y), self.val_y)
         self.pack_info = pack.info
         self.recipes = campaign_recipes(self.task, args.seconds)
         self.trainees: dict[str, Trainee] = {}
@@ -236,7 +236,7 @@ class Campaign:
         return batch
 
     def _samples(self) -> int:
-        return int(self.args.seconds * 16000)
+        return int(self.args.seconds * SAMPLE_RATE)
 
     def _phase(self, names: list[str], seconds: float, large: torch.nn.Module | None) -> None:
         trainees = [self.trainees[n] for n in names]
@@ -269,27 +269,9 @@ class Campaign:
 
     # ---- validation and the archive ----
     def _validate(self, trainee: Trainee, val_maps: torch.Tensor | None) -> dict:
-        model = trainee.model.eval()
-        out = {}
-        conds: dict[str, torch.Tensor | None] = {"si_sdr_i": None}
-        if trainee.recipe.role == "boosted":
-            conds["si_sdr_i_no_hints"] = torch.zeros(
-                len(self.val_x), val_maps.shape[2], dtype=torch.bool, device=self.device
-            )
-        with torch.no_grad():
-            for key, arrived in conds.items():
-                scores = []
-                for i in range(0, len(self.val_x), 8):
-                    x = self.val_x[i : i + 8]
-                    if trainee.recipe.role == "boosted":
-                        hints = model.make_hints(val_maps[i : i + 8])
-                        a = None if arrived is None else arrived[i : i + 8]
-                        est = model(x, hints, a)[0]
-                    else:
-                        est = model(x)[0]
-                    scores.append(pit_si_sdr(est, self.val_y[i : i + 8]))
-                out[key] = float((torch.cat(scores) - self.val_base).mean())
-        model.train()
+        maps = val_maps if trainee.recipe.role == "boosted" else None
+        out = validation_scores(trainee.model.eval(), self.val_x, self.val_y, maps)
+        trainee.model.train()
         return out
 
     def _checkpoint(self, trainees: list[Trainee], losses, large) -> None:

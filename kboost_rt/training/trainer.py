@@ -54,6 +54,32 @@ def pit_si_sdr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.maximum(direct, swapped)
 
 
+def validation_scores(model, x, y, maps=None, batch: int = 8) -> dict:
+    """Mean SI-SDRi of `model` (in eval mode) on fixed clips x [N, M, T], y [N, S, M, T]:
+    `si_sdr_i`, and for a boosted model (given the large model's output `maps`) also
+    `si_sdr_i_no_hints`, with every hint lost."""
+    base = pit_si_sdr(x[:, None].expand_as(y), y)
+    conds: dict[str, torch.Tensor | None] = {"si_sdr_i": None}
+    if maps is not None:
+        conds["si_sdr_i_no_hints"] = torch.zeros(
+            len(x), maps.shape[2], dtype=torch.bool, device=x.device
+        )
+    out = {}
+    with torch.no_grad():
+        for key, arrived in conds.items():
+            scores = []
+            for i in range(0, len(x), batch):
+                part = slice(i, i + batch)
+                if maps is None:
+                    est = model(x[part])[0]
+                else:
+                    hints = model.make_hints(maps[part].float())
+                    est = model(x[part], hints, None if arrived is None else arrived[part])[0]
+                scores.append(pit_si_sdr(est, y[part]))
+            out[key] = float((torch.cat(scores) - base).mean())
+    return out
+
+
 def _with_defaults(described: dict) -> dict:
     """A recipe as written in an older checkpoint: fields added since take their defaults."""
     fields = dataclasses.fields(Recipe)
@@ -252,29 +278,8 @@ class Run:
 
     def validate(self) -> dict:
         self.model.eval()
-        out = {}
-        with torch.no_grad():
-            x, y = self.val["x"], self.val["y"]
-            base = pit_si_sdr(x[:, None].expand_as(y), y)
-            conds = {"si_sdr_i": None}
-            if self.bank is not None:
-                frames = self.val["maps"].shape[2]
-                conds["si_sdr_i_no_hints"] = torch.zeros(
-                    len(x), frames, dtype=torch.bool, device=self.device
-                )
-            for key, arrived in conds.items():
-                scores = [
-                    pit_si_sdr(
-                        self._forward(
-                            x[i : i + 8],
-                            None if self.bank is None else self.val["maps"][i : i + 8],
-                            None if arrived is None else arrived[i : i + 8],
-                        ),
-                        y[i : i + 8],
-                    )
-                    for i in range(0, len(x), 8)
-                ]
-                out[key] = float((torch.cat(scores) - base).mean())
+        maps = self.val["maps"] if self.bank is not None else None
+        out = validation_scores(self.model, self.val["x"], self.val["y"], maps)
         self.model.train()
         return out
 
