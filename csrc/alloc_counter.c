@@ -1,10 +1,12 @@
 /* libkboost_alloc_counter.so: a malloc counter for tests and `kboost-rt bench`.
  * LD_PRELOADed, it counts the heap allocations this thread makes while
  * counting is on; kb_count_process drives kb_engine_process from C so that
- * nothing but the engine runs while it counts (kboost_rt/alloc_check.py).
+ * nothing but the engine runs while it counts (kboost_rt/alloc_check.py);
+ * kb_count_processor does the same for the processor and its hint link.
  * It is also a C user of kboost.h. Not for production processes. */
 #define _GNU_SOURCE
 #include <stddef.h>
+#include <stdint.h>
 
 #include "kboost.h"
 
@@ -46,6 +48,36 @@ long kb_count_process(kb_engine* engine, const float* input, long input_stride,
   for (int i = 0; i < chunks; ++i) {
     const float* hint = hints && (hint_every <= 1 || i % hint_every) ? hints + i * hint_stride : 0;
     kb_engine_process(engine, input + i * input_stride, hint, output, hint_out);
+  }
+  return kb_count_end();
+}
+
+/* Runs `chunks` chunks through the processor as an audio callback would, with
+ * the network side on the same thread: before chunk t the hint of chunk t - d
+ * is filed unless lost (every third, and chunks 200..259 of each 1000, long
+ * enough for the small-model fallback to take over), the queued input is
+ * drained, and every 97th chunk the parameters change. */
+long kb_count_processor(kb_processor* processor, kb_link* link, const float* input,
+                        long input_stride, const float* hints, long hint_stride, int delay,
+                        float* mix, float* sources, float* drained, int chunks) {
+  kb_params params = {0.0, 1.0, 0, 0, 1};
+  int64_t seq;
+  kb_count_begin();
+  for (int t = 0; t < chunks; ++t) {
+    const int j = t - delay;
+    if (j >= 0 && j % 3 != 0 && !(j % 1000 >= 200 && j % 1000 < 260))
+      kb_link_deliver(link, j, hints + (long)j * hint_stride);
+    if (t % 97 == 0) {
+      params.gain_db = -6.0 * (t / 97 % 3);
+      params.wet = 1.0 - 0.25 * (t / 97 % 4);
+      params.source = t / 97 % 3;
+      params.bypass = t / 97 % 5 == 4;
+      params.boost = t / 97 % 7 != 6;
+      kb_processor_set_params(processor, &params);
+    }
+    kb_processor_process(processor, input + (long)t * input_stride, mix, sources);
+    while (kb_link_next_chunk(link, &seq, drained)) {
+    }
   }
   return kb_count_end();
 }

@@ -5,15 +5,24 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <complex>
+#include <cstring>
+#include <thread>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
 #include "engine.h"
+#include "hint_link.h"
 #include "kernels.h"
+#include "processor.h"
+#include "resampler.h"
 #include "stft.h"
+#ifdef KB_HAVE_PORTAUDIO
+#include "audio_stream.h"
+#endif
 
 namespace py = pybind11;
 using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
@@ -116,23 +125,27 @@ float* writable_floats(const py::object& obj, const std::vector<py::ssize_t>& sh
   return static_cast<float*>(a.mutable_data());
 }
 
+std::unique_ptr<kb::Engine> build_engine(const py::dict& config, const py::dict& tensors) {
+  // Keep float32 C-contiguous copies alive only while the engine packs them.
+  std::vector<FloatArray> keep;
+  kb::TensorMap map;
+  for (auto item : tensors) {
+    auto name = item.first.cast<std::string>();
+    FloatArray a = FloatArray::ensure(item.second);
+    if (!a) throw std::invalid_argument("tensor '" + name + "' is not a float array");
+    kb::TensorRef ref{a.data(), {}};
+    for (py::ssize_t i = 0; i < a.ndim(); ++i) ref.shape.push_back(a.shape(i));
+    map.emplace(name, ref);
+    keep.push_back(a);
+  }
+  return std::make_unique<kb::Engine>(engine_config(config), map);
+}
+
 // Owns the engine; checks shapes, then runs the step without the GIL.
 class PyEngine {
  public:
   PyEngine(const py::dict& config, const py::dict& tensors) {
-    // Keep float32 C-contiguous copies alive only while the engine packs them.
-    std::vector<FloatArray> keep;
-    kb::TensorMap map;
-    for (auto item : tensors) {
-      auto name = item.first.cast<std::string>();
-      FloatArray a = FloatArray::ensure(item.second);
-      if (!a) throw std::invalid_argument("tensor '" + name + "' is not a float array");
-      kb::TensorRef ref{a.data(), {}};
-      for (py::ssize_t i = 0; i < a.ndim(); ++i) ref.shape.push_back(a.shape(i));
-      map.emplace(name, ref);
-      keep.push_back(a);
-    }
-    engine_ = std::make_unique<kb::Engine>(engine_config(config), map);
+    engine_ = build_engine(config, tensors);
     const auto& c = engine_->config();
     hint_size_ = static_cast<py::ssize_t>(c.hint_channels) * kb::kBins;
   }
@@ -209,6 +222,284 @@ class PyEngine {
   py::ssize_t hint_size_ = 0;
 };
 
+float* require_floats(const py::object& obj, const std::vector<py::ssize_t>& shape,
+                      const std::string& what) {
+  float* p = writable_floats(obj, shape);
+  std::string dims;
+  for (auto d : shape) dims += (dims.empty() ? "" : ", ") + std::to_string(d);
+  require(p != nullptr, what + " must be a writeable C-contiguous float32 [" + dims + "] array");
+  return p;
+}
+
+kb::Params params_from(const py::dict& d) {
+  kb::Params p;
+  if (d.contains("gain_db")) p.gain_db = d["gain_db"].cast<double>();
+  if (d.contains("wet")) p.wet = d["wet"].cast<double>();
+  if (d.contains("source")) p.source = d["source"].cast<int>();
+  if (d.contains("bypass")) p.bypass = d["bypass"].cast<bool>();
+  if (d.contains("boost")) p.boost = d["boost"].cast<bool>();
+  return p;
+}
+
+py::dict link_counters(const kb::HintLink& link) {
+  const kb::LinkCounters c = link.counters();
+  py::dict d;
+  d["on_time"] = c.on_time;
+  d["late"] = c.late;
+  d["lost"] = c.lost;
+  d["queued"] = c.queued;
+  d["send_dropped"] = c.send_dropped;
+  return d;
+}
+
+// The real-time processor with the engines it owns.
+class PyProcessor {
+ public:
+  PyProcessor(const py::dict& config, const py::dict& tensors,
+              std::shared_ptr<kb::HintLink> link, const py::object& small_config,
+              const py::object& small_tensors, int fallback_after, const py::dict& params) {
+    std::unique_ptr<kb::Fallback> fallback;
+    if (!small_config.is_none())
+      fallback = std::make_unique<kb::Fallback>(
+          build_engine(small_config.cast<py::dict>(), small_tensors.cast<py::dict>()),
+          fallback_after);
+    processor_ = std::make_unique<kb::Processor>(build_engine(config, tensors), std::move(link),
+                                                 std::move(fallback), params_from(params));
+  }
+
+  void process(const FloatArray& chunk, const py::object& mix, const py::object& sources) {
+    const int m = processor_->channels(), s = processor_->sources();
+    require(chunk.ndim() == 2 && chunk.shape(0) == m && chunk.shape(1) == kb::kChunk,
+            "process: chunk must be [" + std::to_string(m) + ", 128] float32");
+    float* mix_ptr = require_floats(mix, {m, kb::kChunk}, "process: mix");
+    float* src_ptr =
+        sources.is_none() ? nullptr : require_floats(sources, {s, m, kb::kChunk}, "process: sources");
+    const float* in = chunk.data();
+    py::gil_scoped_release release;
+    processor_->process(in, mix_ptr, src_ptr);
+  }
+
+  // chunks [N, M, 128] -> mixes [N, M, 128] (and sources [N, S, M, 128] if given),
+  // all in C++ without the GIL.
+  void run(const FloatArray& chunks, const py::object& mixes, const py::object& sources) {
+    const int m = processor_->channels(), s = processor_->sources();
+    require(chunks.ndim() == 3 && chunks.shape(1) == m && chunks.shape(2) == kb::kChunk,
+            "run: chunks must be [N, " + std::to_string(m) + ", 128] float32");
+    const py::ssize_t n = chunks.shape(0);
+    float* mix_ptr = require_floats(mixes, {n, m, kb::kChunk}, "run: mixes");
+    float* src_ptr = sources.is_none()
+                         ? nullptr
+                         : require_floats(sources, {n, s, m, kb::kChunk}, "run: sources");
+    const float* in = chunks.data();
+    py::gil_scoped_release release;
+    const std::size_t per_chunk = static_cast<std::size_t>(m) * kb::kChunk;
+    for (py::ssize_t i = 0; i < n; ++i)
+      processor_->process(in + i * per_chunk, mix_ptr + i * per_chunk,
+                          src_ptr ? src_ptr + i * s * per_chunk : nullptr);
+  }
+
+  py::dict stats() const {
+    const kb::ProcessorStats st = processor_->stats();
+    py::dict d;
+    d["chunks"] = st.chunks;
+    d["hints_used"] = st.hints_used;
+    d["chunks_on_small"] = st.chunks_on_small;
+    d["nonfinite_resets"] = st.nonfinite_resets;
+    return d;
+  }
+
+  // The fallback's current mapping (order, gains), or None without a fallback.
+  py::object fallback_mapping() {
+    kb::Fallback* f = processor_->fallback();
+    if (!f) return py::none();
+    return aligner_mapping(f->aligner(), processor_->sources());
+  }
+
+  static py::tuple aligner_mapping(kb::OutputAligner& a, int sources) {
+    int order[2];
+    double gains[2];
+    a.mapping(order, gains);
+    py::list o, g;
+    for (int i = 0; i < sources; ++i) {
+      o.append(order[i]);
+      g.append(gains[i]);
+    }
+    return py::make_tuple(py::tuple(o), py::array_t<double>(g));
+  }
+
+  kb::Processor& processor() { return *processor_; }
+
+ private:
+  std::unique_ptr<kb::Processor> processor_;
+};
+
+// A resampler design from kboost_rt.resampling: (taps [up, per_phase], up, down).
+struct Taps {
+  FloatArray taps;
+  int up = 1, down = 1;
+  int per_phase() const { return static_cast<int>(taps.shape(1)); }
+};
+
+Taps taps_from(const py::object& design) {
+  Taps t;
+  t.taps = FloatArray::ensure(design.attr("taps"));
+  t.up = design.attr("up").cast<int>();
+  t.down = design.attr("down").cast<int>();
+  require(t.taps && t.taps.ndim() == 2 && t.taps.shape(0) == t.up,
+          "resampler design: taps must be [up, per_phase] float32");
+  return t;
+}
+
+std::unique_ptr<kb::RateAdapter> make_adapter(int channels, int rate, int frames,
+                                              const Taps& d, const Taps& u) {
+  return std::make_unique<kb::RateAdapter>(channels, rate, frames, d.up, d.down, d.taps.data(),
+                                           d.per_phase(), u.up, u.down, u.taps.data(),
+                                           u.per_phase());
+}
+
+// The rate adapter around an identity chunk: for tests of latency and response.
+class PyRateAdapter {
+ public:
+  PyRateAdapter(int channels, int rate, int frames, const py::object& down, const py::object& up)
+      : channels_(channels), frames_(frames) {
+    adapter_ = make_adapter(channels, rate, frames, taps_from(down), taps_from(up));
+  }
+  // x [n, channels] at the device rate, n a multiple of frames -> y, same shape.
+  FloatArray run_identity(const FloatArray& x) {
+    require(x.ndim() == 2 && x.shape(1) == channels_ && x.shape(0) % frames_ == 0,
+            "run_identity: x must be [n * frames, channels] float32");
+    FloatArray y({x.shape(0), x.shape(1)});
+    const float* in = x.data();
+    float* out = y.mutable_data();
+    auto identity = [](void* chunks, const float* input, float* mix) {
+      std::memcpy(mix, input, sizeof(float) * kb::kChunk * *static_cast<int*>(chunks));
+    };
+    int channels = channels_;
+    for (py::ssize_t i = 0; i < x.shape(0); i += frames_)
+      adapter_->process(in + i * channels_, out + i * channels_, frames_, identity, &channels);
+    return y;
+  }
+  int prefill() const { return adapter_->prefill(); }
+
+ private:
+  int channels_, frames_;
+  std::unique_ptr<kb::RateAdapter> adapter_;
+};
+
+#ifdef KB_HAVE_PORTAUDIO
+class PyAudioStream {
+ public:
+  PyAudioStream(PyProcessor& processor, int input_device, int output_device, int64_t record_chunks,
+                int rate, int frames, const py::object& down, const py::object& up)
+      : channels_(processor.processor().channels()) {
+    kb::StreamOptions o;
+    o.input_device = input_device;
+    o.output_device = output_device;
+    o.record_chunks = record_chunks;
+    o.rate = rate;
+    o.frames = frames;
+    Taps d, u;
+    if (!down.is_none()) {
+      d = taps_from(down);
+      u = taps_from(up);
+      o.down = {d.up, d.down, d.per_phase(), d.taps.data()};
+      o.up = {u.up, u.down, u.per_phase(), u.taps.data()};
+    }
+    stream_ = std::make_unique<kb::AudioStream>(processor.processor(), o);
+  }
+
+  py::dict stats() const {
+    const kb::StreamStats s = stream_->stats();
+    const kb::TimeHistogram& h = stream_->callback_time();
+    py::dict d, times;
+    d["callbacks"] = s.callbacks;
+    d["xruns"] = s.xruns;
+    d["wrong_sizes"] = s.wrong_sizes;
+    d["realtime"] = s.realtime;
+    d["underruns"] = s.underruns;
+    d["prefill_frames"] = stream_->prefill();
+    times["p50"] = h.quantile_ns(0.5) / 1e3;
+    times["p99"] = h.quantile_ns(0.99) / 1e3;
+    times["p999"] = h.quantile_ns(0.999) / 1e3;
+    times["max"] = h.max_ns() / 1e3;
+    d["callback_us"] = times;
+    return d;
+  }
+
+  py::array_t<float> recording(bool output) const {
+    const int64_t n = stream_->recorded();
+    const float* src = output ? stream_->recorded_output() : stream_->recorded_input();
+    py::array_t<float> out({static_cast<py::ssize_t>(channels_), static_cast<py::ssize_t>(n * kb::kChunk)});
+    // Planar [channels][record_chunks * 128] with only the first n chunks filled.
+    const int64_t stride = stream_->record_capacity() * kb::kChunk;
+    for (int c = 0; c < channels_; ++c)
+      std::copy(src + c * stride, src + c * stride + n * kb::kChunk,
+                out.mutable_data() + c * n * kb::kChunk);
+    return out;
+  }
+
+  kb::AudioStream& stream() { return *stream_; }
+
+ private:
+  int channels_;
+  std::unique_ptr<kb::AudioStream> stream_;
+};
+#endif
+
+// The network side files hints 0..n-1 (each filled with its chunk number)
+// while the audio side takes them, both as fast as they can in their own
+// threads: counts the hints the audio side accepted that were not wholly
+// its chunk's (torn copies).
+py::dict stress_hint_link(int64_t n, int hint_channels, int delay, int slots) {
+  kb::HintLink link(1, hint_channels, delay, slots, 4);
+  std::atomic<int64_t> written{-1};
+  int64_t torn = 0, checked = 0, needed = 0;
+  {
+    py::gil_scoped_release release;
+    std::thread writer([&] {
+      std::vector<float> hint(link.hint_size());
+      for (int64_t seq = 0; seq < n; ++seq) {
+        std::fill(hint.begin(), hint.end(), static_cast<float>(seq));
+        link.deliver(seq, hint.data());
+        written.store(seq);
+        // Then, after a varying pause, rewrite that slot with a later chunk's
+        // hint, so that writes land while the reader copies it.
+        for (volatile int64_t spin = 0; spin < (seq * 7919) % 2000; spin = spin + 1) {
+        }
+        std::fill(hint.begin(), hint.end(), static_cast<float>(seq + slots));
+        link.deliver(seq + slots, hint.data());
+      }
+    });
+    std::vector<float> got(link.hint_size());
+    // The reader always asks for the freshest hint, the one being rewritten.
+    for (int64_t t = delay; t < n + delay;) {
+      const int64_t w = written.load();
+      if (w + delay < t) continue;
+      t = w + delay;
+      ++needed;
+      if (link.take(t, got.data())) {
+        ++checked;
+        for (float v : got)
+          if (v != static_cast<float>(t - delay)) {
+            ++torn;
+            break;
+          }
+      }
+      ++t;
+    }
+    writer.join();
+  }
+  const kb::LinkCounters c = link.counters();
+  py::dict d;
+  d["torn"] = torn;
+  d["checked"] = checked;
+  d["needed"] = needed;
+  d["on_time"] = c.on_time;
+  d["lost"] = c.lost;
+  d["late"] = c.late;
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_native, m) {
@@ -249,6 +540,127 @@ PYBIND11_MODULE(_native, m) {
       .def_property_readonly("nonfinite_resets",
                              [](PyEngine& e) { return e.engine().stats().nonfinite_resets; })
       .def_property_readonly("makes_hints", [](PyEngine& e) { return e.engine().makes_hints(); });
+
+  py::class_<kb::HintLink, std::shared_ptr<kb::HintLink>>(
+      m, "HintLink",
+      "The lock-free rings between the audio thread (send, take) and the network\n"
+      "thread (next_chunk, deliver) of one hint stream.")
+      .def(py::init<int, int, int>(), py::arg("channels"), py::arg("hint_channels"),
+           py::arg("delay"))
+      .def("send", [](kb::HintLink& l, int64_t seq, const FloatArray& chunk) {
+        require(chunk.size() == l.channels() * kb::kChunk, "send: chunk must be [channels, 128]");
+        return l.send(seq, chunk.data());
+      }, py::arg("seq"), py::arg("chunk"), "Audio side: queue input chunk `seq`.")
+      .def("take", [](kb::HintLink& l, int64_t t, const py::object& out) {
+        float* p = require_floats(out, {l.hint_channels(), kb::kBins}, "take: out");
+        return l.take(t, p);
+      }, py::arg("t"), py::arg("out"), "Audio side: the hint of chunk t - delay into `out`.")
+      .def("next_chunk", [](kb::HintLink& l, const py::object& out) -> int64_t {
+        float* p = require_floats(out, {l.channels(), kb::kChunk}, "next_chunk: out");
+        int64_t seq = -1;
+        return l.next_chunk(&seq, p) ? seq : -1;
+      }, py::arg("out"), "Network side: the oldest queued chunk into `out`; its number or -1.")
+      .def("deliver", [](kb::HintLink& l, int64_t seq, const FloatArray& hint) {
+        require(hint.size() == l.hint_size(), "deliver: hint must be [hint_channels, 97]");
+        return l.deliver(seq, hint.data());
+      }, py::arg("seq"), py::arg("hint"), "Network side: file the hint of chunk `seq`; "
+      "False if it came too late (counted).")
+      .def_property_readonly("now", &kb::HintLink::now)
+      .def_property_readonly("delay", &kb::HintLink::delay)
+      .def_property_readonly("channels", &kb::HintLink::channels)
+      .def_property_readonly("hint_channels", &kb::HintLink::hint_channels)
+      .def("counters", &link_counters);
+
+  m.def("stress_hint_link", &stress_hint_link, py::arg("hints"), py::arg("hint_channels"),
+        py::arg("delay"), py::arg("slots"),
+        "Test: both sides of a HintLink at full speed in two threads; counts torn hints.");
+
+  py::class_<PyProcessor>(m, "Processor",
+                          "The real-time processor: engine, hint link, fallback, parameters.\n"
+                          "Build it with kboost_rt.processor.Processor.")
+      .def(py::init<const py::dict&, const py::dict&, std::shared_ptr<kb::HintLink>,
+                    const py::object&, const py::object&, int, const py::dict&>(),
+           py::arg("config"), py::arg("tensors"), py::arg("link"), py::arg("small_config"),
+           py::arg("small_tensors"), py::arg("fallback_after"), py::arg("params"))
+      .def("process", &PyProcessor::process, py::arg("chunk"), py::arg("mix"),
+           py::arg("sources") = py::none(), "One chunk into preallocated arrays; releases the GIL.")
+      .def("run", &PyProcessor::run, py::arg("chunks"), py::arg("mixes"),
+           py::arg("sources") = py::none(), "N chunks back to back in C++.")
+      .def("set_params", [](PyProcessor& p, const py::dict& d) {
+        p.processor().set_params(params_from(d));
+      }, py::arg("params"))
+      .def("reset", [](PyProcessor& p) { p.processor().reset(); })
+      .def_property_readonly("chunk", [](PyProcessor& p) { return p.processor().chunk(); })
+      .def("fallback_mapping", &PyProcessor::fallback_mapping)
+      .def("stats", &PyProcessor::stats);
+
+  py::class_<kb::OutputAligner>(m, "OutputAligner",
+                                "The fallback's least-squares map of one model's outputs onto "
+                                "another's.")
+      .def(py::init([](int sources, int channels) { return kb::OutputAligner(sources, channels); }),
+           py::arg("sources"), py::arg("channels"))
+      .def("reset", &kb::OutputAligner::reset)
+      .def("update", [](kb::OutputAligner& a, const FloatArray& reference, const FloatArray& other) {
+        require(reference.size() == a.samples() && other.size() == a.samples(),
+                "update: two [sources, channels, 128] arrays");
+        a.update(reference.data(), other.data());
+      }, py::arg("reference"), py::arg("other"))
+      .def("apply", [](kb::OutputAligner& a, const FloatArray& other) {
+        require(other.ndim() == 3 && other.size() == a.samples(),
+                "apply: other must be [sources, channels, 128]");
+        FloatArray out({other.shape(0), other.shape(1), other.shape(2)});
+        a.apply(other.data(), out.mutable_data());
+        return out;
+      }, py::arg("other"))
+      .def("mapping", [](kb::OutputAligner& a, int sources) {
+        return PyProcessor::aligner_mapping(a, sources);
+      }, py::arg("sources"));
+
+  py::class_<kb::Resampler>(m, "Resampler", "One streaming polyphase resampler (tests).")
+      .def(py::init([](int channels, const py::object& design) {
+        Taps t = taps_from(design);
+        return kb::Resampler(t.up, t.down, channels, t.taps.data(), t.per_phase());
+      }), py::arg("channels"), py::arg("design"))
+      .def("process", [](kb::Resampler& r, const FloatArray& x) {
+        require(x.ndim() == 2, "process: x must be [frames, channels] float32");
+        const int n = static_cast<int>(x.shape(0));
+        std::vector<float> out(static_cast<std::size_t>(r.max_output(n)) * x.shape(1));
+        const int made = r.process(x.data(), n, out.data());
+        FloatArray y({static_cast<py::ssize_t>(made), x.shape(1)});
+        std::copy(out.begin(), out.begin() + made * x.shape(1), y.mutable_data());
+        return y;
+      }, py::arg("x"), "Interleaved frames in -> the frames they complete.");
+
+  py::class_<PyRateAdapter>(m, "RateAdapter",
+                            "The audio stream's resampling and re-chunking around an identity "
+                            "chunk (tests).")
+      .def(py::init<int, int, int, const py::object&, const py::object&>(), py::arg("channels"),
+           py::arg("rate"), py::arg("frames"), py::arg("down"), py::arg("up"))
+      .def("run_identity", &PyRateAdapter::run_identity, py::arg("x"))
+      .def_property_readonly("prefill", &PyRateAdapter::prefill);
+
+#ifdef KB_HAVE_PORTAUDIO
+  m.attr("HAVE_AUDIO_STREAM") = true;
+  py::class_<PyAudioStream>(m, "AudioStream",
+                            "A duplex PortAudio stream at 16 kHz / 128 frames whose callback\n"
+                            "runs the processor in C++ and nothing else.")
+      .def(py::init<PyProcessor&, int, int, int64_t, int, int, const py::object&,
+                    const py::object&>(),
+           py::arg("processor"), py::arg("input_device"), py::arg("output_device"),
+           py::arg("record_chunks"), py::arg("rate") = 16000, py::arg("frames") = 128,
+           py::arg("down") = py::none(), py::arg("up") = py::none(), py::keep_alive<1, 2>())
+      .def("start", [](PyAudioStream& s) { s.stream().start(); })
+      .def("stop", [](PyAudioStream& s) {
+        py::gil_scoped_release release;
+        s.stream().stop();
+      })
+      .def_property_readonly("active", [](PyAudioStream& s) { return s.stream().active(); })
+      .def("stats", &PyAudioStream::stats)
+      .def("recording", &PyAudioStream::recording, py::arg("output"),
+           "The recorded input (False) or output (True): [channels, chunks * 128].");
+#else
+  m.attr("HAVE_AUDIO_STREAM") = false;
+#endif
 
   py::class_<kb::StftBank>(m, "StftStream", "Streaming STFT of one channel.")
       .def(py::init([] { return kb::StftBank(1); }))

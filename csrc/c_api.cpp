@@ -1,14 +1,25 @@
-// The C ABI (kboost.h) over kb::Engine.
+// The C ABI (kboost.h) over kb::Engine, kb::HintLink and kb::Processor.
 #include <cstdio>
 #include <exception>
+#include <memory>
 #include <stdexcept>
 #include <string>
 
 #include "engine.h"
+#include "hint_link.h"
 #include "kboost.h"
+#include "processor.h"
 
 struct kb_engine {
-  kb::Engine engine;
+  std::unique_ptr<kb::Engine> engine;
+};
+
+struct kb_link {
+  std::shared_ptr<kb::HintLink> link;
+};
+
+struct kb_processor {
+  std::unique_ptr<kb::Processor> processor;
 };
 
 namespace {
@@ -48,7 +59,7 @@ kb_engine* kb_engine_create(const kb_config* config, const kb_tensor* tensors, i
         throw std::invalid_argument("tensor " + std::to_string(i) + " is malformed");
       map[t.name] = kb::TensorRef{t.data, std::vector<int64_t>(t.shape, t.shape + t.ndim)};
     }
-    return new kb_engine{kb::Engine(c, map)};
+    return new kb_engine{std::make_unique<kb::Engine>(c, map)};
   } catch (const std::exception& e) {
     set_error(error, error_size, e.what());
   } catch (...) {
@@ -60,25 +71,147 @@ kb_engine* kb_engine_create(const kb_config* config, const kb_tensor* tensors, i
 int kb_engine_process(kb_engine* engine, const float* input, const float* hint, float* output,
                       float* hint_out) {
   if (!engine || !input || !output) return -1;
-  const bool boosted = engine->engine.config().role == kb::Role::kBoosted;
-  const bool ok = engine->engine.process(input, boosted ? hint : nullptr, output,
-                                         engine->engine.makes_hints() ? hint_out : nullptr);
+  const bool boosted = engine->engine->config().role == kb::Role::kBoosted;
+  const bool ok = engine->engine->process(input, boosted ? hint : nullptr, output,
+                                         engine->engine->makes_hints() ? hint_out : nullptr);
   return ok ? 0 : 1;
 }
 
 void kb_engine_reset(kb_engine* engine) {
-  if (engine) engine->engine.reset();
+  if (engine) engine->engine->reset();
 }
 
 kb_stats kb_engine_stats(const kb_engine* engine) {
   kb_stats s{0, 0};
   if (engine) {
-    s.chunks = engine->engine.stats().chunks;
-    s.nonfinite_resets = engine->engine.stats().nonfinite_resets;
+    s.chunks = engine->engine->stats().chunks;
+    s.nonfinite_resets = engine->engine->stats().nonfinite_resets;
   }
   return s;
 }
 
 void kb_engine_destroy(kb_engine* engine) { delete engine; }
+
+kb_link* kb_link_create(int32_t channels, int32_t hint_channels, int32_t delay) {
+  try {
+    return new kb_link{std::make_shared<kb::HintLink>(channels, hint_channels, delay)};
+  } catch (...) {
+    return nullptr;
+  }
+}
+
+int kb_link_next_chunk(kb_link* link, int64_t* seq, float* chunk) {
+  if (!link || !seq || !chunk) return 0;
+  return link->link->next_chunk(seq, chunk) ? 1 : 0;
+}
+
+int kb_link_deliver(kb_link* link, int64_t seq, const float* hint) {
+  if (!link || !hint) return 0;
+  return link->link->deliver(seq, hint) ? 1 : 0;
+}
+
+int64_t kb_link_now(const kb_link* link) { return link ? link->link->now() : -1; }
+
+void kb_link_destroy(kb_link* link) { delete link; }
+
+namespace {
+
+bool to_params(const kb_params& in, kb::Params* out) {
+  if (!(in.gain_db >= -60.0 && in.gain_db <= 12.0) || !(in.wet >= 0.0 && in.wet <= 1.0) ||
+      in.source < 0 || in.source > 2)
+    return false;
+  out->gain_db = in.gain_db;
+  out->wet = in.wet;
+  out->source = in.source;
+  out->bypass = in.bypass != 0;
+  out->boost = in.boost != 0;
+  return true;
+}
+
+}  // namespace
+
+kb_processor* kb_processor_create(kb_engine* engine, kb_link* link, kb_engine* fallback,
+                                  int32_t fallback_after, const kb_params* initial, char* error,
+                                  size_t error_size) {
+  try {
+    if (!engine) throw std::invalid_argument("kb_processor_create: an engine is required");
+    if (engine->engine->config().role == kb::Role::kLarge)
+      throw std::invalid_argument("kb_processor_create: a large model runs on the server");
+    kb::Params p;
+    if (initial && !to_params(*initial, &p))
+      throw std::invalid_argument("kb_processor_create: parameters out of range");
+    if (p.source > engine->engine->config().sources)
+      throw std::invalid_argument("kb_processor_create: no such source");
+    // Validate everything before taking the engines over.
+    if (fallback) {
+      const kb::EngineConfig& f = fallback->engine->config();
+      const kb::EngineConfig& e = engine->engine->config();
+      if (f.role != kb::Role::kSmall) throw std::invalid_argument("the fallback must be a small model");
+      if (f.channels != e.channels || f.sources != e.sources)
+        throw std::invalid_argument("the fallback has other channels or sources than the engine");
+      if (fallback_after < 1) throw std::invalid_argument("fallback after must be 1 or more chunks");
+      if (!link) throw std::invalid_argument("a fallback needs a hint link");
+    }
+    if (link) {
+      const kb::EngineConfig& e = engine->engine->config();
+      const kb::HintLink& l = *link->link;
+      if (e.role != kb::Role::kBoosted || l.channels() != e.channels ||
+          l.hint_channels() != e.hint_channels || l.delay() != e.delay)
+        throw std::invalid_argument("the hint link does not fit the engine (a boosted model's "
+                                    "channels, hint channels and delay)");
+    }
+    std::unique_ptr<kb::Fallback> f;
+    if (fallback) f = std::make_unique<kb::Fallback>(std::move(fallback->engine), fallback_after);
+    auto* out = new kb_processor{std::make_unique<kb::Processor>(
+        std::move(engine->engine), link ? link->link : nullptr, std::move(f), p)};
+    delete engine;
+    delete fallback;
+    return out;
+  } catch (const std::exception& e) {
+    set_error(error, error_size, e.what());
+  } catch (...) {
+    set_error(error, error_size, "kb_processor_create: unknown error");
+  }
+  return nullptr;
+}
+
+void kb_processor_process(kb_processor* processor, const float* input, float* mix,
+                          float* sources) {
+  if (processor && input && mix) processor->processor->process(input, mix, sources);
+}
+
+int kb_processor_set_params(kb_processor* processor, const kb_params* params) {
+  kb::Params p;
+  if (!processor || !params || !to_params(*params, &p) ||
+      p.source > processor->processor->sources())
+    return -1;
+  processor->processor->set_params(p);
+  return 0;
+}
+
+kb_processor_stats kb_processor_get_stats(const kb_processor* processor) {
+  kb_processor_stats s{};
+  if (!processor) return s;
+  const kb::ProcessorStats p = processor->processor->stats();
+  s.chunks = p.chunks;
+  s.hints_used = p.hints_used;
+  s.chunks_on_small = p.chunks_on_small;
+  s.nonfinite_resets = p.nonfinite_resets;
+  if (const kb::HintLink* l = processor->processor->link()) {
+    const kb::LinkCounters c = l->counters();
+    s.hints_on_time = c.on_time;
+    s.hints_late = c.late;
+    s.hints_lost = c.lost;
+    s.chunks_queued = c.queued;
+    s.chunks_dropped = c.send_dropped;
+  }
+  return s;
+}
+
+void kb_processor_reset(kb_processor* processor) {
+  if (processor) processor->processor->reset();
+}
+
+void kb_processor_destroy(kb_processor* processor) { delete processor; }
 
 }  // extern "C"

@@ -1,11 +1,21 @@
-/* kboost-rt native engine: stable C ABI.
+/* kboost-rt native core: stable C ABI.
  *
- * One streaming step (8 ms, 128 samples) of a small, boosted or large
- * knowledge-boosting model, for C/C++ hosts and plugins. The engine is built
- * once from a config and named float32 tensors (the names and shapes of a
- * kboost-rt model folder's weights.safetensors, see docs/model-files.md);
- * kb_engine_process never allocates, locks or blocks. One engine must not be
- * used from two threads at once.
+ * The engine: one streaming step (8 ms, 128 samples) of a small, boosted or
+ * large knowledge-boosting model. It is built once from a config and named
+ * float32 tensors (the names and shapes of a kboost-rt model folder's
+ * weights.safetensors, see docs/model-files.md); kb_engine_process never
+ * allocates, locks or blocks. One engine must not be used from two threads
+ * at once.
+ *
+ * The processor (ABI 2): what a plugin host runs in its audio callback. It
+ * owns an engine (and the small-model fallback), takes hints from a hint
+ * link, and mixes under live parameters with one-chunk ramps. The link is two
+ * lock-free rings: the audio thread's processor queues input chunks and takes
+ * hints; the host's network thread takes the chunks (kb_link_next_chunk)
+ * and files the hints the server sends back (kb_link_deliver), by chunk
+ * number. kb_processor_process never allocates, locks or blocks;
+ * kb_processor_set_params and the link's network side may be called from
+ * other threads at any time.
  */
 #ifndef KBOOST_H
 #define KBOOST_H
@@ -23,7 +33,7 @@ extern "C" {
 #define KB_API __attribute__((visibility("default")))
 #endif
 
-#define KB_ABI_VERSION 1
+#define KB_ABI_VERSION 2
 #define KB_SAMPLE_RATE 16000
 #define KB_CHUNK 128
 #define KB_BINS 97
@@ -78,6 +88,66 @@ KB_API int kb_engine_process(kb_engine* engine, const float* input, const float*
 KB_API void kb_engine_reset(kb_engine* engine);
 KB_API kb_stats kb_engine_stats(const kb_engine* engine);
 KB_API void kb_engine_destroy(kb_engine* engine);
+
+/* ---- the real-time processor (ABI 2) ---- */
+
+typedef struct kb_link kb_link;
+typedef struct kb_processor kb_processor;
+
+typedef struct {
+  double gain_db;  /* output gain, -60 .. 12 */
+  double wet;      /* 1: model output only, 0: the input (delayed like the model) only */
+  int32_t source;  /* 0: all sources summed, 1..S: one of them */
+  int32_t bypass;  /* 1: the delayed input, crossfaded like wet = 0 */
+  int32_t boost;   /* 0: run without the hints (they are still taken and counted) */
+} kb_params;
+
+typedef struct {
+  uint64_t chunks;
+  uint64_t hints_used;       /* chunks the engine was given a hint */
+  uint64_t chunks_on_small;  /* chunks the small-model fallback played */
+  uint64_t nonfinite_resets;
+  uint64_t hints_on_time;    /* needed and there in time */
+  uint64_t hints_late;       /* filed after the chunk that needed it ran */
+  uint64_t hints_lost;       /* needed and not there (late ones included) */
+  uint64_t chunks_queued;    /* input chunks queued for the server */
+  uint64_t chunks_dropped;   /* input chunks dropped: nobody took them in time */
+} kb_processor_stats;
+
+/* A hint link for a boosted model with these channels, hint channels and
+ * delay (chunks); NULL for bad sizes. */
+KB_API kb_link* kb_link_create(int32_t channels, int32_t hint_channels, int32_t delay);
+/* Network side: the oldest queued input chunk ([channels][128] into `chunk`,
+ * its number into `seq`); 1 if there was one, else 0. */
+KB_API int kb_link_next_chunk(kb_link* link, int64_t* seq, float* chunk);
+/* Network side: file the hint ([hint_channels][97]) made from chunk `seq`;
+ * 1 if filed, 0 if it came too late to be used (counted). One thread only. */
+KB_API int kb_link_deliver(kb_link* link, int64_t seq, const float* hint);
+/* The chunk the processor is at (-1 before the first): for round trips. */
+KB_API int64_t kb_link_now(const kb_link* link);
+/* The link lives on while a processor uses it. */
+KB_API void kb_link_destroy(kb_link* link);
+
+/* The processor takes over `engine` (small or boosted) and `fallback` (a
+ * small model with the same channels and sources, or NULL): on success the
+ * handles are consumed and must not be used or destroyed again; on failure
+ * (NULL, message in `error`) they stay the caller's. `link`: NULL for no
+ * hints (then no fallback). `fallback_after`: chunks without a hint before
+ * the small model plays. `initial`: NULL for the defaults (0 dB, wet 1,
+ * all sources, boost on). */
+KB_API kb_processor* kb_processor_create(kb_engine* engine, kb_link* link, kb_engine* fallback,
+                                         int32_t fallback_after, const kb_params* initial,
+                                         char* error, size_t error_size);
+/* input [channels][128] -> mix [channels][128]; sources [sources][channels][128]
+ * or NULL. The output lags the input by 64 samples. */
+KB_API void kb_processor_process(kb_processor* processor, const float* input, float* mix,
+                                 float* sources);
+/* Any thread (one writer at a time); -1 and no change for values out of range. */
+KB_API int kb_processor_set_params(kb_processor* processor, const kb_params* params);
+KB_API kb_processor_stats kb_processor_get_stats(const kb_processor* processor);
+/* A new stream (not while process runs). */
+KB_API void kb_processor_reset(kb_processor* processor);
+KB_API void kb_processor_destroy(kb_processor* processor);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
-// The hot loops of the native step. Compiled twice from kernels.cpp: once
-// for the baseline ISA and once with AVX2+FMA; `kernels()` picks one at run
-// time, so a build never requires the build machine's CPU.
+// The hot loops of the native step. Compiled once per kernel set from
+// kernels.cpp: the baseline ISA (generic), AVX2+FMA, and on x86-64 also
+// AVX-512VL; `kernels()` picks the best the CPU runs at run time, so a build
+// never requires the build machine's CPU.
 #pragma once
 
 #include <vector>

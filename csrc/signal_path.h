@@ -1,4 +1,4 @@
-// Fixed constants of the kboost-rt signal path (see docs/signal-path.md).
+// Fixed constants of the kboost-rt signal path (kboost_rt/signal_path.py says the same).
 #pragma once
 
 namespace kb {

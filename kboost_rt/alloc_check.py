@@ -95,6 +95,9 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
     rng = np.random.default_rng(0)
     report: dict[str, float] = {}
     for name in names:
+        if name == "processor":
+            report.update(_count_processor(lib, counter, rng, chunks))
+            continue
         config = PRESETS[name]
         tensors = random_weights(config)
         hint_channels = 0
@@ -142,6 +145,114 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
         report[f"{name}.resets"] = stats.nonfinite_resets
         lib.kb_engine_destroy(engine)
     return report
+
+
+class KbParams(ctypes.Structure):
+    _fields_ = [
+        ("gain_db", ctypes.c_double),
+        ("wet", ctypes.c_double),
+        ("source", ctypes.c_int32),
+        ("bypass", ctypes.c_int32),
+        ("boost", ctypes.c_int32),
+    ]
+
+
+class KbProcessorStats(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_uint64)
+        for name in (
+            "chunks",
+            "hints_used",
+            "chunks_on_small",
+            "nonfinite_resets",
+            "hints_on_time",
+            "hints_late",
+            "hints_lost",
+            "chunks_queued",
+            "chunks_dropped",
+        )
+    ]
+
+
+def _create_engine(lib, config, tensors):
+    flat = engine_config(config)
+    c = KbConfig(**{k: ROLES[v] if k == "role" else v for k, v in flat.items()})
+    keep = []
+    array = (KbTensor * len(tensors))()
+    for i, (tname, t) in enumerate(tensors.items()):
+        shape = (ctypes.c_int64 * t.ndim)(*t.shape)
+        keep.append(shape)
+        array[i] = KbTensor(tname.encode(), _ptr(t), t.ndim, shape)
+    error = ctypes.create_string_buffer(512)
+    engine = lib.kb_engine_create(ctypes.byref(c), array, len(tensors), error, 512)
+    if not engine:
+        raise RuntimeError(error.value.decode())
+    return engine
+
+
+def _count_processor(lib, counter, rng, chunks: int) -> dict[str, float]:
+    """The processor (paper-size boosted model, small-model fallback, hint
+    link) as an audio callback runs it: see kb_count_processor."""
+    from .config import PAPER_BOOSTED, PAPER_SMALL
+
+    lib.kb_link_create.restype = ctypes.c_void_p
+    lib.kb_link_create.argtypes = [ctypes.c_int32] * 3
+    lib.kb_link_destroy.argtypes = [ctypes.c_void_p]
+    lib.kb_processor_create.restype = ctypes.c_void_p
+    lib.kb_processor_create.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.c_int32,
+        ctypes.POINTER(KbParams),
+        ctypes.c_char_p,
+        ctypes.c_size_t,
+    ]
+    lib.kb_processor_get_stats.restype = KbProcessorStats
+    lib.kb_processor_get_stats.argtypes = [ctypes.c_void_p]
+    lib.kb_processor_destroy.argtypes = [ctypes.c_void_p]
+    counter.kb_count_processor.restype = ctypes.c_long
+    counter.kb_count_processor.argtypes = [
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.c_long,
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.c_long,
+        ctypes.c_int,
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.c_int,
+    ]
+    boosted = _create_engine(lib, PAPER_BOOSTED, random_weights(PAPER_BOOSTED))
+    small = _create_engine(lib, PAPER_SMALL, random_weights(PAPER_SMALL))
+    m, s = PAPER_BOOSTED.net.channels, PAPER_BOOSTED.net.sources
+    hc, delay = PAPER_BOOSTED.boost.hint_channels, PAPER_BOOSTED.boost.delay
+    link = lib.kb_link_create(m, hc, delay)
+    error = ctypes.create_string_buffer(512)
+    processor = lib.kb_processor_create(boosted, link, small, 25, None, error, 512)
+    if not processor:
+        raise RuntimeError(error.value.decode())
+    x = (0.1 * rng.standard_normal((chunks, m, CHUNK))).astype(np.float32)
+    hints = rng.standard_normal((chunks, hc, N_BINS)).astype(np.float32)
+    mix = np.zeros((m, CHUNK), np.float32)
+    sources = np.zeros((s, m, CHUNK), np.float32)
+    drained = np.zeros((m, CHUNK), np.float32)
+    count = counter.kb_count_processor(
+        processor, link, _ptr(x), m * CHUNK, _ptr(hints), hc * N_BINS, delay,
+        _ptr(mix), _ptr(sources), _ptr(drained), chunks,
+    )  # fmt: skip
+    stats = lib.kb_processor_get_stats(processor)
+    lib.kb_processor_destroy(processor)
+    lib.kb_link_destroy(link)
+    return {
+        "processor.process": count,
+        "processor.chunks": stats.chunks,
+        "processor.chunks_on_small": stats.chunks_on_small,
+        "processor.hints_on_time": stats.hints_on_time,
+        "processor.hints_lost": stats.hints_lost,
+    }
 
 
 def count_allocations(names: list[str], chunks: int = 3000) -> dict[str, float] | None:

@@ -1,11 +1,13 @@
 """The device side of the hint link.
 
-The audio thread only calls `send_chunk` (append to a bounded deque) and
-`take_hint` (pop from a dict): neither locks, blocks nor touches the socket.
-A network thread sends the queued chunks and files incoming hints by the
-chunk number they describe. At chunk t the engine gets exactly the hint of
-chunk t - d if it is there, and runs without one otherwise; hints that come
-too late are dropped and counted.
+Between the audio thread and this client's network thread sits the native
+`HintLink` (csrc/hint_link.h): two lock-free rings, one of input chunks
+going out, one of hints filed by the chunk number they were made from. The
+audio thread (the native processor, or `send_chunk` / `take_hint` from
+Python) never locks, blocks or touches the socket. The network thread
+sends the queued chunks and files incoming hints; at chunk t the engine
+gets exactly the hint of chunk t - d if it is there, and runs without one
+otherwise; hints that come too late are dropped and counted.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import _native
 from . import protocol as p
-from .signal_path import CHUNK, SAMPLE_RATE
+from .signal_path import CHUNK, N_BINS, SAMPLE_RATE
 
 log = logging.getLogger("kboost_rt.client")
-MAX_EARLY = 64  # hints kept ahead of use; older unused ones are pruned
 
 
 class LinkError(RuntimeError):
@@ -41,7 +43,7 @@ class LinkStats:
     corrupt: int = 0  # malformed, unauthenticated or wrong-stream datagrams
     received: int = 0  # datagrams read from the socket, whatever they held
     sent: int = 0
-    send_dropped: int = 0  # the hand-off queue was full
+    send_dropped: int = 0  # the outgoing ring was full
     rtt_chunks: float = float("nan")  # median arrival chunk - described chunk
     max_rtt_chunks: int = 0
 
@@ -59,7 +61,6 @@ class HintClient:
         encoding: p.HintEncoding = p.HintEncoding.FLOAT32,
         sample_format: p.SampleFormat = p.SampleFormat.FLOAT32,
         key: tuple[int, bytes] | None = None,
-        queue_chunks: int = 32,
     ):
         self.server = server
         self.hello = p.Hello(model, channels, delay, encoding, sample_format)
@@ -67,12 +68,13 @@ class HintClient:
         self.keys = {self.key_id: self.key} if self.key else None
         self.stream_id = int.from_bytes(os.urandom(4), "little")
         self.delay = delay
+        self.channels = channels
         self.hint_channels = 0
+        self.link: _native.HintLink | None = None  # made once the server said how hints look
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.connect(server)
-        self._outgoing: deque[tuple[int, np.ndarray]] = deque(maxlen=queue_chunks)
-        self._hints: dict[int, np.ndarray] = {}
-        self._now = -1  # the chunk the audio thread is at (for late / RTT accounting)
+        self._chunk = np.zeros((channels, CHUNK), np.float32)
+        self._hint = np.zeros((1, N_BINS), np.float32)
         self._rtts: deque[int] = deque(maxlen=1024)
         self._arrived = p.ReplayWindow(4096)  # hint numbers seen, for duplicates
         self._counts: Counter = Counter()
@@ -105,6 +107,8 @@ class HintClient:
             if packet.type == p.Type.WELCOME and packet.stream_id == self.stream_id:
                 welcome = p.Welcome.unpack(packet.payload)
                 self.hint_channels = welcome.hint_channels
+                self.link = _native.HintLink(self.channels, self.hint_channels, self.delay)
+                self._hint = np.zeros((self.hint_channels, N_BINS), np.float32)
                 self.sock.setblocking(False)
                 self._thread = threading.Thread(target=self._run, name="kboost-hints", daemon=True)
                 self._thread.start()
@@ -128,36 +132,30 @@ class HintClient:
         flight up to `timeout` s to land, so that they count as late, not lost."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and (
-            self._outgoing or self._counts["received"] < self._counts["sent"]
+            self._queued() > self._counts["sent"] + self._counts["send_errors"]
+            or self._counts["received"] < self._counts["sent"]
         ):
             time.sleep(0.005)
 
-    # ---- the audio thread's side: never blocks ----
+    def _queued(self) -> int:
+        return self.link.counters()["queued"] if self.link is not None else 0
+
+    # ---- the audio thread's side, for callers in Python (the native processor
+    # uses the link directly): never blocks ----
     def send_chunk(self, seq: int, chunk: np.ndarray) -> None:
         """Queue chunk `seq` for the server (the chunk is copied)."""
-        if len(self._outgoing) == self._outgoing.maxlen:
-            self._counts["send_dropped"] += 1  # the oldest is dropped by the deque
-        self._outgoing.append((seq, chunk.copy()))
+        self.link.send(seq, np.ascontiguousarray(chunk, np.float32))
 
     def take_hint(self, t: int) -> np.ndarray | None:
         """At chunk t: the hint made from chunk t - d, or None if it has not arrived."""
-        self._now = t
-        j = t - self.delay
-        if j < 0:
-            return None
-        hint = self._hints.pop(j, None)
-        if hint is None:
-            self._counts["lost"] += 1
-        else:
-            self._counts["on_time"] += 1
-        return hint
+        out = np.empty((self.hint_channels, N_BINS), np.float32)
+        return out if self.link.take(t, out) else None
 
     # ---- network thread ----
     def _run(self) -> None:
         while not self._stop.is_set():
-            while self._outgoing:
-                seq, chunk = self._outgoing.popleft()
-                payload = p.pack_audio(chunk, self.hello.sample_format)
+            while (seq := self.link.next_chunk(self._chunk)) >= 0:
+                payload = p.pack_audio(self._chunk, self.hello.sample_format)
                 try:
                     self.sock.send(
                         p.encode(
@@ -192,11 +190,10 @@ class HintClient:
             self._file(packet.seq, hint)
 
     def _file(self, seq: int, hint: np.ndarray) -> None:
-        now = self._now
         if not self._arrived.accept(seq):
             self._counts["duplicate"] += 1
             return
-        rtt = now - seq
+        rtt = self.link.now - seq
         self._rtts.append(rtt)
         if rtt > self.delay and not self._warned:
             self._warned = True
@@ -207,30 +204,21 @@ class HintClient:
                 rtt,
                 self.delay,
             )
-        if seq + self.delay <= now:  # its chunk t = seq + d has already run without it
-            self._counts["late"] += 1
-            return
-        self._hints[seq] = hint
-        if seq + self.delay <= self._now and self._hints.pop(seq, None) is not None:
-            # The audio thread passed chunk seq + d while we filed it: late after all.
-            self._counts["late"] += 1
-            return
-        if len(self._hints) > MAX_EARLY:
-            for old in sorted(self._hints)[: len(self._hints) - MAX_EARLY]:
-                self._hints.pop(old, None)
+        self.link.deliver(seq, np.ascontiguousarray(hint, np.float32))  # counts it if late
 
     def stats(self) -> LinkStats:
         c = self._counts
+        native = self.link.counters() if self.link is not None else Counter()
         rtts = list(self._rtts)
         return LinkStats(
-            on_time=c["on_time"],
-            late=c["late"],
-            lost=c["lost"],
+            on_time=native["on_time"],
+            late=native["late"],
+            lost=native["lost"],
             duplicate=c["duplicate"],
             corrupt=c["corrupt"],
             received=c["received"],
             sent=c["sent"],
-            send_dropped=c["send_dropped"],
+            send_dropped=native["send_dropped"],
             rtt_chunks=float(np.median(rtts)) if rtts else float("nan"),
             max_rtt_chunks=max(rtts) if rtts else 0,
         )

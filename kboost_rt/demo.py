@@ -2,7 +2,7 @@
 
 1. Starts `kboost-rt serve` (large model + hint generator) as a separate process.
 2. Streams the shipped example mixture (talkers, noise and room never used in
-   training) through the live engine path, `Processor` + `HintClient`, paced
+   training) through the live path, the native processor + `HintClient`, paced
    at real time, with the boosted small model at an 8 ms hint delay; an
    optional fault relay loses hints on the way.
 3. Runs the small model alone and the large model on the same mixture.
@@ -19,10 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .audio_files import read_audio, write_audio_atomic
 from .engine import NativeEngine
 from .evaluate import _stream, si_sdr_improvement
 from .model_files import ModelFileError, load_model_files, shipped_models_dir
-from .process import output_paths, process_file, read_audio, write_audio_atomic
+from .process import output_paths, process_file
+from .processor import Processor
 from .signal_path import CHUNK, SAMPLE_RATE
 
 
@@ -135,7 +137,7 @@ def run_demo(
         "max_round_trip_chunks": s.max_rtt_chunks,
     }
 
-    large = NativeEngine(files["large"].config, files["large"].tensors)
+    large = Processor(files["large"].config, files["large"].tensors)
     estimates["large"] = _stream(large, mixture)
     for path, audio in zip(output_paths(out / "large.wav", n_src), estimates["large"], strict=True):
         write_audio_atomic(path, audio)

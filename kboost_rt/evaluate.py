@@ -19,11 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _native
+from .audio_files import ProcessError, read_audio
 from .costs import macs_per_chunk
 from .engine import NativeEngine
-from .fallback import SmallModelFallback
+from .fallback import fallback_model
 from .model_files import ModelFileError, load_model_files
-from .process import ProcessError, read_audio
+from .processor import Processor
 from .signal_path import CHUNK, LOOKAHEAD
 
 TASKS = {"separate": 2, "enhance": 1}  # sources per example
@@ -88,27 +90,28 @@ def load_examples(folder: Path, task: str, channels: int) -> list[Example]:
     return examples
 
 
-def _stream(
-    engine: NativeEngine,
-    mixture: np.ndarray,
-    hints=None,
-    fallback: SmallModelFallback | None = None,
-) -> np.ndarray:
-    """Whole example through the engine (and the small-model fallback, as the
-    Processor runs it), chunk by chunk; output aligned to the input."""
+def _stream(processor: Processor, mixture: np.ndarray, arriving=None) -> np.ndarray:
+    """Whole example through the processor, chunk by chunk, from a fresh state;
+    per-source output aligned to the input. `arriving[t]`: the hint that is
+    there at chunk t (made from chunk t - d), or None: the in-process hint
+    source, filed into the processor's hint link as the network client would."""
+    processor.reset()
     samples = mixture.shape[1]
     chunks = -(-(samples + LOOKAHEAD) // CHUNK)
     padded = np.zeros((mixture.shape[0], chunks * CHUNK), np.float32)
     padded[:, :samples] = mixture
-    out = []
-    for t in range(chunks):
-        chunk = padded[:, t * CHUNK : (t + 1) * CHUNK]
-        hint = None if hints is None else hints[t]
-        y = engine.process(chunk, hint)
-        if fallback is not None:
-            fallback.apply(chunk, hint is not None, y)
-        out.append(y)
-    return np.concatenate(out, axis=-1)[:, :, LOOKAHEAD : LOOKAHEAD + samples]
+    x = padded.reshape(mixture.shape[0], chunks, CHUNK).transpose(1, 0, 2)
+    if arriving is None:
+        out, _ = processor.run(x)
+    else:
+        link = processor.link
+        out = np.zeros((chunks, processor.sources, processor.channels, CHUNK), np.float32)
+        for t in range(chunks):
+            if arriving[t] is not None:
+                link.deliver(t - link.delay, arriving[t])
+            out[t] = processor.process(x[t])[0]
+    y = out.transpose(1, 2, 0, 3).reshape(processor.sources, processor.channels, -1)
+    return y[:, :, LOOKAHEAD : LOOKAHEAD + samples]
 
 
 def _large_hints(large: NativeEngine, mixture: np.ndarray) -> list[np.ndarray]:
@@ -148,6 +151,7 @@ def evaluate(
     results = []
 
     def add(name, role, cfg, delay, loss, scores, encoding=None, fallback=None):
+        """`fallback`: the chunks after which the small-model fallback took over, if it ran."""
         macs = macs_per_chunk(cfg)["device"]
         if fallback is not None:
             macs += macs_per_chunk(small.config)["device"]
@@ -165,18 +169,19 @@ def evaluate(
         if encoding is not None:
             results[-1]["hint_encoding"] = encoding
         if fallback is not None:
-            results[-1]["fallback_after"] = fallback.after
+            results[-1]["fallback_after"] = fallback
         d = "-" if delay is None else str(delay)
         p = "-" if loss is None else f"{loss:g}"
         e = "" if encoding is None else f" {encoding}"
         progress(f"  {name:<24} {role:<8} delay {d:>2} loss {p:>4}{e}: {np.mean(scores):6.2f} dB")
 
     for name, files in ((small.name, small), (large.name, large)):
-        engine = NativeEngine(files.config, files.tensors)
+        processor = Processor(files.config, files.tensors)
         scores = []
         for ex in examples:
-            engine.reset()
-            scores.append(si_sdr_improvement(_stream(engine, ex.mixture), ex.sources, ex.mixture))
+            scores.append(
+                si_sdr_improvement(_stream(processor, ex.mixture), ex.sources, ex.mixture)
+            )
         add(name, files.config.role, files.config, None, None, scores)
     for delay in delays:
         boosted_dir = models / f"{task}-boosted-d{delay}"
@@ -185,8 +190,12 @@ def evaluate(
             raise ModelFileError(f"{boosted_dir}: not a boosted model for delay {delay}")
         generator = {k: v for k, v in boosted.tensors.items() if k.startswith("hint_generator.")}
         hint_engine = NativeEngine(large.config, large.tensors, generator)
-        engine = NativeEngine(boosted.config, boosted.tensors)
-        fallback = SmallModelFallback.beside(boosted_dir, fallback_after)
+        fallback = fallback_model(boosted_dir, fallback_after)
+        link = _native.HintLink(channels, boosted.config.boost.hint_channels, delay)
+        processor = Processor(
+            boosted.config, boosted.tensors, link, fallback, fallback_after=fallback_after
+        )
+        after = fallback_after if fallback is not None else None
         made = []
         for ex in examples:
             hint_engine.reset()
@@ -203,16 +212,13 @@ def evaluate(
                     sent[t - delay] if t >= delay and rng.random() >= loss else None
                     for t in range(len(sent))
                 ]
-                engine.reset()
-                if fallback is not None:
-                    fallback.reset()
                 scores.append(
                     si_sdr_improvement(
-                        _stream(engine, ex.mixture, arriving, fallback), ex.sources, ex.mixture
+                        _stream(processor, ex.mixture, arriving), ex.sources, ex.mixture
                     )
                 )
             shown = None if encodings == ["float32"] else encoding
-            add(boosted.name, "boosted", boosted.config, delay, loss, scores, shown, fallback)
+            add(boosted.name, "boosted", boosted.config, delay, loss, scores, shown, after)
     return {"task": task, "n_examples": len(examples), "results": results}
 
 

@@ -1,9 +1,12 @@
-"""`kboost-rt live`: the Processor in a PyAudio duplex callback, 16 kHz, 128 frames.
+"""`kboost-rt live`: the processor on the sound card.
 
-The callback only converts the buffer, runs `Processor.process` (the native
-step releases the GIL and allocates nothing) and converts back: no locks,
-no sockets, no waiting. Parameters arrive as lock-free snapshots (MIDI,
-see midi.py); hints through the client's non-blocking hand-off.
+The audio callback is native (`_native.AudioStream`, PortAudio): it runs the
+processor and nothing else, so it never waits on the interpreter, allocates
+or touches a socket. A device that does not run 16 kHz is resampled inside
+the same callback (csrc/resampler.h, designed by `resampling.py`). Python
+opens the devices, runs the hint client's network thread (it only moves
+chunks and hints between the processor's rings and the socket), takes MIDI
+(it only stores parameters) and prints the status line.
 """
 
 from __future__ import annotations
@@ -13,39 +16,17 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .client import HintClient
-from .engine import NativeEngine
-from .fallback import FALLBACK_AFTER, SmallModelFallback
+from . import _native
+from .fallback import FALLBACK_AFTER
 from .midi import MidiController, MidiMapping, open_input
-from .model_files import load_model_files
 from .params import LiveParams
-from .processor import Processor
-from .rate_adapter import RateAdapter
+from .processor import Stream, open_stream
+from .resampling import added_latency_s, pair
 from .signal_path import CHUNK, SAMPLE_RATE
-
-
-@dataclass
-class LiveStats:
-    callbacks: int = 0
-    xruns: int = 0  # PortAudio's input-overflow / output-underflow flags
-    wrong_sizes: int = 0  # callbacks with other than 128 frames (passed through silent)
-    loads: list = field(default_factory=list)  # callback time / 8 ms
-
-    def summary(self) -> dict:
-        loads = np.array(self.loads) if self.loads else np.zeros(1)
-        return {
-            "callbacks": self.callbacks,
-            "xruns": self.xruns,
-            "wrong_sizes": self.wrong_sizes,
-            "load_median": float(np.median(loads)),
-            "load_p99": float(np.percentile(loads, 99)),
-            "load_max": float(loads.max()),
-        }
 
 
 def _device(pa, name: str | None, want_input: bool) -> int | None:
@@ -98,152 +79,140 @@ def run_live(
     record_output: Path | None = None,
     status: bool = True,
     device_rate: int | None = None,
-    resample_quality: str = "LQ",
+    resample_phase: str = "minimum",
     fallback_after: int = FALLBACK_AFTER,
+    params: LiveParams | None = None,
 ) -> dict:
     import pyaudio
 
-    files = load_model_files(model)
-    cfg = files.config
-    if cfg.role == "large":
-        raise ValueError(f"{model}: a large model runs on the server")
-    engine = NativeEngine(cfg, files.tensors)
-    params = LiveParams(sources=cfg.net.sources)
-    client = None
-    if server is not None:
-        if cfg.boost is None:
-            raise ValueError(f"{model}: --server needs a boosted model")
-        client = HintClient(server, files.name, cfg.net.channels, cfg.boost.delay, key=key)
-        client.connect()
-    fallback = SmallModelFallback.beside(model, fallback_after) if client else None
-    processor = Processor(engine, client, params, fallback)
+    stream = open_stream(model, server, key, params=params, fallback_after=fallback_after)
+    processor, client = stream.processor, stream.client
+    params = processor.params
     midi = None
     controller = None
-    if midi_port is not None:
-        mapping = MidiMapping.load(midi_map) if midi_map else MidiMapping.default()
-        controller = MidiController(params, mapping)
-        midi = open_input(controller, midi_port)
-
-    m = cfg.net.channels
-    stats = LiveStats()
-    max_chunks = int(seconds * SAMPLE_RATE / CHUNK) + 1 if seconds else 0
-    recorded_in = np.zeros((m, max_chunks * CHUNK), np.float32) if record_input else None
-    recorded_out = np.zeros((m, max_chunks * CHUNK), np.float32) if record_output else None
-
-    def run_chunk(chunk: np.ndarray) -> np.ndarray:
-        """One 16 kHz chunk [M, 128] through the Processor -> the mix [M, 128]."""
-        t = processor.t
-        _, mix = processor.process(chunk)
-        if recorded_in is not None and t < max_chunks:
-            recorded_in[:, t * CHUNK : (t + 1) * CHUNK] = chunk
-        if recorded_out is not None and t < max_chunks:
-            recorded_out[:, t * CHUNK : (t + 1) * CHUNK] = mix
-        return mix
-
-    adapter: RateAdapter | None = None
-    frames = CHUNK
-    out_frames = np.zeros((CHUNK, m), np.float32)
-
-    def callback(in_data, frame_count, time_info, flags):
-        start = time.perf_counter()
-        stats.callbacks += 1
-        if flags:
-            stats.xruns += 1
-        if frame_count != frames:
-            stats.wrong_sizes += 1
-            return silence[: 4 * m * frame_count], pyaudio.paContinue
-        block = np.frombuffer(in_data, np.float32).reshape(frame_count, m)
-        if adapter is None:
-            out = run_chunk(np.ascontiguousarray(block.T)).T.tobytes()
-        else:
-            adapter(block, out_frames)
-            out = out_frames.tobytes()
-        stats.loads.append((time.perf_counter() - start) / (frame_count / rate))
-        return out, pyaudio.paContinue
-
-    pa = pyaudio.PyAudio()
-    rate = SAMPLE_RATE
-    resampling = None
-    silence = b""
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
     try:
-        devices = _device(pa, input_device, True), _device(pa, output_device, False)
-        rate = device_rate or _stream_rate(pa, devices, m)
-        if rate != SAMPLE_RATE:
-            frames = round(CHUNK * rate / SAMPLE_RATE)
-            out_frames = np.zeros((frames, m), np.float32)
-            adapter = RateAdapter(run_chunk, rate, m, frames, resample_quality)
-            resampling = {
-                "device_rate": rate,
-                "quality": resample_quality,
-                "added_latency_ms": 1000 * adapter.added_latency_s,
-            }
-            print(
-                f"the device runs {rate} Hz: resampling to and from {SAMPLE_RATE} Hz with soxr "
-                f"{resample_quality}, adding {resampling['added_latency_ms']:.1f} ms of latency",
-                file=sys.stderr,
+        if midi_port is not None:
+            mapping = MidiMapping.load(midi_map) if midi_map else MidiMapping.default()
+            controller = MidiController(params, mapping)
+            midi = open_input(controller, midi_port)
+        pa = pyaudio.PyAudio()
+        try:
+            m = processor.channels
+            devices = _device(pa, input_device, True), _device(pa, output_device, False)
+            rate = device_rate or _stream_rate(pa, devices, m)
+        finally:
+            pa.terminate()
+        record_chunks = int(seconds * SAMPLE_RATE / CHUNK) + 1 if seconds else 0
+        if not (record_input or record_output):
+            record_chunks = 0
+        if not _native.HAVE_AUDIO_STREAM:
+            raise RuntimeError(
+                "this build of kboost-rt has no native audio stream: install PortAudio "
+                "(Debian: apt install portaudio19-dev) and reinstall kboost-rt"
             )
-        silence = bytes(4 * m * frames)
-        stream = pa.open(
-            format=pyaudio.paFloat32,
-            channels=m,
-            rate=rate,
-            input=True,
-            output=True,
-            frames_per_buffer=frames,
-            input_device_index=devices[0],
-            output_device_index=devices[1],
-            stream_callback=callback,
-        )
-        started = time.monotonic()
-        while stream.is_active() and not stop.is_set():
-            if seconds and time.monotonic() - started >= seconds:
-                break
-            time.sleep(0.25)
-            if status:
-                _status_line(stats, client, params)
-        stream.stop_stream()
-        stream.close()
+        run = _NativeRun(stream, devices, record_chunks, rate, resample_phase)
+        stop = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        try:
+            run.start()
+            started = time.monotonic()
+            while run.active() and not stop.is_set():
+                if seconds and time.monotonic() - started >= seconds:
+                    break
+                time.sleep(0.25)
+                if status:
+                    _status_line(run.stats(), stream, params)
+            run.stop()
+        finally:
+            signal.signal(signal.SIGINT, previous)
     finally:
-        pa.terminate()
-        signal.signal(signal.SIGINT, previous)
         if midi is not None:
             midi.close_port()
-        if client is not None:
-            client.close()
+        stream.close()
     if status:
         print(file=sys.stderr)
-    chunks = min(processor.t, max_chunks) if max_chunks else processor.t
+    live = run.stats()
+    live["period_us"] = 1e6 * run.frames / rate
     report = {
-        "live": stats.summary(),
-        "resampling": resampling,
+        "live": live,
+        "resampling": run.resampling,
         "chunks": processor.t,
         "link": client.stats().as_dict() if client else None,
         "midi": dict(controller.counts) if controller else None,
-        "chunks_on_small": fallback.chunks_on_small if fallback else 0,
+        "chunks_on_small": processor.chunks_on_small,
     }
-    from .process import write_audio_atomic
+    from .audio_files import write_audio_atomic
 
     if record_input is not None:
-        write_audio_atomic(record_input, recorded_in[:, : chunks * CHUNK])
+        write_audio_atomic(record_input, run.recording(False))
     if record_output is not None:
-        write_audio_atomic(record_output, recorded_out[:, : chunks * CHUNK])
+        write_audio_atomic(record_output, run.recording(True))
     if stats_json is not None:
         stats_json.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
-def _status_line(stats: LiveStats, client: HintClient | None, params: LiveParams) -> None:
-    recent = stats.loads[-125:] or [0.0]
+class _NativeRun:
+    """The native PortAudio stream: its callback runs the processor in C++,
+    resampling there when the device does not run 16 kHz."""
+
+    def __init__(self, stream: Stream, devices, record_chunks: int, rate: int, phase: str):
+        self.resampling = None
+        self.frames = CHUNK
+        designs = (None, None)
+        if rate != SAMPLE_RATE:
+            designs = pair(rate, phase)
+            self.frames = round(CHUNK * rate / SAMPLE_RATE)
+            self.resampling = {
+                "device_rate": rate,
+                "phase": phase,
+                "frames": self.frames,
+                "added_latency_ms": 1000 * added_latency_s(rate, self.frames, phase),
+            }
+            print(
+                f"the device runs {rate} Hz: resampling to and from {SAMPLE_RATE} Hz "
+                f"({phase} phase, {self.frames}-frame buffers), adding "
+                f"{self.resampling['added_latency_ms']:.2f} ms of latency",
+                file=sys.stderr,
+            )
+        self._stream = _native.AudioStream(
+            stream.processor.native,
+            -1 if devices[0] is None else devices[0],
+            -1 if devices[1] is None else devices[1],
+            record_chunks,
+            rate,
+            self.frames,
+            *designs,
+        )
+
+    def start(self) -> None:
+        self._stream.start()
+
+    def stop(self) -> None:
+        self._stream.stop()
+
+    def active(self) -> bool:
+        return self._stream.active
+
+    def stats(self) -> dict:
+        stats = self._stream.stats()
+        stats["realtime"] = {-1: None, 0: False, 1: True}[stats["realtime"]]
+        return stats
+
+    def recording(self, output: bool) -> np.ndarray:
+        return self._stream.recording(output)
+
+
+def _status_line(live: dict, stream: Stream, params: LiveParams) -> None:
     p = params.snapshot()
     link = ""
-    if client is not None:
-        s = client.stats()
+    if stream.client is not None:
+        s = stream.client.stats()
         link = f" | hints {s.on_time} ok {s.late} late {s.lost} lost, rtt {s.rtt_chunks:g} chunks"
+    times = live["callback_us"]
     print(
-        f"\rload {100 * np.mean(recent):4.1f}% (max {100 * max(recent):4.1f}%) | xruns "
-        f"{stats.xruns}{link} | gain {p.gain_db:+.1f} dB wet {p.wet:.2f} "
+        f"\rcallback p50 {times['p50']:.0f} us, max {times['max']:.0f} us | xruns "
+        f"{live['xruns']}{link} | gain {p.gain_db:+.1f} dB wet {p.wet:.2f} "
         f"{'boost' if p.boost else 'no-boost'} src {p.source or 'all'}"
         f"{' BYPASS' if p.bypass else ''}   ",
         end="",

@@ -55,7 +55,7 @@ def resolve_model(
             return root / model
         names = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
         raise ModelFileError(
-            f"{model}: no such model folder or shipped model"
+            f"{model}: model folder not found, and no shipped model has that name"
             + (f" (shipped: {', '.join(names)})" if names else " (no models are shipped)")
         )
     task = task or DEFAULT_TASK

@@ -1,13 +1,16 @@
 """Live parameters: set from any thread, read by the audio thread without locks.
 
-The control side replaces an immutable `Params` snapshot (one reference
-assignment, atomic in CPython); the audio thread reads the current snapshot
-once per chunk. Smoothing is the processor's job (ramps over one chunk).
+The control side replaces an immutable `Params` snapshot and passes it on
+to whoever listens: the native processor stores it in atomics, which its
+audio thread reads once per chunk (never the interpreter). Smoothing is the
+processor's job (ramps over one chunk).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 GAIN_DB_RANGE = (-60.0, 12.0)
@@ -39,6 +42,14 @@ class LiveParams:
     def __init__(self, initial: Params | None = None, sources: int = 2):
         self.sources = sources
         self._current = (initial or Params()).validated(sources)
+        self._listeners: list[Callable[[Params], None]] = []
+        self._lock = threading.Lock()  # one writer at a time (MIDI, the command line)
+
+    def listen(self, listener: Callable[[Params], None]) -> None:
+        """Call `listener(params)` now and on every change."""
+        with self._lock:
+            self._listeners.append(listener)
+            listener(self._current)
 
     def snapshot(self) -> Params:
         """The current values (the audio thread calls this once per chunk)."""
@@ -49,6 +60,9 @@ class LiveParams:
         unknown = sorted(set(changes) - set(NAMES))
         if unknown:
             raise ValueError(f"unknown parameter(s): {', '.join(unknown)}")
-        new = dataclasses.replace(self._current, **changes).validated(self.sources)
-        self._current = new  # one reference swap: the audio thread sees old or new
+        with self._lock:
+            new = dataclasses.replace(self._current, **changes).validated(self.sources)
+            self._current = new
+            for listener in self._listeners:
+                listener(new)
         return new

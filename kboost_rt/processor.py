@@ -1,87 +1,169 @@
-"""The engine loop: one object for live audio, files and tests.
+"""The real-time processor: one object for live audio, files, eval and plugins.
 
-`Processor.process(chunk)` sends the chunk to the hint server (if any), takes
-the hint of chunk t - d, runs the native step (and the small-model fallback,
-which takes over while hints stay away) and applies the live parameters. It
-returns the per-source model output and the monitor mix. The mix is what
-`kboost-rt live` plays; `kboost-rt process --mix` writes the same samples.
-Parameter changes ramp linearly over one chunk (8 ms), so gain,
-wet/dry, source select and bypass change without zipper noise or clicks.
+The work is native (csrc/processor.h): per 8 ms chunk it queues the input
+for the hint server, takes the hint of chunk t - d from the lock-free hint
+link, runs the boosted (or small) engine, lets the small-model fallback take
+over while hints stay away, and mixes the sources with the latency-aligned
+input under the live parameters, each change ramped over one chunk (no
+zipper noise or clicks). It allocates nothing, takes no lock and never
+enters the interpreter, so the same object runs in a PortAudio callback
+(`kboost_rt.audio`), a file loop (`kboost-rt process`) and `kboost-rt eval`.
+`kboost-rt process --mix` writes exactly the samples `live` would play.
+
+    stream = open_stream("separate-boosted-d3", server=("127.0.0.1", 7000))
+    sources, mix = stream.processor.process(chunk)   # chunk [M, 128]
+    stream.close()
 """
 
 from __future__ import annotations
 
+import dataclasses
+import os
+from dataclasses import dataclass
+
 import numpy as np
 
+from . import _native
 from .client import HintClient
-from .engine import NativeEngine
-from .fallback import SmallModelFallback
+from .config import ModelConfig
+from .engine import engine_config
+from .fallback import FALLBACK_AFTER, fallback_model
+from .model_files import ModelFiles
 from .params import LiveParams, Params
-from .signal_path import CHUNK, LOOKAHEAD
+from .protocol import HintEncoding
+from .signal_path import CHUNK
 
 
 class Processor:
     def __init__(
         self,
-        engine: NativeEngine,
-        client: HintClient | None = None,
+        config: ModelConfig,
+        tensors: dict[str, np.ndarray],
+        link: _native.HintLink | None = None,
+        fallback: ModelFiles | None = None,
         params: LiveParams | None = None,
-        fallback: SmallModelFallback | None = None,
+        fallback_after: int = FALLBACK_AFTER,
     ):
-        self.engine = engine
-        self.client = client
-        self.fallback = fallback
-        self.sources, self.channels = engine.sources, engine.channels
+        """`link`: where hints come from (a `HintClient`'s, or a schedule's);
+        `fallback`: the small model that takes over after `fallback_after`
+        chunks without a hint (only with a link)."""
+        config.validate()
+        self.config = config
+        self.sources, self.channels = config.net.sources, config.net.channels
         self.params = params or LiveParams(sources=self.sources)
-        self.t = 0
-        self.hints_used = 0
+        self.link = link
+        self.fallback_after = fallback_after if fallback is not None else 0
+        small = (
+            (None, None) if fallback is None else (engine_config(fallback.config), fallback.tensors)
+        )
+        self._native = _native.Processor(
+            engine_config(config), tensors, link, *small,
+            fallback_after if fallback is not None else 1,
+            dataclasses.asdict(self.params.snapshot()),
+        )  # fmt: skip
+        self.params.listen(lambda p: self._native.set_params(dataclasses.asdict(p)))
         self._sources = np.zeros((self.sources, self.channels, CHUNK), np.float32)
         self._mix = np.zeros((self.channels, CHUNK), np.float32)
-        # The model's output lags its input by LOOKAHEAD samples; so does the dry path.
-        self._dry_line = np.zeros((self.channels, LOOKAHEAD + CHUNK), np.float32)
-        self._ramp = (np.arange(1, CHUNK + 1, dtype=np.float32) / CHUNK)[None, :]
-        self._last = self._targets(self.params.snapshot())
 
-    def _targets(self, p: Params) -> tuple[float, float, np.ndarray]:
-        weights = (
-            np.ones(self.sources, np.float32)
-            if p.source == 0
-            else np.eye(self.sources, dtype=np.float32)[p.source - 1]
-        )
-        wet = 0.0 if p.bypass else p.wet
-        return 10.0 ** (p.gain_db / 20.0), wet, weights
+    @property
+    def native(self) -> _native.Processor:
+        """The native object, for an `AudioStream` to run."""
+        return self._native
+
+    @property
+    def t(self) -> int:
+        """Chunks processed."""
+        return self._native.chunk
+
+    @property
+    def hints_used(self) -> int:
+        return self._native.stats()["hints_used"]
+
+    @property
+    def chunks_on_small(self) -> int:
+        return self._native.stats()["chunks_on_small"]
+
+    def stats(self) -> dict:
+        return self._native.stats()
+
+    def fallback_mapping(self) -> tuple[tuple[int, ...], np.ndarray] | None:
+        """The small model's (order, gains) onto the boosted model's outputs."""
+        return self._native.fallback_mapping()
+
+    def reset(self) -> None:
+        """Start a new stream (not while an audio stream runs this processor)."""
+        self._native.reset()
 
     def process(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """chunk [M, 128] float32 -> (sources [S, M, 128], mix [M, 128]); both arrays are
         reused by the next call (copy them to keep them)."""
-        p = self.params.snapshot()
-        hint = None
-        if self.client is not None:
-            self.client.send_chunk(self.t, chunk)
-            hint = self.client.take_hint(self.t)  # always taken, so accounting stays exact
-        arrived = hint is not None  # the fallback watches the link, not the boost switch
-        if not p.boost:
-            hint = None
-        if hint is not None:
-            self.hints_used += 1
-        self.engine.process_into(chunk, hint, self._sources)
-        if self.fallback is not None:
-            self.fallback.apply(chunk, arrived, self._sources)
-
-        self._dry_line[:, :LOOKAHEAD] = self._dry_line[:, CHUNK:]
-        self._dry_line[:, LOOKAHEAD:] = chunk
-        dry = self._dry_line[:, :CHUNK]
-
-        gain, wet, weights = self._targets(p)
-        last_gain, last_wet, last_weights = self._last
-        r = self._ramp
-        mixed = np.zeros((self.channels, CHUNK), np.float32)
-        for s in range(self.sources):
-            w = last_weights[s] + (weights[s] - last_weights[s]) * r
-            mixed += w * self._sources[s]
-        wet_ramp = last_wet + (wet - last_wet) * r
-        gain_ramp = last_gain + (gain - last_gain) * r
-        np.multiply(gain_ramp, wet_ramp * mixed + (1.0 - wet_ramp) * dry, out=self._mix)
-        self._last = (gain, wet, weights)
-        self.t += 1
+        self._native.process(chunk, self._mix, self._sources)
         return self._sources, self._mix
+
+    def run(self, chunks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """chunks [N, M, 128] -> (sources [N, S, M, 128], mixes [N, M, 128]), in C++."""
+        chunks = np.ascontiguousarray(chunks, np.float32)
+        n = chunks.shape[0]
+        sources = np.zeros((n, self.sources, self.channels, CHUNK), np.float32)
+        mixes = np.zeros((n, self.channels, CHUNK), np.float32)
+        self._native.run(chunks, mixes, sources)
+        return sources, mixes
+
+
+@dataclass
+class Stream:
+    """A model opened for streaming: its files, the processor and, with a
+    server, the hint client feeding it."""
+
+    files: ModelFiles
+    processor: Processor
+    client: HintClient | None = None
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+
+
+def open_stream(
+    model: str | os.PathLike,
+    server: tuple[str, int] | None = None,
+    key: tuple[int, bytes] | None = None,
+    encoding: HintEncoding = HintEncoding.FLOAT32,
+    params: Params | LiveParams | None = None,
+    fallback_after: int = FALLBACK_AFTER,
+) -> Stream:
+    """Open a model folder (or a shipped model's name) for streaming: with a
+    `server`, connect the hint client and set up the small-model fallback
+    where it helps (see `fallback.fallback_model`); `fallback_after` 0: never.
+    Raises ValueError for a model that cannot run on the device, LinkError
+    when the server refuses or does not answer."""
+    from .model_files import load_model_files
+    from .model_select import resolve_model
+
+    folder = resolve_model(str(model))
+    files = load_model_files(folder)
+    cfg = files.config
+    if cfg.role == "large":
+        raise ValueError(
+            f"{model}: a large model runs on the server; use the small or boosted model"
+        )
+    live = params if isinstance(params, LiveParams) else LiveParams(params, sources=cfg.net.sources)
+    client = None
+    fallback = None
+    if server is not None:
+        if cfg.boost is None:
+            raise ValueError(f"{model}: --server needs a boosted model")
+        client = HintClient(
+            server, files.name, cfg.net.channels, cfg.boost.delay, encoding, key=key
+        )
+        client.connect()
+        fallback = fallback_model(folder, fallback_after)
+    try:
+        processor = Processor(
+            cfg, files.tensors, client.link if client else None, fallback, live, fallback_after
+        )
+    except BaseException:
+        if client is not None:
+            client.close()
+        raise
+    return Stream(files, processor, client)

@@ -1,5 +1,6 @@
 """The C ABI (kboost.h / libkboost.so) through cffi, and zero heap allocations
-inside kb_engine_process, counted by an LD_PRELOADed malloc counter."""
+inside kb_engine_process and kb_processor_process, counted by an LD_PRELOADed
+malloc counter."""
 
 import numpy as np
 import pytest
@@ -30,6 +31,25 @@ int kb_engine_process(kb_engine*, const float*, const float*, float*, float*);
 void kb_engine_reset(kb_engine*);
 kb_stats kb_engine_stats(const kb_engine*);
 void kb_engine_destroy(kb_engine*);
+typedef struct kb_link kb_link;
+typedef struct kb_processor kb_processor;
+typedef struct { double gain_db; double wet; int32_t source, bypass, boost; } kb_params;
+typedef struct {
+  uint64_t chunks, hints_used, chunks_on_small, nonfinite_resets;
+  uint64_t hints_on_time, hints_late, hints_lost, chunks_queued, chunks_dropped;
+} kb_processor_stats;
+kb_link* kb_link_create(int32_t, int32_t, int32_t);
+int kb_link_next_chunk(kb_link*, int64_t*, float*);
+int kb_link_deliver(kb_link*, int64_t, const float*);
+int64_t kb_link_now(const kb_link*);
+void kb_link_destroy(kb_link*);
+kb_processor* kb_processor_create(kb_engine*, kb_link*, kb_engine*, int32_t, const kb_params*,
+                                  char*, size_t);
+void kb_processor_process(kb_processor*, const float*, float*, float*);
+int kb_processor_set_params(kb_processor*, const kb_params*);
+kb_processor_stats kb_processor_get_stats(const kb_processor*);
+void kb_processor_reset(kb_processor*);
+void kb_processor_destroy(kb_processor*);
 """
 
 ROLES = {"small": 0, "large": 1, "boosted": 2}
@@ -85,7 +105,7 @@ def tensors_of(model):
 
 def test_c_abi_matches_the_python_binding(lib):
     ffi, c = lib
-    assert c.kb_abi_version() == 1
+    assert c.kb_abi_version() == 2
     assert ffi.string(c.kb_simd()).decode() in ("generic", "avx2", "avx512")
     torch.manual_seed(0)
     tensors = tensors_of(build_model(PAPER_BOOSTED))
@@ -119,6 +139,63 @@ def test_c_abi_reports_bad_weights(lib):
     assert engine.error == "missing tensor 'decoder.bias'"
 
 
+def test_c_abi_processor_matches_the_python_processor(lib):
+    """A plugin host's view: engines handed to a processor, hints filed through the
+    link by chunk number, parameters set between chunks."""
+    from kboost_rt import _native
+    from kboost_rt.model_files import ModelFiles, random_weights
+    from kboost_rt.params import LiveParams
+    from kboost_rt.processor import Processor
+
+    ffi, c = lib
+    boosted_t, small_t = random_weights(PAPER_BOOSTED, 3), random_weights(PAPER_SMALL, 4)
+    boosted, small = (
+        CEngine(ffi, c, PAPER_BOOSTED, boosted_t),
+        CEngine(ffi, c, PAPER_SMALL, small_t),
+    )
+    link = c.kb_link_create(2, 8, PAPER_BOOSTED.boost.delay)
+    error = ffi.new("char[512]")
+    bad = ffi.new("kb_params*", {"gain_db": 30.0, "wet": 1.0, "boost": 1})
+    assert c.kb_processor_create(boosted.ptr, link, small.ptr, 4, bad, error, 512) == ffi.NULL
+    assert "out of range" in ffi.string(error).decode()  # and the engines are still ours:
+    processor = c.kb_processor_create(boosted.ptr, link, small.ptr, 4, ffi.NULL, error, 512)
+    assert processor != ffi.NULL, ffi.string(error).decode()
+
+    py_link = _native.HintLink(2, 8, PAPER_BOOSTED.boost.delay)
+    live = LiveParams()
+    reference = Processor(
+        PAPER_BOOSTED, boosted_t, py_link, ModelFiles(None, PAPER_SMALL, small_t), live, 4
+    )
+    rng = np.random.default_rng(5)
+    d = PAPER_BOOSTED.boost.delay
+    mix, sources = np.zeros((2, 128), np.float32), np.zeros((2, 2, 128), np.float32)
+    chunk_out, seq = np.zeros((2, 128), np.float32), ffi.new("int64_t*")
+    for t in range(60):
+        chunk = (0.1 * rng.standard_normal((2, 128))).astype(np.float32)
+        hint = rng.standard_normal((8, 97)).astype(np.float32)
+        if t == 20:
+            params = {"gain_db": -6.0, "wet": 0.5, "source": 2, "bypass": 0, "boost": 1}
+            assert c.kb_processor_set_params(processor, ffi.new("kb_params*", params)) == 0
+            live.set(gain_db=-6.0, wet=0.5, source=2)
+        if t >= d and not 10 <= t < 30:  # hints 10..29 lost: the fallback plays
+            assert c.kb_link_deliver(link, t - d, ffi.from_buffer("float[]", hint)) == 1
+            py_link.deliver(t - d, hint)
+        buffers = [ffi.from_buffer("float[]", a) for a in (chunk, mix, sources)]
+        c.kb_processor_process(processor, *buffers)
+        want_sources, want_mix = reference.process(chunk)
+        assert np.array_equal(mix, want_mix) and np.array_equal(sources, want_sources), t
+        assert c.kb_link_next_chunk(link, seq, ffi.from_buffer("float[]", chunk_out)) == 1
+        assert seq[0] == t and np.array_equal(chunk_out, chunk)  # the input, queued for the server
+        assert c.kb_link_now(link) == t
+    stats = c.kb_processor_get_stats(processor)
+    assert (stats.chunks, stats.hints_on_time, stats.hints_lost) == (60, 60 - d - 20, 20)
+    assert stats.chunks_on_small == reference.chunks_on_small > 0
+    bad_params = ffi.new("kb_params*", {"gain_db": 0.0, "wet": 2.0, "boost": 1})
+    assert c.kb_processor_set_params(processor, bad_params) == -1
+    c.kb_processor_destroy(processor)
+    c.kb_link_destroy(link)
+
+
 def test_process_allocates_nothing():
     from kboost_rt.alloc_check import count_allocations
 
@@ -130,3 +207,9 @@ def test_process_allocates_nothing():
         # ...and 3000 chunks, with hints lost and one NaN reset, allocate nothing.
         assert counts[f"{name}.process"] == 0, counts
         assert counts[f"{name}.chunks"] == 3000 and counts[f"{name}.resets"] == 1
+    counts = count_allocations(["processor"], chunks=10000)
+    # The processor as an audio callback runs it, the fallback taking over on the
+    # way, the network side draining and filing on the same thread: nothing either.
+    assert counts["processor.process"] == 0, counts
+    assert counts["processor.chunks"] == 10000 and counts["processor.chunks_on_small"] > 0
+    assert counts["processor.hints_on_time"] > 0 and counts["processor.hints_lost"] > 0

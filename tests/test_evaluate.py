@@ -131,7 +131,7 @@ def test_eval_with_the_small_model_fallback(setup, capsys):
             "--json", str(out)]  # fmt: skip
     assert main(args) == 0
     alone = json.loads(out.read_text())["results"]
-    assert main([*args, "--fallback-after", "4"]) == 0  # longer than the delay's 3 empty chunks
+    assert main([*args, "--fallback-after", "4"]) == 0
     assert "small-model fallback after 4 chunks" in capsys.readouterr().out
     rows = json.loads(out.read_text())["results"]
     small, boosted = rows[0], rows[2:]
@@ -142,20 +142,25 @@ def test_eval_with_the_small_model_fallback(setup, capsys):
 
 
 def test_eval_streams_the_small_model_once_the_fallback_took_over(setup):
-    from kboost_rt.engine import NativeEngine
+    from kboost_rt import _native
     from kboost_rt.evaluate import _stream
-    from kboost_rt.fallback import SmallModelFallback
+    from kboost_rt.model_files import load_model_files
+    from kboost_rt.processor import Processor
 
     models = setup / "models"
-    small = NativeEngine.from_folder(models / "separate-small")
-    fallback = SmallModelFallback(NativeEngine.from_folder(models / "separate-small"), after=4)
-    boosted = NativeEngine.from_folder(models / "separate-boosted-d3")
+    small_files = load_model_files(models / "separate-small")
+    boosted_files = load_model_files(models / "separate-boosted-d3")
+    small = Processor(small_files.config, small_files.tensors)
+    link = _native.HintLink(2, boosted_files.config.boost.hint_channels, 3)
+    boosted = Processor(boosted_files.config, boosted_files.tensors, link, small_files, None, 4)
     x = (0.1 * np.random.default_rng(5).standard_normal((2, 4000))).astype(np.float32)
-    got = _stream(boosted, x, [None] * 40, fallback)
+    got = _stream(boosted, x, [None] * 40)
     want = _stream(small, x)
-    order, gains = fallback.aligner.mapping()  # learnt over chunks 0-2, then held
+    order, gains = boosted.fallback_mapping()  # learnt over chunks 0-5, then held
     want = np.stack([(gains[i] * want[j]).astype(np.float32) for i, j in enumerate(order)])
-    start = 4 * CHUNK - LOOKAHEAD  # output is aligned to the input: chunk 4 starts here
+    # Chunks 0-2 cannot have hints (d = 3); 3-6 are the 4 missing ones, the last
+    # fading over; from chunk 7 on the small model plays. Output lags by the look-ahead.
+    start = 7 * CHUNK - LOOKAHEAD
     assert np.array_equal(got[..., start:], want[..., start:])
     assert not np.allclose(got[..., :start], want[..., :start])
 

@@ -19,8 +19,8 @@ import soundfile as sf
 from kboost_rt.client import HintClient, LinkError
 from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL
 from kboost_rt.engine import NativeEngine
-from kboost_rt.fallback import FALLBACK_AFTER, SmallModelFallback
-from kboost_rt.model_files import random_weights, save_model_files
+from kboost_rt.fallback import FALLBACK_AFTER, fallback_model
+from kboost_rt.model_files import load_model_files, random_weights, save_model_files
 from kboost_rt.params import LiveParams
 from kboost_rt.process import process_file
 from kboost_rt.processor import Processor
@@ -476,11 +476,11 @@ def test_the_small_model_takes_over_when_the_server_dies(models, tmp_path):
     server = Server(root, keyed=False)
     client = HintClient(server.address, "sep-boosted-d3", 2, DELAY)
     client.connect()
-    fallback = SmallModelFallback.beside(root / "sep-boosted-d3")
-    assert fallback is not None and fallback.after == FALLBACK_AFTER
+    fallback = fallback_model(root / "sep-boosted-d3")
+    assert fallback is not None and fallback.name == "separate-small"
     params = LiveParams()
-    processor = Processor(NativeEngine.from_folder(root / "sep-boosted-d3"), client, params,
-                          fallback)  # fmt: skip
+    files = load_model_files(root / "sep-boosted-d3")
+    processor = Processor(files.config, files.tensors, client.link, fallback, params)
     reference = NativeEngine.from_folder(root / "separate-small")
     x = mixture(1.6, seed=8).reshape(2, -1, CHUNK).transpose(1, 0, 2)
     outputs, wants = [], []
@@ -490,7 +490,7 @@ def test_the_small_model_takes_over_when_the_server_dies(models, tmp_path):
             if t in (30, 60):  # boost off and on again: hints still come, no fallback
                 params.set(boost=t == 60)
             if t == 100:
-                assert fallback.chunks_on_small == 0
+                assert processor.chunks_on_small == 0
                 server.stop()  # hints stop coming
                 stopped_at = processor.hints_used
             time.sleep(max(0.0, start + (t + 1) * CHUNK / SAMPLE_RATE - time.monotonic()))
@@ -499,8 +499,8 @@ def test_the_small_model_takes_over_when_the_server_dies(models, tmp_path):
     finally:
         client.close()
     assert stopped_at > 30 and processor.hints_used - stopped_at <= 2 * DELAY
-    assert fallback.chunks_on_small >= len(x) - 100 - FALLBACK_AFTER - 2 * DELAY
-    order, gains = fallback.aligner.mapping()  # held since the small model took over
+    assert processor.chunks_on_small >= len(x) - 100 - FALLBACK_AFTER - 2 * DELAY
+    order, gains = processor.fallback_mapping()  # held since the small model took over
     assert sorted(order) == [0, 1] and np.all(gains != 1.0)  # learnt, not the identity
     for got, want in zip(outputs[-60:], wants[-60:], strict=True):  # the small model, mapped
         for i, j in enumerate(order):

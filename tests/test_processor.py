@@ -1,19 +1,34 @@
-"""Live parameters and the Processor: defaults, bypass, smooth changes, file == live."""
+"""Live parameters and the native processor: defaults, bypass, smooth changes,
+the small-model fallback, the hint link's rings, file == live, and the output
+the processor gave before it moved into C++."""
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
+from kboost_rt import _native
 from kboost_rt.config import PAPER_BOOSTED, PAPER_SMALL
 from kboost_rt.engine import NativeEngine
-from kboost_rt.fallback import OutputAligner, SmallModelFallback, helps
-from kboost_rt.model_files import random_weights, save_model_files
+from kboost_rt.fallback import helps
+from kboost_rt.model_files import ModelFiles, random_weights, save_model_files
 from kboost_rt.params import LiveParams, Params
 from kboost_rt.process import process_file
 from kboost_rt.processor import Processor
-from kboost_rt.signal_path import CHUNK, LOOKAHEAD
+from kboost_rt.signal_path import CHUNK, LOOKAHEAD, N_BINS
 
 TENSORS = random_weights(PAPER_BOOSTED, 5)
+TOOLS = Path(__file__).resolve().parent.parent / "tools"
+
+
+def boosted(params=None, link=None, fallback=None, after=25):
+    return Processor(PAPER_BOOSTED, TENSORS, link, fallback, params, after)
+
+
+def new_link():
+    return _native.HintLink(2, PAPER_BOOSTED.boost.hint_channels, PAPER_BOOSTED.boost.delay)
 
 
 def chunks(n=20, seed=0):
@@ -32,8 +47,8 @@ def test_live_params_validate_and_swap():
 
 
 def test_defaults_give_the_model_output_and_its_sum():
-    engine, reference = NativeEngine(PAPER_BOOSTED, TENSORS), NativeEngine(PAPER_BOOSTED, TENSORS)
-    processor = Processor(engine)
+    reference = NativeEngine(PAPER_BOOSTED, TENSORS)
+    processor = boosted()
     for chunk in chunks():
         sources, mix = processor.process(chunk)
         want = reference.process(chunk)
@@ -43,7 +58,7 @@ def test_defaults_give_the_model_output_and_its_sum():
 
 def test_bypass_crossfades_to_the_latency_aligned_input():
     live = LiveParams()
-    processor = Processor(NativeEngine(PAPER_BOOSTED, TENSORS), params=live)
+    processor = boosted(live)
     x = chunks(10)
     stream = x.transpose(1, 0, 2).reshape(2, -1)
     delayed = np.concatenate([np.zeros((2, LOOKAHEAD), np.float32), stream], axis=1)
@@ -59,7 +74,7 @@ def test_bypass_crossfades_to_the_latency_aligned_input():
 
 def test_gain_changes_ramp_over_one_chunk_without_a_step():
     live = LiveParams(Params(bypass=True))
-    processor = Processor(NativeEngine(PAPER_BOOSTED, TENSORS), params=live)
+    processor = boosted(live)
     dc = np.full((2, CHUNK), 0.5, np.float32)
     for _ in range(3):
         _, mix = processor.process(dc)
@@ -76,8 +91,8 @@ def test_gain_changes_ramp_over_one_chunk_without_a_step():
 
 def test_source_select_crossfades():
     live = LiveParams()
-    engine, reference = NativeEngine(PAPER_BOOSTED, TENSORS), NativeEngine(PAPER_BOOSTED, TENSORS)
-    processor = Processor(engine, params=live)
+    reference = NativeEngine(PAPER_BOOSTED, TENSORS)
+    processor = boosted(live)
     x = chunks(6)
     for t in range(3):
         processor.process(x[t])
@@ -106,7 +121,7 @@ def test_process_mix_file_equals_the_live_path(tmp_path):
         mix=True,
     )
     got, _ = sf.read(tmp_path / "mix.wav", dtype="float32", always_2d=True)
-    live = Processor(NativeEngine(PAPER_BOOSTED, TENSORS), params=LiveParams(params))
+    live = boosted(LiveParams(params))
     padded = np.concatenate([stream, np.zeros((2, CHUNK), np.float32)], axis=1)
     played = np.concatenate(
         [
@@ -124,40 +139,47 @@ def _mapped(small: np.ndarray, order, gains) -> np.ndarray:
 
 def test_fallback_crossfades_to_the_level_matched_small_model_and_back():
     small_tensors = random_weights(PAPER_SMALL, 7)
-    boosted = NativeEngine(PAPER_BOOSTED, TENSORS)
+    link = new_link()
+    d = PAPER_BOOSTED.boost.delay
+    small = ModelFiles(None, PAPER_SMALL, small_tensors)
+    processor = boosted(link=link, fallback=small, after=3)
     alone = [NativeEngine(PAPER_BOOSTED, TENSORS), NativeEngine(PAPER_SMALL, small_tensors)]
-    fallback = SmallModelFallback(NativeEngine(PAPER_SMALL, small_tensors), after=3)
-    arrived = [True] * 5 + [False] * 8 + [True] * 4  # chunks 5-12 lose their hints
-    hints = 0.1 * np.random.default_rng(1).standard_normal((len(arrived), 8, 97))
+    arrived = [False] * d + [True] * 5 + [False] * 8 + [True] * 4  # chunks d+5.. lose hints
+    hints = (0.1 * np.random.default_rng(1).standard_normal((len(arrived), 8, N_BINS))).astype(
+        np.float32
+    )
     ramp = np.arange(1, CHUNK + 1, dtype=np.float32) / CHUNK
     held = None
+    first_lost = d + 5
     for t, (chunk, got_hint) in enumerate(zip(chunks(len(arrived)), arrived, strict=True)):
-        hint = hints[t].astype(np.float32) if got_hint else None
-        out = boosted.process(chunk, hint)
+        if got_hint:
+            link.deliver(t - d, hints[t])
+        out = processor.process(chunk)[0].copy()
+        hint = hints[t] if got_hint else None
         want_boosted, want_small = alone[0].process(chunk, hint), alone[1].process(chunk)
-        fallback.apply(chunk, got_hint, out)
-        if t < 7 or t > 13:  # hints, or fewer than 3 lost in a row: the boosted model
-            assert np.array_equal(out, want_boosted), t
+        if t < first_lost + 2 or t > first_lost + 8:  # hints, or fewer than 3 lost in a row
+            if t >= d:
+                assert np.array_equal(out, want_boosted), t
             continue
-        if held is None:  # learnt from chunks 0-6, then held while the small model plays
-            held = fallback.aligner.mapping()
-        order, gains = fallback.aligner.mapping()  # chunk 13 learns from its boosted output
-        assert (order == held[0] and np.array_equal(gains, held[1])) == (t < 13)
-        small = _mapped(want_small, order, gains)
-        if t == 7:  # the third lost hint: fade to the small model over this chunk
-            assert np.allclose(out, want_boosted + ramp * (small - want_boosted), atol=1e-6)
-        elif t < 13:
-            assert np.allclose(out, small, atol=1e-7), t
+        if held is None:  # learnt from the chunks before, then held while the small model plays
+            held = processor.fallback_mapping()
+        order, gains = processor.fallback_mapping()  # the first chunk back learns again
+        assert (order == held[0] and np.array_equal(gains, held[1])) == (t < first_lost + 8)
+        small_out = _mapped(want_small, order, gains)
+        if t == first_lost + 2:  # the third lost hint: fade to the small model over this chunk
+            assert np.allclose(out, want_boosted + ramp * (small_out - want_boosted), atol=1e-6)
+        elif t < first_lost + 8:
+            assert np.allclose(out, small_out, atol=1e-7), t
         else:  # a hint again: fade back
-            assert np.allclose(out, small + ramp * (want_boosted - small), atol=1e-6)
-    assert fallback.chunks_on_small == 6
+            assert np.allclose(out, small_out + ramp * (want_boosted - small_out), atol=1e-6)
+    assert processor.chunks_on_small == 6
 
 
 @pytest.mark.parametrize("sources", [1, 2])
 def test_the_aligner_finds_the_level_and_talker_order_of_the_other_model(sources):
     rng = np.random.default_rng(4)
-    aligner = OutputAligner(sources)
-    order, gains = aligner.mapping()  # nothing heard yet: as it comes
+    aligner = _native.OutputAligner(sources, 2)
+    order, gains = aligner.mapping(sources)  # nothing heard yet: as it comes
     assert order == tuple(range(sources)) and np.array_equal(gains, np.ones(sources))
     scale = np.array([0.5, -3.0])[:sources]  # levels, one of them inverted
     for _ in range(200):
@@ -165,9 +187,8 @@ def test_the_aligner_finds_the_level_and_talker_order_of_the_other_model(sources
         other = (reference[::-1] / scale[::-1, None, None]).astype(np.float32)  # swapped
         other += 0.01 * rng.standard_normal(other.shape).astype(np.float32)
         aligner.update(reference, other)
-    out = np.zeros_like(other)
-    aligner.apply(other, out)
-    order, gains = aligner.mapping()
+    out = aligner.apply(other)
+    order, gains = aligner.mapping(sources)
     assert order == tuple(range(sources))[::-1] and np.allclose(gains, scale, rtol=0.02)
     assert np.abs(out - reference).std() < 0.05 * reference.std()
 
@@ -179,8 +200,72 @@ def test_the_fallback_runs_only_where_validation_says_it_helps():
     assert helps({}, {})  # no scores recorded: it may help
 
 
-def test_fallback_needs_a_small_model_and_a_positive_count():
+def test_fallback_needs_a_small_model_a_link_and_a_positive_count():
+    not_small = ModelFiles(None, PAPER_BOOSTED, TENSORS)
     with pytest.raises(ValueError, match="small model"):
-        SmallModelFallback(NativeEngine(PAPER_BOOSTED, TENSORS))
+        boosted(link=new_link(), fallback=not_small)
+    small = ModelFiles(None, PAPER_SMALL, random_weights(PAPER_SMALL, 7))
     with pytest.raises(ValueError, match="1 or more"):
-        SmallModelFallback(NativeEngine(PAPER_SMALL, random_weights(PAPER_SMALL, 7)), after=0)
+        boosted(link=new_link(), fallback=small, after=0)
+    with pytest.raises(ValueError, match="needs a hint link"):
+        boosted(fallback=small)
+    with pytest.raises(ValueError, match="delay"):
+        boosted(link=_native.HintLink(2, 8, 1))
+
+
+def test_processor_matches_the_recorded_reference():
+    """The output the processor gave, in Python, before it moved into C++
+    (tools/record_processor_reference.py): losses, the fallback taking over and
+    handing back, and parameter changes on the way, to 1e-6."""
+    sys.path.insert(0, str(TOOLS))
+    try:
+        import record_processor_reference as recorded
+    finally:
+        sys.path.remove(str(TOOLS))
+    x, hints, arrived = recorded.scripted_stream()
+    (bcfg, btensors), (scfg, stensors) = recorded.models()
+    d = bcfg.boost.delay
+    link = _native.HintLink(2, bcfg.boost.hint_channels, d)
+    live = LiveParams()
+    small = ModelFiles(None, scfg, stensors)
+    processor = Processor(bcfg, btensors, link, small, live, recorded.FALLBACK_AFTER)
+    reference = np.load(recorded.OUT)
+    for t in range(recorded.CHUNKS):
+        if t in recorded.CHANGES:
+            live.set(**recorded.CHANGES[t])
+        if t >= d and arrived[t - d]:
+            link.deliver(t - d, hints[t - d])
+        sources, mix = processor.process(x[t])
+        assert np.allclose(sources, reference["sources"][t], rtol=0, atol=1e-6), t
+        assert np.allclose(mix, reference["mixes"][t], rtol=0, atol=1e-6), t
+    assert processor.chunks_on_small > 0 and processor.hints_used > 0
+
+
+def test_a_hint_filed_while_the_audio_thread_reads_is_never_torn():
+    """Both sides at full speed in native threads, on a ring so short that the
+    network side keeps rewriting the slot the audio side is copying: a hint the
+    audio side accepts is always the whole hint of its chunk."""
+    result = _native.stress_hint_link(hints=200_000, hint_channels=16, delay=2, slots=4)
+    assert result["torn"] == 0, result
+    assert result["checked"] > 1000, result  # hints were taken while the writer ran
+    assert result["on_time"] + result["lost"] == result["needed"]
+    assert result["late"] <= result["lost"]
+
+
+def test_the_link_counts_each_hint_once():
+    link = _native.HintLink(2, 8, 3)
+    out = np.zeros((8, N_BINS), np.float32)
+    hint = np.ones((8, N_BINS), np.float32)
+    assert link.deliver(2, hint)  # early: filed
+    assert not link.take(4, out)  # chunk 4 needs hint 1: lost
+    assert link.take(5, out) and np.array_equal(out, hint)  # chunk 5 needs hint 2: on time
+    assert not link.deliver(1, hint)  # hint 1 after chunk 4 ran: late
+    assert link.counters() == {
+        "on_time": 1, "late": 1, "lost": 1, "queued": 0, "send_dropped": 0,
+    }  # fmt: skip
+    chunk = np.arange(256, dtype=np.float32).reshape(2, CHUNK)
+    for seq in range(40):  # the ring holds 32 input chunks
+        link.send(seq, chunk + seq)
+    got = np.zeros_like(chunk)
+    assert link.next_chunk(got) == 0 and np.array_equal(got, chunk)
+    assert link.counters()["send_dropped"] == 8

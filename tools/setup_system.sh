@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # jackd2: a real audio/MIDI server (dummy backend) for the live tests;
-# portaudio19-dev: to build PyAudio (PortAudio with its JACK host API).
+# portaudio19-dev: the native audio stream and PyAudio (PortAudio with its JACK host API).
 PACKAGES=(g++ make jackd2 portaudio19-dev)
 
 missing=()

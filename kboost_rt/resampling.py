@@ -1,0 +1,98 @@
+"""Low-latency resampling between a device's rate and the models' 16 kHz.
+
+soxr, the library `process` uses for files, resamples in blocks: its
+streaming resamplers emit output in bursts, which costs 31 ms (minimum
+phase) to 39 ms (LQ, linear phase) at 48 kHz with 384-frame buffers
+(measured by `tools/resampler_latency.py`), whatever its phase response or
+DFT sizes. So the live path resamples sample by sample with a polyphase FIR
+(csrc/resampler.h), designed here once when a stream opens: a Kaiser-windowed
+sinc lowpass at L x the input rate (passband to 7 kHz, stopband from 8.5 kHz,
+80 dB down), by default turned into its minimum-phase twin (same magnitude,
+energy first), which puts the round trip's impulse peak under a millisecond.
+The same prototype serves both directions: 48 kHz <-> 16 kHz share L x rate
+= 48 kHz, 44.1 kHz <-> 16 kHz share 7.056 MHz.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import gcd
+
+import numpy as np
+
+from .signal_path import SAMPLE_RATE
+
+PASSBAND_HZ = 7000.0
+STOPBAND_HZ = 8500.0
+ATTENUATION_DB = 80.0
+PHASES = ("minimum", "linear")
+
+
+@dataclass(frozen=True)
+class Design:
+    """A polyphase FIR from `rate_in` to `rate_out`: up by `up`, down by `down`,
+    taps [up, per_phase] (phase p holds prototype taps p, p + up, ...)."""
+
+    rate_in: int
+    rate_out: int
+    up: int
+    down: int
+    taps: np.ndarray
+    phase: str
+
+
+def prototype(rate: float, phase: str = "minimum") -> np.ndarray:
+    """The lowpass at `rate` Hz (DC gain 1): linear or minimum phase."""
+    if phase not in PHASES:
+        raise ValueError(f"resampler phase must be one of {', '.join(PHASES)}, got {phase!r}")
+    width = (STOPBAND_HZ - PASSBAND_HZ) / rate  # transition width, cycles per sample
+    beta = 0.1102 * (ATTENUATION_DB - 8.7)
+    n = int(np.ceil((ATTENUATION_DB - 8.0) / (2.285 * 2 * np.pi * width))) | 1
+    cutoff = (PASSBAND_HZ + STOPBAND_HZ) / 2 / rate
+    k = np.arange(n) - (n - 1) / 2
+    h = 2 * cutoff * np.sinc(2 * cutoff * k) * np.kaiser(n, beta)
+    h /= h.sum()
+    if phase == "linear":
+        return h
+    # Minimum phase with the same magnitude, by folding the real cepstrum.
+    size = 1 << int(np.ceil(np.log2(8 * n)))
+    magnitude = np.abs(np.fft.rfft(h, size))
+    cepstrum = np.fft.irfft(np.log(np.maximum(magnitude, 1e-8)), size)
+    fold = np.zeros(size)
+    fold[0] = cepstrum[0]
+    fold[1 : size // 2] = 2 * cepstrum[1 : size // 2]
+    fold[size // 2] = cepstrum[size // 2]
+    minimum = np.fft.irfft(np.exp(np.fft.rfft(fold)), size)[:n]
+    return minimum / minimum.sum()
+
+
+def design(rate_in: int, rate_out: int, phase: str = "minimum") -> Design:
+    """The polyphase resampler from `rate_in` to `rate_out`."""
+    g = gcd(rate_in, rate_out)
+    up, down = rate_out // g, rate_in // g
+    h = prototype(float(rate_in * up), phase) * up  # each phase's taps sum to about 1
+    per_phase = -(-len(h) // up)
+    padded = np.zeros(per_phase * up)
+    padded[: len(h)] = h
+    taps = padded.reshape(per_phase, up).T.astype(np.float32)
+    return Design(rate_in, rate_out, up, down, np.ascontiguousarray(taps), phase)
+
+
+def pair(device_rate: int, phase: str = "minimum") -> tuple[Design, Design]:
+    """(device -> 16 kHz, 16 kHz -> device)."""
+    return design(device_rate, SAMPLE_RATE, phase), design(SAMPLE_RATE, device_rate, phase)
+
+
+def added_latency_s(device_rate: int, frames: int, phase: str = "minimum") -> float:
+    """What resampling adds at this device rate and buffer size: the peak of the
+    impulse response of the whole round trip (resamplers, chunk FIFOs and the
+    output's starting silence) around an identity model."""
+    from . import _native
+
+    down, up = pair(device_rate, phase)
+    adapter = _native.RateAdapter(1, device_rate, frames, down, up)
+    n = frames * (device_rate // (2 * frames) + 2)  # about half a second
+    x = np.zeros((2 * n, 1), np.float32)
+    x[n, 0] = 1.0
+    y = adapter.run_identity(x)[:, 0]
+    return (int(np.argmax(np.abs(y))) - n) / device_rate
