@@ -305,6 +305,7 @@ class PyProcessor {
     d["hints_used"] = st.hints_used;
     d["chunks_on_small"] = st.chunks_on_small;
     d["nonfinite_resets"] = st.nonfinite_resets;
+    d["nonfinite_inputs"] = st.nonfinite_inputs;
     return d;
   }
 

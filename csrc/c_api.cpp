@@ -197,6 +197,7 @@ kb_processor_stats kb_processor_get_stats(const kb_processor* processor) {
   s.hints_used = p.hints_used;
   s.chunks_on_small = p.chunks_on_small;
   s.nonfinite_resets = p.nonfinite_resets;
+  s.nonfinite_inputs = p.nonfinite_inputs;
   if (const kb::HintLink* l = processor->processor->link()) {
     const kb::LinkCounters c = l->counters();
     s.hints_on_time = c.on_time;

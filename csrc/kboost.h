@@ -112,6 +112,7 @@ typedef struct {
   uint64_t hints_lost;       /* needed and not there (late ones included) */
   uint64_t chunks_queued;    /* input chunks queued for the server */
   uint64_t chunks_dropped;   /* input chunks dropped: nobody took them in time */
+  uint64_t nonfinite_inputs; /* chunks whose NaN/Inf input samples were silenced */
 } kb_processor_stats;
 
 /* A hint link for a boosted model with these channels, hint channels and

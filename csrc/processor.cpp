@@ -157,6 +157,7 @@ Processor::Processor(std::unique_ptr<Engine> engine, std::shared_ptr<HintLink> l
   hint_ = Buffer(static_cast<std::size_t>(std::max(1, c.hint_channels)) * kBins);
   dry_line_ = Buffer(static_cast<std::size_t>(channels_) * (kLookahead + kChunk));
   ramp_ = Buffer(kChunk);
+  clean_ = Buffer(static_cast<std::size_t>(channels_) * kChunk);
   out_.zero();
   hint_.zero();
   dry_line_.zero();
@@ -216,6 +217,15 @@ Processor::Targets Processor::targets(const Params& p) const {
 }
 
 void Processor::process(const float* input, float* mix, float* sources) {
+  // NaN or Inf never travels on: not to the server, the model or the dry path.
+  const int samples = channels_ * kChunk;
+  bool finite = true;
+  for (int i = 0; i < samples; ++i) finite &= std::isfinite(input[i]);
+  if (!finite) {
+    for (int i = 0; i < samples; ++i) clean_[i] = std::isfinite(input[i]) ? input[i] : 0.f;
+    input = clean_.data();
+    nonfinite_inputs_.fetch_add(1, std::memory_order_relaxed);
+  }
   const Params p = read_params();
   const int64_t t = t_.load(std::memory_order_relaxed);
   bool arrived = false;
@@ -274,6 +284,7 @@ ProcessorStats Processor::stats() const {
   s.hints_used = hints_used_.load(std::memory_order_relaxed);
   s.chunks_on_small = fallback_ ? fallback_->chunks_on_small() : 0;
   s.nonfinite_resets = engine_->stats().nonfinite_resets;
+  s.nonfinite_inputs = nonfinite_inputs_.load(std::memory_order_relaxed);
   return s;
 }
 

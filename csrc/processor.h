@@ -79,6 +79,7 @@ struct ProcessorStats {
   uint64_t hints_used = 0;       // hints the engine was given
   uint64_t chunks_on_small = 0;  // chunks the fallback played
   uint64_t nonfinite_resets = 0;
+  uint64_t nonfinite_inputs = 0;  // chunks whose NaN/Inf input samples were silenced
 };
 
 class Processor {
@@ -122,7 +123,8 @@ class Processor {
   int channels_, sources_;
   std::atomic<int64_t> t_{0};
   std::atomic<uint64_t> hints_used_{0};
-  Buffer out_, hint_, dry_line_, ramp_;
+  Buffer out_, hint_, dry_line_, ramp_, clean_;
+  std::atomic<uint64_t> nonfinite_inputs_{0};
   Targets last_;
   Params current_;  // the audio thread's copy
   // A sequence lock: odd while a writer changes the fields.

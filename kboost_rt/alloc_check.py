@@ -170,6 +170,7 @@ class KbProcessorStats(ctypes.Structure):
             "hints_lost",
             "chunks_queued",
             "chunks_dropped",
+            "nonfinite_inputs",
         )
     ]
 

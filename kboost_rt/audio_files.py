@@ -1,10 +1,14 @@
 """Audio files in and out of the models: reading at 16 kHz with the model's
-channels (resampled with soxr, mono and stereo mapped), back to the file's
-own rate and length, and atomic writes (a file appears whole or not at all)."""
+channels (resampled with soxr, mono and stereo mapped, non-finite samples
+silenced and counted), back to the file's own rate and length, and safe
+writes: outputs are checked before any work (never the input, never
+anything but a regular file, a format their extension names), and a set of
+outputs appears whole or not at all, with the usual permissions."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +26,7 @@ def read_audio(path: Path, channels: int) -> np.ndarray:
     """-> [channels, samples] float32 at 16 kHz, or ProcessError."""
     import soundfile as sf
 
+    _check_input(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -33,6 +38,15 @@ def read_audio(path: Path, channels: int) -> np.ndarray:
     if data.shape[1] != channels:
         raise ProcessError(f"{path}: {data.shape[1]} channel(s); the model takes {channels}")
     return np.ascontiguousarray(data.T)
+
+
+def _check_input(path: Path) -> None:
+    """A missing file or a FIFO, device or folder gets a clear error (reading a
+    FIFO would wait forever)."""
+    if not os.path.lexists(path):
+        raise ProcessError(f"{path}: no such file")
+    if not path.is_file():
+        raise ProcessError(f"{path}: not a regular file")
 
 
 @dataclass
@@ -48,6 +62,7 @@ def read_for_model(path: Path, channels: int) -> InputAudio:
     soxr, mono duplicated to stereo, stereo averaged to mono; anything else is an error."""
     import soundfile as sf
 
+    _check_input(path)
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
@@ -55,6 +70,10 @@ def read_for_model(path: Path, channels: int) -> InputAudio:
     if data.shape[0] == 0:
         raise ProcessError(f"{path}: no samples")
     notes = []
+    bad = ~np.isfinite(data)
+    if bad.any():
+        data = np.where(bad, np.float32(0), data)
+        notes.append(f"{int(bad.sum())} non-finite samples (NaN or Inf) replaced by silence")
     have = data.shape[1]
     if have != channels:
         if (have, channels) == (1, 2):
@@ -91,23 +110,91 @@ def to_file_rate(y: np.ndarray, audio: InputAudio) -> np.ndarray:
     return out
 
 
-def write_audio_atomic(path: Path, data: np.ndarray, rate: int = SAMPLE_RATE) -> None:
-    """[channels, samples] -> a WAV file that appears whole or not at all."""
+# Output formats by extension: (soundfile format, subtype).
+FORMATS = {
+    ".wav": ("WAV", "FLOAT"),
+    ".flac": ("FLAC", "PCM_24"),
+    ".ogg": ("OGG", "VORBIS"),
+    ".aiff": ("AIFF", "FLOAT"),
+    ".aif": ("AIFF", "FLOAT"),
+}
+
+
+def _format_of(path: Path) -> tuple[str, str]:
+    try:
+        return FORMATS[path.suffix.lower()]
+    except KeyError:
+        names = ", ".join(FORMATS)
+        raise ProcessError(f"{path}: unknown output format (use one of {names})") from None
+
+
+def _mode_for(path: Path) -> int:
+    """The permissions a new file gets here (0666 less the umask), or those of
+    the file it replaces."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
+
+
+def write_audio_set(files: list[tuple[Path, np.ndarray]], rate: int = SAMPLE_RATE) -> None:
+    """[(path, [channels, samples])] -> files that all appear, whole, or none of
+    them: each is written to a temporary file beside it first, and the set is
+    renamed into place only when every one was written. ProcessError on a
+    write error (disk full, permissions), with the previous files untouched."""
     import soundfile as sf
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    written: list[tuple[str, Path]] = []
     try:
-        sf.write(tmp, data.T, rate, format="WAV", subtype="FLOAT")
-        os.replace(tmp, path)
+        for path, data in files:
+            fmt, subtype = _format_of(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+            os.close(fd)
+            written.append((tmp, path))
+            sf.write(tmp, data.T, rate, format=fmt, subtype=subtype)
+            os.chmod(tmp, _mode_for(path))
+    except (OSError, sf.LibsndfileError, RuntimeError) as e:
+        for tmp, _ in written:
+            Path(tmp).unlink(missing_ok=True)
+        target = written[-1][1] if written else files[0][0]
+        reason = getattr(e, "strerror", None) or str(e)
+        raise ProcessError(f"{target}: cannot write ({reason}); no output was changed") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        for tmp, _ in written:
+            Path(tmp).unlink(missing_ok=True)
         raise
+    for tmp, path in written:
+        os.replace(tmp, path)
 
 
-def check_writable(path: Path) -> None:
-    """Fail before any work if the output cannot be written there."""
+def write_audio_atomic(path: Path, data: np.ndarray, rate: int = SAMPLE_RATE) -> None:
+    """[channels, samples] -> a file (format by extension) that appears whole or not at all."""
+    write_audio_set([(path, data)], rate)
+
+
+def check_output(path: Path, inputs: list[Path] = ()) -> None:
+    """Fail before any work if `path` cannot be written as an output: it is one of
+    the inputs (the same path, a hard link or a symlink to it), something other
+    than a regular file, a format no extension names, or not writable there."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        st = None
+    if st is not None:
+        if not stat.S_ISREG(st.st_mode):
+            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a regular file"
+            raise ProcessError(f"{path}: is {kind}; outputs only replace regular files")
+        for inp in inputs:
+            try:
+                same = os.path.samefile(path, inp)
+            except OSError:
+                same = False
+            if same:
+                raise ProcessError(f"{path}: is the input {inp}; choose another output")
+    _format_of(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}."):

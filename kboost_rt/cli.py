@@ -285,12 +285,37 @@ def cmd_midi_learn(args: argparse.Namespace) -> int:
     return 0
 
 
-def _process(args: argparse.Namespace) -> int:
+def _mix_args(p: argparse.ArgumentParser, where: str = "mix: ") -> None:
+    """The mix parameters `process --mix` and `live` share (live: the starting values)."""
+    p.add_argument("--gain-db", type=float, default=0.0, help=f"{where}output gain (default: 0)")
+    p.add_argument(
+        "--wet", type=float, default=1.0, help=f"{where}1 model output, 0 the input (default: 1)"
+    )
+    p.add_argument(
+        "--source",
+        type=int,
+        default=0,
+        help=f"{where}0 all sources summed, or 1 or 2 (default: 0)",
+    )
+    p.add_argument("--bypass", action="store_true", help=f"{where}the input only")
+    p.add_argument(
+        "--no-boost",
+        action="store_true",
+        help="run the boosted model without hints (the server still gets the audio)",
+    )
+
+
+def _mix_params(args: argparse.Namespace):
     from .params import Params
+
+    return Params(args.gain_db, args.wet, not args.no_boost, args.source, args.bypass)
+
+
+def _process(args: argparse.Namespace) -> int:
     from .process import ProcessError, process_file
     from .protocol import HintEncoding
 
-    params = Params(args.gain_db, args.wet, not args.no_boost, args.source, args.bypass)
+    params = _mix_params(args)
     try:
         result = process_file(
             Path(args.input),
@@ -479,6 +504,8 @@ def _with_local_server(args: argparse.Namespace, run):
 
 
 def cmd_live(args: argparse.Namespace) -> int:
+    if args.midi_map and not args.midi_port:
+        raise ValueError("--midi-map needs --midi-port (the port whose messages it maps)")
     _select_model(args)
     return _with_local_server(args, lambda: _live(args))
 
@@ -502,6 +529,8 @@ def _live(args: argparse.Namespace) -> int:
         device_rate=args.device_rate,
         resample_phase=args.resample_phase,
         fallback_after=args.fallback_after,
+        params=_mix_params(args),
+        verbose=args.verbose,
     )
     live = report["live"]
     t = live["callback_us"]
@@ -740,19 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="write the monitor mix under the parameters below (what `live` plays) "
         "instead of one file per source",
     )
-    p.add_argument("--gain-db", type=float, default=0.0, help="mix: output gain (default: 0)")
-    p.add_argument(
-        "--wet", type=float, default=1.0, help="mix: 1 model output, 0 the input (default: 1)"
-    )
-    p.add_argument(
-        "--source", type=int, default=0, help="mix: 0 all sources summed, or 1 or 2 (default: 0)"
-    )
-    p.add_argument("--bypass", action="store_true", help="mix: the input only")
-    p.add_argument(
-        "--no-boost",
-        action="store_true",
-        help="run the boosted model without hints (the server still gets the audio)",
-    )
+    _mix_args(p)
     p.set_defaults(func=cmd_process)
 
     p = sub.add_parser(
@@ -783,7 +800,9 @@ def build_parser() -> argparse.ArgumentParser:
         "start-up); both pass 0-7 kHz flat and stop everything from 8.5 kHz "
         "by 80 dB (default: minimum)",
     )
+    _mix_args(p, "start with ")
     p.add_argument("--quiet", action="store_true", help="no status line")
+    p.add_argument("--verbose", action="store_true", help="show the audio libraries' own messages")
     p.set_defaults(func=cmd_live)
 
     p = sub.add_parser("devices", help="list audio devices and MIDI ports")

@@ -110,6 +110,9 @@ class ModelConfig:
             raise ConfigError(f"role {self.role!r} must not have a 'boost' section")
         if self.role == "large" and not self.net.attention_heads:
             raise ConfigError("role 'large' needs net.attention_heads > 0")
+        name = self.large_model
+        if name and (name in (".", "..") or "/" in name or "\\" in name or "\0" in name):
+            raise ConfigError(f"large_model must be a model folder's name, not a path: {name!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:

@@ -23,10 +23,49 @@ import numpy as np
 from . import _native
 from .fallback import FALLBACK_AFTER
 from .midi import MidiController, MidiMapping, open_input
-from .params import LiveParams
+from .params import LiveParams, Params
 from .processor import Stream, open_stream
-from .resampling import added_latency_s, pair
+from .resampling import best_frames, pair
 from .signal_path import CHUNK, SAMPLE_RATE
+
+_quiet_handlers: list = []  # the C callbacks must outlive the libraries' use of them
+
+
+def quiet_audio_libraries() -> None:
+    """Route ALSA's and JACK's own error and info messages (PortAudio probes
+    every ALSA device and prints dozens of lines) to the debug log."""
+    import ctypes
+    import ctypes.util
+    import logging
+
+    log = logging.getLogger("kboost_rt.audio")
+    if _quiet_handlers:
+        return
+    asound = ctypes.util.find_library("asound")
+    if asound:
+        # snd_lib_error_handler_t: (file, line, function, err, fmt, ...)
+        alsa_t = ctypes.CFUNCTYPE(
+            None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p
+        )
+
+        def alsa(file, line, function, err, fmt):
+            log.debug("ALSA %s: %s", (function or b"").decode(), (fmt or b"").decode())
+
+        handler = alsa_t(alsa)
+        ctypes.CDLL(asound).snd_lib_error_set_handler(handler)
+        _quiet_handlers.append(handler)
+    jack_lib = ctypes.util.find_library("jack")
+    if jack_lib:
+        jack_t = ctypes.CFUNCTYPE(None, ctypes.c_char_p)
+
+        def jack(message):
+            log.debug("JACK: %s", (message or b"").decode(errors="replace"))
+
+        handler = jack_t(jack)
+        lib = ctypes.CDLL(jack_lib)
+        lib.jack_set_error_function(handler)
+        lib.jack_set_info_function(handler)
+        _quiet_handlers.append(handler)
 
 
 def _device(pa, name: str | None, want_input: bool) -> int | None:
@@ -81,8 +120,12 @@ def run_live(
     device_rate: int | None = None,
     resample_phase: str = "minimum",
     fallback_after: int = FALLBACK_AFTER,
-    params: LiveParams | None = None,
+    params: Params | LiveParams | None = None,
+    verbose: bool = False,
 ) -> dict:
+    """`params`: the starting values (MIDI moves them from there)."""
+    if not verbose:
+        quiet_audio_libraries()
     import pyaudio
 
     stream = open_stream(model, server, key, params=params, fallback_after=fallback_after)
@@ -99,7 +142,13 @@ def run_live(
         try:
             m = processor.channels
             devices = _device(pa, input_device, True), _device(pa, output_device, False)
-            rate = device_rate or _stream_rate(pa, devices, m)
+            try:
+                rate = device_rate or _stream_rate(pa, devices, m)
+            except OSError as e:
+                raise OSError(
+                    f"no audio device ({e}): is a sound card there, or a JACK server "
+                    "(jackd) running? `kboost-rt devices` lists what PortAudio sees"
+                ) from None
         finally:
             pa.terminate()
         record_chunks = int(seconds * SAMPLE_RATE / CHUNK) + 1 if seconds else 0
@@ -162,12 +211,12 @@ class _NativeRun:
         designs = (None, None)
         if rate != SAMPLE_RATE:
             designs = pair(rate, phase)
-            self.frames = round(CHUNK * rate / SAMPLE_RATE)
+            self.frames, added = best_frames(rate, phase)
             self.resampling = {
                 "device_rate": rate,
                 "phase": phase,
                 "frames": self.frames,
-                "added_latency_ms": 1000 * added_latency_s(rate, self.frames, phase),
+                "added_latency_ms": 1000 * added,
             }
             print(
                 f"the device runs {rate} Hz: resampling to and from {SAMPLE_RATE} Hz "
@@ -175,15 +224,21 @@ class _NativeRun:
                 f"{self.resampling['added_latency_ms']:.2f} ms of latency",
                 file=sys.stderr,
             )
-        self._stream = _native.AudioStream(
-            stream.processor.native,
-            -1 if devices[0] is None else devices[0],
-            -1 if devices[1] is None else devices[1],
-            record_chunks,
-            rate,
-            self.frames,
-            *designs,
-        )
+        try:
+            self._stream = _native.AudioStream(
+                stream.processor.native,
+                -1 if devices[0] is None else devices[0],
+                -1 if devices[1] is None else devices[1],
+                record_chunks,
+                rate,
+                self.frames,
+                *designs,
+            )
+        except RuntimeError as e:
+            raise OSError(
+                f"{e}; is a sound card there, or a JACK server (jackd) running? "
+                "`kboost-rt devices` lists what PortAudio sees"
+            ) from None
 
     def start(self) -> None:
         self._stream.start()
@@ -221,7 +276,9 @@ def _status_line(live: dict, stream: Stream, params: LiveParams) -> None:
     )
 
 
-def list_devices() -> str:
+def list_devices(verbose: bool = False) -> str:
+    if not verbose:
+        quiet_audio_libraries()
     lines = []
     try:
         import pyaudio

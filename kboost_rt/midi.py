@@ -39,9 +39,11 @@ class Binding:
         if self.kind not in KINDS:
             raise ValueError(f"kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
         top = 31 if self.kind == "cc14" else 127
-        if not isinstance(self.number, int) or not 0 <= self.number <= top:
+        if type(self.number) is not int or not 0 <= self.number <= top:  # not True/False
             raise ValueError(f"{self.kind} number must be in 0..{top}, got {self.number!r}")
-        if self.channel is not None and self.channel not in range(16):
+        if self.channel is not None and (
+            type(self.channel) is not int or self.channel > 15 or self.channel < 0
+        ):
             raise ValueError(f"channel must be 0..15 or absent, got {self.channel!r}")
         if self.kind == "cc14" and self.param not in CONTINUOUS:
             raise ValueError(f"14-bit CCs drive continuous parameters, not {self.param}")
@@ -69,9 +71,15 @@ class MidiMapping:
         return cls(list(DEFAULT_MAP))
 
     def bind(self, binding: Binding) -> None:
-        """Replace the parameter's bindings with this one."""
+        """Replace the parameter's bindings with this one; a control moves to the
+        parameter it is bound to last (one parameter per control)."""
         binding.validated()
-        self.bindings = [b for b in self.bindings if b.param != binding.param] + [binding]
+        control = (binding.kind, binding.number, binding.channel)
+        self.bindings = [
+            b
+            for b in self.bindings
+            if b.param != binding.param and (b.kind, b.number, b.channel) != control
+        ] + [binding]
 
     def to_dict(self) -> dict:
         return {
@@ -94,6 +102,17 @@ class MidiMapping:
                 raise ValueError(f"binding {i}: expected param, kind, number[, channel]") from None
             except ValueError as e:
                 raise ValueError(f"binding {i}: {e}") from None
+        seen_params: dict[str, int] = {}
+        seen_controls: dict[tuple, int] = {}
+        for i, b in enumerate(bindings):
+            if b.param in seen_params:
+                raise ValueError(f"binding {i}: {b.param} is bound twice (also binding "
+                                 f"{seen_params[b.param]})")  # fmt: skip
+            control = (b.kind, b.number, b.channel)
+            if control in seen_controls:
+                raise ValueError(f"binding {i}: {b.kind} {b.number} drives two parameters "
+                                 f"(also binding {seen_controls[control]})")  # fmt: skip
+            seen_params[b.param], seen_controls[control] = i, i
         return cls(bindings)
 
     @classmethod
@@ -105,6 +124,8 @@ class MidiMapping:
             data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: cannot read a MIDI map ({e})") from None
+        except RecursionError:
+            raise ValueError(f"{path}: cannot read a MIDI map (nested too deeply)") from None
         try:
             return cls.from_dict(data)
         except ValueError as e:

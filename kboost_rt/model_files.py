@@ -72,6 +72,8 @@ def read_config(path: str | os.PathLike) -> ModelConfig:
         raise ModelFileError(
             f"{file}: not valid JSON (line {e.lineno}, column {e.colno}: {e.msg})"
         ) from None
+    except RecursionError:
+        raise ModelFileError(f"{file}: not a model config (nested too deeply)") from None
     try:
         return ModelConfig.from_dict(data)
     except ConfigError as e:

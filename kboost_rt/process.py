@@ -18,10 +18,10 @@ import numpy as np
 
 from .audio_files import (
     ProcessError,
-    check_writable,
+    check_output,
     read_for_model,
     to_file_rate,
-    write_audio_atomic,
+    write_audio_set,
 )
 from .client import LinkStats
 from .fallback import FALLBACK_AFTER
@@ -70,11 +70,11 @@ def process_file(
         raise ProcessError(
             f"{model}: a large model runs on the server; process with the small or boosted model"
         )
-    audio = read_for_model(inp, cfg.net.channels)
-    x = audio.x
     targets = [out] if mix else output_paths(out, cfg.net.sources)
     for target in targets:
-        check_writable(target)
+        check_output(target, [inp])
+    audio = read_for_model(inp, cfg.net.channels)
+    x = audio.x
     live = LiveParams(params, sources=cfg.net.sources)  # validates before anything runs
     if server is not None and cfg.boost is None:
         raise ProcessError(f"{model}: --server needs a boosted model")
@@ -124,10 +124,9 @@ def process_file(
     y = to_file_rate(y[:, :, LOOKAHEAD : LOOKAHEAD + samples], audio)  # align with the input
     if mix:
         monitor = to_file_rate(monitor[:, LOOKAHEAD : LOOKAHEAD + samples], audio)
-        write_audio_atomic(targets[0], monitor, audio.rate)
+        write_audio_set([(targets[0], monitor)], audio.rate)
     else:
-        for s, target in enumerate(targets):
-            write_audio_atomic(target, y[s], audio.rate)
+        write_audio_set(list(zip(targets, y, strict=True)), audio.rate)
     on_small = processor.chunks_on_small
     return ProcessResult(
         targets, chunks, used, link, time.monotonic() - start, audio.notes, on_small

@@ -20,7 +20,7 @@ from math import gcd
 
 import numpy as np
 
-from .signal_path import SAMPLE_RATE
+from .signal_path import CHUNK, SAMPLE_RATE
 
 PASSBAND_HZ = 7000.0
 STOPBAND_HZ = 8500.0
@@ -96,3 +96,16 @@ def added_latency_s(device_rate: int, frames: int, phase: str = "minimum") -> fl
     x[n, 0] = 1.0
     y = adapter.run_identity(x)[:, 0]
     return (int(np.argmax(np.abs(y))) - n) / device_rate
+
+
+def best_frames(device_rate: int, phase: str = "minimum") -> tuple[int, float]:
+    """The device buffer near one 8 ms chunk that adds the least latency, and
+    what it adds (s): at 48 kHz 384 frames are exactly a chunk; at 44.1 kHz no
+    whole number is, and the chunk FIFOs add a little whichever is chosen."""
+    exact = CHUNK * device_rate / SAMPLE_RATE
+    candidates = sorted({max(16, int(exact) + k) for k in (-1, 0, 1, 2)})
+    if exact == int(exact):
+        candidates = [int(exact)]
+    added = {n: added_latency_s(device_rate, n, phase) for n in candidates}
+    frames = min(added, key=lambda n: (added[n], abs(n - exact)))
+    return frames, added[frames]

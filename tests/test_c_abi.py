@@ -37,6 +37,7 @@ typedef struct { double gain_db; double wet; int32_t source, bypass, boost; } kb
 typedef struct {
   uint64_t chunks, hints_used, chunks_on_small, nonfinite_resets;
   uint64_t hints_on_time, hints_late, hints_lost, chunks_queued, chunks_dropped;
+  uint64_t nonfinite_inputs;
 } kb_processor_stats;
 kb_link* kb_link_create(int32_t, int32_t, int32_t);
 int kb_link_next_chunk(kb_link*, int64_t*, float*);

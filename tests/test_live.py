@@ -17,6 +17,7 @@ import soundfile as sf
 from kboost_rt import _native
 from kboost_rt.config import PAPER_BOOSTED
 from kboost_rt.model_files import random_weights, save_model_files
+from kboost_rt.params import Params
 from kboost_rt.process import process_file
 from kboost_rt.resampling import pair
 from kboost_rt.signal_path import CHUNK
@@ -132,7 +133,9 @@ def assert_pieces_match(
     assert sum(found) >= 0.9 * len(found), f"{what}: pieces matched {found}"
 
 
-def play_through_live(tmp_path: Path, jack_server: str, name: str, mixture: np.ndarray):
+def play_through_live(
+    tmp_path: Path, jack_server: str, name: str, mixture: np.ndarray, *flags: str
+):
     """Run `kboost-rt live` for 3 s while a JACK client `name` plays `mixture`
     [2, samples] (once, after the host is connected) into the host's inputs and
     records its outputs. Returns (live's stderr, the recording [2, frames])."""
@@ -158,7 +161,7 @@ def play_through_live(tmp_path: Path, jack_server: str, name: str, mixture: np.n
         written[0] += frames
 
     with client:
-        live = start_live(tmp_path, jack_server, 3)
+        live = start_live(tmp_path, jack_server, 3, *flags)
         ports = wait_for_ports(
             client,
             host_in=lambda p: is_host(name)(p) and p.is_input,
@@ -181,7 +184,9 @@ def test_live_through_jack_equals_file_processing(jack_server, tmp_path, monkeyp
     save_model_files(tmp_path / "m", PAPER_BOOSTED, random_weights(PAPER_BOOSTED, 7))
     rng = np.random.default_rng(0)
     mixture = (0.2 * rng.standard_normal((2, 16000))).astype(np.float32)  # 1 s
-    _, played_back = play_through_live(tmp_path, jack_server, "kboost-tester", mixture)
+    flags = ("--gain-db", "-4.5", "--wet", "0.7", "--source", "2")  # the starting values
+    err, played_back = play_through_live(tmp_path, jack_server, "kboost-tester", mixture, *flags)
+    assert "ALSA lib" not in err and "jack" not in err.lower()  # the libraries kept quiet
 
     stats = json.loads((tmp_path / "stats.json").read_text())
     assert stats["live"]["wrong_sizes"] == 0 and stats["chunks"] >= 300
@@ -197,9 +202,11 @@ def test_live_through_jack_equals_file_processing(jack_server, tmp_path, monkeyp
     received = locate_blocks(got_in.T, mixture)
     assert_in_order(received, mixture.shape[1] // CHUNK, f"input ({stats['live']})")
     # 2. What it played equals `kboost-rt process --mix` of what it received.
+    params = Params(gain_db=-4.5, wet=0.7, source=2)
     process_file(
-        tmp_path / "in.wav", tmp_path / "file.wav", tmp_path / "m", progress=False, mix=True
-    )
+        tmp_path / "in.wav", tmp_path / "file.wav", tmp_path / "m", progress=False, mix=True,
+        params=params,
+    )  # fmt: skip
     file_out, _ = sf.read(tmp_path / "file.wav", dtype="float32", always_2d=True)
     # The live stream's output lags its input by the 64-sample look-ahead.
     assert np.array_equal(got_out[64:], file_out[: len(got_out) - 64])

@@ -98,6 +98,31 @@ def test_map_file_round_trip_and_errors(tmp_path, suffix):
         MidiMapping.load(path)
 
 
+def test_map_files_are_validated_strictly(tmp_path):
+    path = tmp_path / "map.json"
+    cases = {
+        '{"bindings": [{"param": "wet", "kind": "cc", "number": true}]}': "number must be",
+        '{"bindings": [{"param": "wet", "kind": "cc", "number": 1, "channel": false}]}': "channel",
+        '{"bindings": [{"param": "wet", "kind": "cc", "number": 1},'
+        ' {"param": "wet", "kind": "cc", "number": 2}]}': "wet is bound twice",
+        '{"bindings": [{"param": "wet", "kind": "cc", "number": 1},'
+        ' {"param": "gain_db", "kind": "cc", "number": 1}]}': "drives two parameters",
+        "[" * 100_000 + "]" * 100_000: "nested too deeply",
+    }
+    for text, message in cases.items():
+        path.write_text(text)
+        with pytest.raises(ValueError, match=message):
+            MidiMapping.load(path)
+
+
+def test_a_midi_map_without_a_port_is_an_error(tmp_path, capsys):
+    from kboost_rt.cli import main
+
+    MidiMapping.default().save(tmp_path / "map.json")
+    assert main(["live", "--midi-map", str(tmp_path / "map.json"), "--seconds", "1"]) == 2
+    assert "--midi-map needs --midi-port" in capsys.readouterr().err
+
+
 def test_real_jack_midi_port_drives_the_parameters(jack_server, monkeypatch):
     rtmidi = pytest.importorskip("rtmidi")
     monkeypatch.setenv("JACK_DEFAULT_SERVER", jack_server)

@@ -81,6 +81,8 @@ def test_missing_folder_and_files(tmp_path, saved):
         (lambda d: d.pop("boost"), "needs a 'boost' section"),
         (lambda d: d.__setitem__("format_version", 99), "unsupported format_version 99"),
         (lambda d: d.__setitem__("format", "onnx"), "'format' must be"),
+        (lambda d: d.__setitem__("large_model", "/etc"), "a model folder's name, not a path"),
+        (lambda d: d.__setitem__("large_model", ".."), "a model folder's name, not a path"),
     ],
 )
 def test_wrong_config(saved, mutate, message):
@@ -98,6 +100,8 @@ def test_config_not_json(saved):
     assert "not valid JSON (line 1" in error_of(folder)
     (folder / CONFIG_FILE).write_bytes(b"\xff\xfe\x00garbage")
     assert "not UTF-8" in error_of(folder)
+    (folder / CONFIG_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    assert "nested too deeply" in error_of(folder)
 
 
 @pytest.mark.parametrize("keep", [0, 7, 100, -1, -1000])

@@ -269,3 +269,16 @@ def test_the_link_counts_each_hint_once():
     got = np.zeros_like(chunk)
     assert link.next_chunk(got) == 0 and np.array_equal(got, chunk)
     assert link.counters()["send_dropped"] == 8
+
+
+def test_non_finite_input_never_reaches_the_mix():
+    live = LiveParams(Params(wet=0.5))  # half the mix is the dry input
+    processor = boosted(live)
+    x = chunks(4)
+    x[1, 0, 10] = np.nan
+    x[2, 1, :5] = np.inf
+    for t in range(4):
+        sources, mix = processor.process(x[t])
+        assert np.all(np.isfinite(mix)) and np.all(np.isfinite(sources)), t
+    assert processor.stats()["nonfinite_inputs"] == 2
+    assert processor.stats()["nonfinite_resets"] == 0  # silenced before the model saw them
