@@ -145,6 +145,8 @@ class HintServer:
         self._pool = ThreadPoolExecutor(workers, "kboost-step") if workers > 1 else None
         self._work: dict[tuple, list[tuple[int, np.ndarray]]] = {}
         self._failed: list[tuple[Stream, str]] = []  # streams whose step raised
+        self._refusals_logged_at = float("-inf")
+        self._refusals_unlogged = 0
 
     @property
     def address(self) -> tuple[str, int]:
@@ -279,7 +281,20 @@ class HintServer:
 
     def _refuse(self, packet: p.Packet, addr: tuple, reason: str) -> None:
         self.stats["refused"] += 1
-        log.info("refused stream %08x from %s: %s", packet.stream_id, addr, reason)
+        # At most one log line a second: a flood of HELLOs must not flood the log.
+        now = time.monotonic()
+        if now - self._refusals_logged_at >= 1.0:
+            more = self._refusals_unlogged
+            log.info(
+                "refused stream %08x from %s: %s%s",
+                packet.stream_id,
+                addr,
+                reason,
+                f" (and {more} more refusals not logged)" if more else "",
+            )
+            self._refusals_logged_at, self._refusals_unlogged = now, 0
+        else:
+            self._refusals_unlogged += 1
         self._send(
             None,
             p.Packet(p.Type.REFUSE, packet.stream_id, 0, reason.encode()[:200], packet.key_id),
@@ -321,6 +336,16 @@ class HintServer:
                 f"model {hello.model} was trained for delay {cfg.boost.delay}, not {hello.delay}",
             )
         key = (addr, packet.stream_id)
+        existing = self.streams.get(key)
+        if existing is not None and existing.hello != hello:
+            # The stream's engine and encoding are fixed when it opens.
+            return self._refuse(
+                packet,
+                addr,
+                f"stream {packet.stream_id:08x} is open with {existing.hello.model}, "
+                f"{existing.hello.encoding.name.lower()} hints; a HELLO cannot change them "
+                "(open a new stream)",
+            )
         if key not in self.streams:
             if len(self.streams) >= self.max_streams:
                 return self._refuse(packet, addr, f"server full ({self.max_streams} streams)")

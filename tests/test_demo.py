@@ -31,6 +31,12 @@ def test_demo_runs_the_main_job_on_the_shipped_models(tmp_path):
     # small one does (the measured gap is small: docs/results.md).
     assert models["large"]["si_sdr_i"] > models["small"]["si_sdr_i"] + 0.5, models
     assert models["large"]["si_sdr_i"] > 0.5, models
+    # The boosted model used its hints: on this example it is far above the small
+    # model (3.65 against -0.15 dB when every hint is on time). On a machine too
+    # loaded to bring most hints in time the fallback plays the small model.
+    if hints["on_time"] >= 0.9 * hints["chunks"]:
+        assert models["boosted"]["si_sdr_i"] > models["small"]["si_sdr_i"] + 1.0, models
+    assert models["boosted"]["si_sdr_i"] != models["small"]["si_sdr_i"]
     for role in ("small", "boosted", "large"):
         for s in (1, 2):
             audio, rate = sf.read(tmp_path / f"{role}_s{s}.wav")

@@ -506,3 +506,38 @@ def test_the_small_model_takes_over_when_the_server_dies(models, tmp_path):
         for i, j in enumerate(order):
             assert np.array_equal(got[i], (gains[i] * want[j]).astype(np.float32))
     assert not np.allclose(outputs[90], wants[90], atol=1e-3)  # the boosted model, before
+
+
+def test_a_repeated_hello_cannot_change_an_open_stream(models, server):
+    from kboost_rt import protocol as p
+
+    client = HintClient(server.address, "sep-boosted-d3", 2, DELAY)
+    client.connect()
+    try:
+        # The same stream, from the same address, now asking for int8 hints.
+        other = p.Hello("sep-boosted-d3", 2, DELAY, HintEncoding.INT8, p.SampleFormat.FLOAT32)
+        client.sock.send(p.encode(p.Packet(p.Type.HELLO, client.stream_id, 0, other.pack()), None))
+        used = run_stream(client, NativeEngine.from_folder(models / "sep-boosted-d3"), mixture(0.5))
+        client.wait_for_replies(2.0)
+        stats = client.stats()
+    finally:
+        client.close()
+    # Its hints still come as the stream opened (float32): none counted corrupt
+    # but the refusal itself.
+    assert sum(used) > 0 and stats.corrupt == 1, stats
+    assert "a HELLO cannot change them" in server.stop()
+
+
+def test_refusals_are_counted_not_logged_one_by_one(models, server):
+    from kboost_rt import protocol as p
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    bad = p.Hello("no-such-model", 2, DELAY, HintEncoding.FLOAT32, p.SampleFormat.FLOAT32)
+    for i in range(300):
+        sock.sendto(p.encode(p.Packet(p.Type.HELLO, i, 0, bad.pack()), None), server.address)
+    time.sleep(0.5)
+    sock.close()
+    out = server.stop()
+    lines = [line for line in out.splitlines() if "refused stream" in line]
+    assert 1 <= len(lines) <= 5, lines  # one a second at most
+    assert "refused 300)" in out  # and the summary counts every one
