@@ -170,3 +170,25 @@ def parameter_counts(cfg: ModelConfig) -> dict[str, int]:
     if remote:
         counts["hint_generator"] = _count(remote)
     return counts
+
+
+# What one stream's native engine may hold; a config asking for more is
+# refused at load (a 35 MB model folder could otherwise demand gigabytes).
+MAX_ENGINE_BYTES = 256 * 2**20
+
+
+def engine_bytes(cfg: ModelConfig) -> int:
+    """About the memory one stream's native engine holds, float32: the weights
+    (twice: the folder's and the engine's packed copy) plus the state that
+    grows with the config, the attention key/value rings and the merges'
+    aligned-frame rings."""
+    net = cfg.net
+    floats = 2 * sum(parameter_counts(cfg).values())
+    if net.attention_heads:
+        ring = net.attention_frames * F * (net.attention_heads * net.attention_e + net.dim)
+        floats += net.blocks * ring
+    if cfg.boost is not None:
+        b = cfg.boost
+        ring = b.frames * F * (b.heads * b.e + net.dim) + max(b.delay, 1) * F * net.dim
+        floats += (net.blocks - 1) * ring
+    return 4 * floats

@@ -20,7 +20,7 @@ from safetensors.numpy import load as load_safetensors
 from safetensors.numpy import save as save_safetensors
 
 from .config import ConfigError, ModelConfig
-from .costs import parameter_shapes
+from .costs import MAX_ENGINE_BYTES, engine_bytes, parameter_shapes
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -84,6 +84,13 @@ def load_model_files(path: str | os.PathLike) -> ModelFiles:
     """Read and validate a model folder."""
     folder = Path(path)
     config = read_config(folder)
+    need = engine_bytes(config)
+    if need > MAX_ENGINE_BYTES:
+        raise ModelFileError(
+            f"{folder / CONFIG_FILE}: one stream of this model would hold about "
+            f"{need / 2**20:,.0f} MB (its attention rings), over the "
+            f"{MAX_ENGINE_BYTES // 2**20} MB a model may ask for"
+        )
     file = folder / WEIGHTS_FILE
     if not file.is_file():
         raise ModelFileError(f"{file}: missing")

@@ -82,6 +82,10 @@ def test_missing_folder_and_files(tmp_path, saved):
         (lambda d: d.__setitem__("format_version", 99), "unsupported format_version 99"),
         (lambda d: d.__setitem__("format", "onnx"), "'format' must be"),
         (lambda d: d.__setitem__("large_model", "/etc"), "a model folder's name, not a path"),
+        (
+            lambda d: d["boost"].update(heads=16, qk_dim=65536, frames=250),
+            "would hold about 2,074 MB (its attention rings), over the 256 MB",
+        ),
         (lambda d: d.__setitem__("large_model", ".."), "a model folder's name, not a path"),
     ],
 )
