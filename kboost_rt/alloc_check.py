@@ -98,7 +98,12 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
         if name == "processor":
             report.update(_count_processor(lib, counter, rng, chunks))
             continue
-        config = PRESETS[name]
+        if name in PRESETS:
+            config = PRESETS[name]
+        else:  # a model folder: its config (the weights do not change what is allocated)
+            from .model_files import read_config
+
+            config = read_config(Path(name))
         tensors = random_weights(config)
         hint_channels = 0
         if config.role == "large":  # with the hint generator, as the server runs it

@@ -8,9 +8,15 @@ Backends:
   (kboost_rt.reference.export.FixedStateStep).
 - onnxruntime: the same fixed-state step exported to ONNX (opset 17), run by
   ONNX Runtime with one intra-op thread and its state fed back each chunk.
+- torch-compile: `torch.compile` of the fixed-state step (inductor; it takes
+  minutes to compile, so it runs only when asked for).
 
-Weights are random (seeded): timing does not depend on them. The audio is a
-generated two-talker mixture; boosted models get a hint on 2 of 3 chunks.
+The configs are the paper sizes with random (seeded) weights, or any model
+folder (`--model`: shipped, trained by `kboost-rt train`) with its own
+weights; timing does not depend on them. The audio is a generated
+two-talker mixture; boosted models get a hint on 2 of 3 chunks. Each
+backend's misses of the 8 ms deadline are counted, and with `--json` a PNG
+of the per-chunk latency distributions (CDF per backend) is written beside it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import numpy as np
 from .config import PRESETS
 from .signal_path import CHUNK, N_BINS, SAMPLE_RATE
 
-BACKENDS = ("native", "eager", "torchscript", "onnxruntime")
+BACKENDS = ("native", "eager", "torchscript", "onnxruntime", "torch-compile")
+DEFAULT_BACKENDS = ("native", "eager", "torchscript", "onnxruntime")
+DEADLINE_US = 1e6 * CHUNK / SAMPLE_RATE  # one chunk: 8 ms
 # The native engine is also timed with each slower kernel set this CPU runs,
 # as "native-<set>" (e.g. native-avx2), so machines without AVX-512 can be judged.
 CONFIGS = {"small": "paper-small", "boosted": "paper-boosted", "large": "paper-large"}
@@ -183,11 +191,28 @@ def _onnx_step(model, tensors, config) -> Step:
     return step
 
 
+def _compile_step(model, tensors, config) -> Step:
+    import torch
+
+    fixed, chunk0, no_hint = _fixed(model, config)
+    state = fixed.initial_state()
+    compiled = torch.compile(fixed, dynamic=False)
+
+    def step(chunk, hint):
+        h = no_hint if hint is None else torch.from_numpy(hint)[None]
+        with torch.no_grad():
+            out, *state[:] = compiled(torch.from_numpy(chunk)[None], h, *state)
+        return out[0].numpy()
+
+    return step
+
+
 MAKERS = {
     "native": _native_step,
     "eager": _eager_step,
     "torchscript": _torchscript_step,
     "onnxruntime": _onnx_step,
+    "torch-compile": _compile_step,
 }
 
 
@@ -215,12 +240,29 @@ def _time(step: Step, chunks: np.ndarray, hints: list) -> tuple[np.ndarray, np.n
     return times / 1e3, outs
 
 
+def _subjects(configs: list[str], models: list[str]) -> list[tuple[str, object, dict, str]]:
+    """(label, config, tensors, what the allocation counter builds) per subject:
+    the paper-size presets with random weights, then the model folders asked for."""
+    from .model_files import load_model_files, random_weights
+    from .model_select import resolve_model
+
+    subjects = []
+    for name in configs:
+        config = PRESETS[CONFIGS[name]]
+        subjects.append((name, config, random_weights(config), CONFIGS[name]))
+    for model in models:
+        files = load_model_files(resolve_model(model))
+        subjects.append((files.name, files.config, files.tensors, str(files.path)))
+    return subjects
+
+
 def run_bench(
     seconds: float,
     json_path: Path | None,
     configs: list[str],
     backends: list[str],
     progress: Callable[[str], None] = print,
+    models: list[str] = (),
 ) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import gc
@@ -228,7 +270,6 @@ def run_bench(
     import torch
 
     from .alloc_check import count_allocations
-    from .model_files import random_weights
     from .reference import build_model
 
     torch.set_num_threads(1)
@@ -237,9 +278,11 @@ def run_bench(
     mixture = synth_mixture(seconds, rng)
     n = mixture.shape[1] // CHUNK
     results = []
-    for name in configs:
-        config = PRESETS[CONFIGS[name]]
-        tensors = random_weights(config)
+    latencies: dict[str, dict[str, np.ndarray]] = {}
+    subjects = _subjects(configs, list(models))
+    for name, config, tensors, _ in subjects:
+        if config.role == "large":  # as the server runs it: without the hint generator
+            tensors = {k: v for k, v in tensors.items() if not k.startswith("hint_generator.")}
         model = build_model(config).eval()
         model.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
         m = config.net.channels
@@ -270,6 +313,7 @@ def run_bench(
                 gc.enable()
             if backend == "eager":
                 reference = outs
+            latencies.setdefault(name, {})[backend] = times
             results.append(
                 {
                     "config": name,
@@ -278,6 +322,7 @@ def run_bench(
                     "p99_us": float(np.percentile(times, 99)),
                     "p999_us": float(np.percentile(times, 99.9)),
                     "max_us": float(times.max()),
+                    "deadline_misses": int((times > DEADLINE_US).sum()),
                     "max_abs_err": float(np.abs(outs - reference).max()),
                 }
             )
@@ -285,11 +330,12 @@ def run_bench(
 
     _native.select_kernels(_native.kernel_sets()[-1])
     progress("  counting allocations in the native step")
-    counts = count_allocations([CONFIGS[c] for c in configs], chunks=2000)
+    built = [built for *_, built in subjects]
+    counts = count_allocations(built, chunks=2000)
     allocations = None
     if counts is not None:
         allocations = {
-            c: counts[f"{CONFIGS[c]}.process"] / counts[f"{CONFIGS[c]}.chunks"] for c in configs
+            name: counts[f"{b}.process"] / counts[f"{b}.chunks"] for name, *_, b in subjects
         }
     report = {
         "machine": _machine(),
@@ -300,33 +346,68 @@ def run_bench(
     }
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
+        png = json_path.with_suffix(".png")
+        if plot_latencies(latencies, png):
+            report["plot"] = str(png)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def plot_latencies(latencies: dict[str, dict[str, np.ndarray]], path: Path) -> bool:
+    """Per-chunk latency CDFs, one panel per config, one line per backend, the
+    8 ms deadline marked; False (and a note) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no latency plot (pip install 'kboost-rt[eval]')")
+        return False
+    if not latencies:
+        return False
+    fig, axes = plt.subplots(1, len(latencies), figsize=(5 * len(latencies), 3.6), squeeze=False)
+    for ax, (name, per_backend) in zip(axes[0], latencies.items(), strict=True):
+        for backend, times in per_backend.items():
+            x = np.sort(times)
+            ax.plot(x, np.arange(1, len(x) + 1) / len(x), label=backend)
+        ax.axvline(DEADLINE_US, color="k", linestyle="--", label="8 ms deadline")
+        ax.set_xscale("log")
+        ax.set_xlabel("step time per chunk (us)")
+        ax.set_ylabel("share of chunks")
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
 
 
 def format_table(report: dict) -> str:
     rows = [r for r in report["results"] if "median_us" in r]
     eager = {r["config"]: r["median_us"] for r in rows if r["backend"] == "eager"}
     lines = [
-        f"{'config':<9}{'backend':<16}{'median us':>10}{'p99 us':>9}{'p99.9 us':>10}"
-        f"{'max us':>9}{'x eager':>9}{'max |err|':>11}"
+        f"{'config':<22}{'backend':<16}{'median us':>10}{'p99 us':>9}{'p99.9 us':>10}"
+        f"{'max us':>9}{'misses':>8}{'x eager':>9}{'max |err|':>11}"
     ]
     lines.append("-" * len(lines[0]))
     for r in rows:
         speedup = eager.get(r["config"], float("nan")) / r["median_us"]
         lines.append(
-            f"{r['config']:<9}{r['backend']:<16}{r['median_us']:>10.1f}"
+            f"{r['config']:<22}{r['backend']:<16}{r['median_us']:>10.1f}"
             f"{r['p99_us']:>9.1f}{r['p999_us']:>10.1f}{r['max_us']:>9.1f}"
-            f"{speedup:>9.1f}{r['max_abs_err']:>11.1e}"
+            f"{r['deadline_misses']:>8d}{speedup:>9.1f}{r['max_abs_err']:>11.1e}"
         )
     for r in report["results"]:
         if "error" in r:
-            lines.append(f"{r['config']:<9}{r['backend']:<16}unavailable: {r['error'][:60]}")
+            lines.append(f"{r['config']:<22}{r['backend']:<16}unavailable: {r['error'][:60]}")
     m = report["machine"]
     lines.append(
         f"\n{report['chunks']} chunks ({report['seconds']:g} s of audio at "
         f"{SAMPLE_RATE} Hz), batch 1, one thread; {m['cpu']}, native kernels: "
-        f"{m['native_simd']}, torch {m['torch']}."
+        f"{m['native_simd']}, torch {m['torch']}. misses: chunks over the "
+        f"{DEADLINE_US / 1000:g} ms deadline."
     )
     alloc = report["allocations_per_chunk"]
     if alloc is None:

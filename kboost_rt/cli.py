@@ -127,7 +127,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import BACKENDS, CONFIGS, format_table, run_bench  # needs torch
 
-    configs = args.configs.split(",")
+    configs = [c for c in args.configs.split(",") if c] if args.configs else []
+    if args.configs is None:
+        configs = [] if args.model else list(CONFIGS)
     backends = args.backends.split(",")
     for value, allowed, what in ((configs, CONFIGS, "config"), (backends, BACKENDS, "backend")):
         unknown = [v for v in value if v not in allowed]
@@ -138,8 +140,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
+    subjects = configs + list(args.model or [])
     print(
-        f"Benchmarking {', '.join(configs)} on {', '.join(backends)} "
+        f"Benchmarking {', '.join(subjects)} on {', '.join(backends)} "
         f"({args.seconds:g} s of audio each)...",
         file=sys.stderr,
     )
@@ -149,6 +152,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         configs,
         backends,
         progress=lambda line: print(line, file=sys.stderr),
+        models=args.model or [],
     )
     print(format_table(report))
     if args.json:
@@ -672,13 +676,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--configs",
-        default="small,boosted,large",
-        help="comma-separated: small, boosted, large (paper sizes; default: all)",
+        help="comma-separated: small, boosted, large (paper sizes, random weights; "
+        "default: all three unless --model is given)",
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        metavar="DIR",
+        help="also a model folder or shipped model name, with its own weights (repeatable)",
     )
     p.add_argument(
         "--backends",
         default="native,eager,torchscript,onnxruntime",
-        help="comma-separated backends (default: all four)",
+        help="comma-separated: native, eager, torchscript, onnxruntime, torch-compile "
+        "(compiles for minutes; default: the first four)",
     )
     p.set_defaults(func=cmd_bench)
 

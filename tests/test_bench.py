@@ -27,12 +27,30 @@ def test_bench_writes_the_documented_json(tmp_path, capsys):
             "p99_us",
             "p999_us",
             "max_us",
+            "deadline_misses",
             "max_abs_err",
         }
         assert r["max_us"] >= r["p999_us"] >= r["p99_us"] >= r["median_us"] > 0
         assert r["max_abs_err"] < 1e-4  # every backend computes the reference's step
     assert report["allocations_per_chunk"] == {"boosted": 0.0}
     assert "boosted" in table and "onnxruntime" in table
+    assert (tmp_path / "bench.png").stat().st_size > 10_000  # the latency CDFs
+
+
+def test_bench_times_a_model_folder_with_its_own_weights(tmp_path, capsys):
+    from kboost_rt.config import PAPER_SMALL
+    from kboost_rt.model_files import random_weights, save_model_files
+
+    save_model_files(tmp_path / "my-small", PAPER_SMALL, random_weights(PAPER_SMALL, 11))
+    out = tmp_path / "b.json"
+    args = ["bench", "--model", str(tmp_path / "my-small"), "--backends", "native,eager",
+            "--seconds", "0.3", "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    assert {r["config"] for r in report["results"]} == {"my-small"}  # no preset unless asked
+    assert all(r["max_abs_err"] < 1e-4 for r in report["results"])
+    assert report["allocations_per_chunk"] == {"my-small": 0.0}
+    assert "my-small" in capsys.readouterr().out
 
 
 def test_bench_rejects_unknown_names(capsys):
