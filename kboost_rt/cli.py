@@ -489,15 +489,10 @@ def _with_local_server(args: argparse.Namespace, run):
         return run()
     if args.server:
         raise ValueError("--server and --local-server exclude each other")
-    from .model_select import DEFAULT_TASK, resolve_model, shipped_delays
+    from .model_select import models_to_serve
     from .server import LocalServer
 
-    if auto:
-        task = args.task or DEFAULT_TASK
-        served = [resolve_model(None, task, d, True) for d in shipped_delays(task)]
-    else:
-        served = [args.model]
-    with LocalServer(served) as local:
+    with LocalServer(models_to_serve(args.model, args.task, auto)) as local:
         args.server = local.address
         print(
             f"started a local hint server on {local.address[0]}:{local.address[1]}", file=sys.stderr
@@ -601,24 +596,11 @@ def _select_model(args: argparse.Namespace) -> None:
 
 
 def _pick_delay(args: argparse.Namespace) -> None:
-    """--delay auto: probe the server with the most patient shipped model, then run
-    the one trained for the smallest delay that covers the round trip."""
-    from .client import measure_round_trip
-    from .model_files import load_model_files
-    from .model_select import DEFAULT_TASK, delay_for_round_trip, resolve_model, shipped_delays
+    from .model_select import model_for_round_trip
 
-    task = args.task or DEFAULT_TASK
-    delays = shipped_delays(task)
-    probe = load_model_files(resolve_model(None, task, max(delays)))
-    rtt = measure_round_trip(
-        args.server, probe.name, probe.config.net.channels, max(delays), _key(args)
-    )
-    delay = delay_for_round_trip(rtt, delays)
-    args.model = str(resolve_model(None, task, delay, True))
-    print(
-        f"round trip {rtt:g} chunks (95th percentile): using {Path(args.model).name}",
-        file=sys.stderr,
-    )
+    model, rtt = model_for_round_trip(args.server, args.task, _key(args))
+    args.model = str(model)
+    print(f"round trip {rtt:g} chunks (95th percentile): using {model.name}", file=sys.stderr)
 
 
 def _non_negative_int(text: str) -> int:

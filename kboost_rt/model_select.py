@@ -75,3 +75,33 @@ def resolve_model(
     if not (root / name).is_dir():
         raise ModelFileError(f"{root / name}: the shipped model is missing")
     return root / name
+
+
+def model_for_round_trip(
+    server: tuple[str, int],
+    task: str | None = None,
+    key: tuple[int, bytes] | None = None,
+    root: Path | None = None,
+) -> tuple[Path, float]:
+    """--delay auto: probe `server` with the task's most patient shipped model,
+    then -> (the shipped boosted model trained for the smallest delay that covers
+    the round trip, the measured round trip in chunks)."""
+    from .client import measure_round_trip
+    from .model_files import load_model_files
+
+    task = task or DEFAULT_TASK
+    delays = shipped_delays(task, root)
+    if not delays:
+        raise ModelFileError(f"no shipped boosted {task} models to choose from")
+    probe = load_model_files(resolve_model(None, task, max(delays), root=root))
+    rtt = measure_round_trip(server, probe.name, probe.config.net.channels, max(delays), key)
+    return resolve_model(None, task, delay_for_round_trip(rtt, delays), True, root), rtt
+
+
+def models_to_serve(model: str | None, task: str | None, auto: bool) -> list[Path | str]:
+    """What a local hint server must serve: every shipped delay of the task for
+    --delay auto (the model is chosen after probing it), else the one model."""
+    if auto:
+        task = task or DEFAULT_TASK
+        return [resolve_model(None, task, d, True) for d in shipped_delays(task)]
+    return [model]
