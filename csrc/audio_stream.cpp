@@ -4,7 +4,9 @@
 #include <pthread.h>
 #include <sched.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -38,6 +40,8 @@ AudioStream::AudioStream(Processor& processor, const StreamOptions& options)
       frames_(options.frames),
       in_(static_cast<std::size_t>(channels_) * kChunk),
       mix_(in_.size()),
+      probe_in_(static_cast<std::size_t>(options.frames) * processor.channels()),
+      probe_frame_(options.probe_frame),
       record_in_(static_cast<std::size_t>(options.record_chunks) * channels_ * kChunk),
       record_out_(record_in_.size()),
       record_chunks_(options.record_chunks) {
@@ -89,6 +93,18 @@ void AudioStream::stop() {
 
 bool AudioStream::active() const { return Pa_IsStreamActive(static_cast<PaStream*>(stream_)) == 1; }
 
+LatencyProbe AudioStream::latency_probe() const {
+  LatencyProbe p;
+  p.click_frame = probe_frame_;
+  p.peak_frame = peak_frame_;
+  p.peak = peak_;
+  if (const PaStreamInfo* info = Pa_GetStreamInfo(static_cast<PaStream*>(stream_))) {
+    p.input_latency_s = info->inputLatency;
+    p.output_latency_s = info->outputLatency;
+  }
+  return p;
+}
+
 StreamStats AudioStream::stats() const {
   StreamStats s;
   s.callbacks = callbacks_.load(std::memory_order_relaxed);
@@ -134,7 +150,15 @@ int AudioStream::run(const float* input, float* output, unsigned long frames,
   if (frames != static_cast<unsigned long>(frames_) || input == nullptr) {
     wrong_sizes_.fetch_add(1, std::memory_order_relaxed);
     std::memset(output, 0, sizeof(float) * m * frames);
+    frames_done_ += static_cast<int64_t>(frames);
     return paContinue;
+  }
+  const int64_t first = frames_done_;
+  if (probe_frame_ >= 0) {  // silence, and one click on every channel
+    std::fill(probe_in_.begin(), probe_in_.end(), 0.f);
+    if (probe_frame_ >= first && probe_frame_ < first + frames_)
+      for (int c = 0; c < m; ++c) probe_in_[(probe_frame_ - first) * m + c] = 1.f;
+    input = probe_in_.data();
   }
   if (adapter_) {
     adapter_->process(input, output, frames_, &AudioStream::run_chunk, this);
@@ -146,6 +170,16 @@ int AudioStream::run(const float* input, float* output, unsigned long frames,
       for (int c = 0; c < m; ++c) output[n * m + c] = mix_[c * kChunk + n];
     record(in_.data(), mix_.data());
   }
+  if (probe_frame_ >= 0) {
+    for (int i = 0; i < frames_; ++i) {
+      const float v = std::fabs(output[i * m]);
+      if (first + i >= probe_frame_ && v > peak_) {
+        peak_ = v;
+        peak_frame_ = first + i;
+      }
+    }
+  }
+  frames_done_ += frames_;
   callback_time_.record(std::chrono::duration_cast<std::chrono::nanoseconds>(
                             std::chrono::steady_clock::now() - start).count());
   return paContinue;

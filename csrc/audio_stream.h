@@ -31,6 +31,16 @@ struct StreamOptions {
   int rate = 16000;           // the device's rate and buffer size; other than
   int frames = 128;           // 16 kHz / 128 frames needs both resamplers:
   ResamplerTaps down, up;     // device -> 16 kHz and 16 kHz -> device
+  // Latency probe: the input is replaced by silence with one click at this
+  // device frame, and the output's loudest frame after it is recorded. -1: off.
+  int64_t probe_frame = -1;
+};
+
+struct LatencyProbe {
+  int64_t click_frame = -1;  // the device frame the click was put into the input at
+  int64_t peak_frame = -1;   // the output frame where it came out loudest
+  float peak = 0.f;
+  double input_latency_s = 0, output_latency_s = 0;  // what PortAudio reports for the device
 };
 
 struct StreamStats {
@@ -63,6 +73,7 @@ class AudioStream {
   int64_t record_capacity() const { return record_chunks_; }
   // Frames of silence the resampled output starts with (its added latency); 0 at 16 kHz.
   int prefill() const { return adapter_ ? adapter_->prefill() : 0; }
+  LatencyProbe latency_probe() const;  // read after stop()
 
  private:
   static int callback(const void* input, void* output, unsigned long frames,
@@ -76,6 +87,9 @@ class AudioStream {
   int channels_, frames_;
   std::unique_ptr<RateAdapter> adapter_;
   std::vector<float> in_, mix_;  // one chunk, planar
+  std::vector<float> probe_in_;  // one device buffer, interleaved
+  int64_t probe_frame_, frames_done_ = 0, peak_frame_ = -1;
+  float peak_ = 0.f;
   std::vector<float> record_in_, record_out_;
   int64_t record_chunks_;
   std::atomic<int64_t> recorded_{0};

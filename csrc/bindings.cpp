@@ -391,9 +391,11 @@ class PyRateAdapter {
 class PyAudioStream {
  public:
   PyAudioStream(PyProcessor& processor, int input_device, int output_device, int64_t record_chunks,
-                int rate, int frames, const py::object& down, const py::object& up)
+                int rate, int frames, const py::object& down, const py::object& up,
+                int64_t probe_frame)
       : channels_(processor.processor().channels()) {
     kb::StreamOptions o;
+    o.probe_frame = probe_frame;
     o.input_device = input_device;
     o.output_device = output_device;
     o.record_chunks = record_chunks;
@@ -437,6 +439,17 @@ class PyAudioStream {
       std::copy(src + c * stride, src + c * stride + n * kb::kChunk,
                 out.mutable_data() + c * n * kb::kChunk);
     return out;
+  }
+
+  py::dict latency_probe() const {
+    const kb::LatencyProbe p = stream_->latency_probe();
+    py::dict d;
+    d["click_frame"] = p.click_frame;
+    d["peak_frame"] = p.peak_frame;
+    d["peak"] = p.peak;
+    d["input_latency_s"] = p.input_latency_s;
+    d["output_latency_s"] = p.output_latency_s;
+    return d;
   }
 
   kb::AudioStream& stream() { return *stream_; }
@@ -646,10 +659,14 @@ PYBIND11_MODULE(_native, m) {
                             "A duplex PortAudio stream at 16 kHz / 128 frames whose callback\n"
                             "runs the processor in C++ and nothing else.")
       .def(py::init<PyProcessor&, int, int, int64_t, int, int, const py::object&,
-                    const py::object&>(),
+                    const py::object&, int64_t>(),
            py::arg("processor"), py::arg("input_device"), py::arg("output_device"),
            py::arg("record_chunks"), py::arg("rate") = 16000, py::arg("frames") = 128,
-           py::arg("down") = py::none(), py::arg("up") = py::none(), py::keep_alive<1, 2>())
+           py::arg("down") = py::none(), py::arg("up") = py::none(),
+           py::arg("probe_frame") = -1, py::keep_alive<1, 2>())
+      .def("latency_probe", &PyAudioStream::latency_probe,
+           "The latency probe's click and output peak frames, and the device latencies "
+           "PortAudio reports.")
       .def("start", [](PyAudioStream& s) { s.stream().start(); })
       .def("stop", [](PyAudioStream& s) {
         py::gil_scoped_release release;

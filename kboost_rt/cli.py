@@ -530,6 +530,7 @@ def _live(args: argparse.Namespace) -> int:
         fallback_after=args.fallback_after,
         params=_mix_params(args),
         verbose=args.verbose,
+        measure_latency=args.measure_latency,
     )
     live = report["live"]
     t = live["callback_us"]
@@ -538,6 +539,19 @@ def _live(args: argparse.Namespace) -> int:
         f"p99.9 {t['p999']:.0f} us, max {t['max']:.0f} us of a {live['period_us']:.0f} us "
         f"period; xruns {live['xruns']}"
     )
+    if report.get("latency"):
+        lat = report["latency"]
+        b = lat["budget"]
+        print(
+            f"input-to-output latency {lat['measured_ms']:.2f} ms: the callback's path "
+            f"{lat['path_ms']:.2f} ms + device input {lat['device_input_ms']:.2f} ms + output "
+            f"{lat['device_output_ms']:.2f} ms (as PortAudio reports them); budget "
+            f"{lat['budget_ms']:.2f} ms (algorithmic {b['algorithmic_ms']:g} + buffering "
+            f"{b['buffering_ms']:.2f} + resampling {b['resampling_ms']:.2f})"
+        )
+        if lat["hint_delay_ms"] is not None:
+            print(f"hints arrive {lat['hint_delay_ms']:g} ms after their audio, by design "
+                  "(the model was trained for that); not part of the latency above")  # fmt: skip
     if report["link"]:
         s = report["link"]
         print(f"hints: {s['on_time']} on time, {s['late']} late, {s['lost']} lost")
@@ -794,6 +808,12 @@ def build_parser() -> argparse.ArgumentParser:
         "by 80 dB (default: minimum)",
     )
     _mix_args(p, "start with ")
+    p.add_argument(
+        "--measure-latency",
+        action="store_true",
+        help="run in bypass on silence with one click, and report how long it takes from "
+        "the device's input to its output beside the budget (1.5 s unless --seconds)",
+    )
     p.add_argument("--quiet", action="store_true", help="no status line")
     p.add_argument("--verbose", action="store_true", help="show the audio libraries' own messages")
     p.set_defaults(func=cmd_live)

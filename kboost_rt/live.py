@@ -26,7 +26,7 @@ from .midi import MidiController, MidiMapping, open_input
 from .params import LiveParams, Params
 from .processor import Stream, open_stream
 from .resampling import best_frames, pair
-from .signal_path import CHUNK, SAMPLE_RATE
+from .signal_path import CHUNK, LOOKAHEAD, SAMPLE_RATE
 
 _quiet_handlers: list = []  # the C callbacks must outlive the libraries' use of them
 
@@ -122,11 +122,19 @@ def run_live(
     fallback_after: int = FALLBACK_AFTER,
     params: Params | LiveParams | None = None,
     verbose: bool = False,
+    measure_latency: bool = False,
 ) -> dict:
-    """`params`: the starting values (MIDI moves them from there)."""
+    """`params`: the starting values (MIDI moves them from there).
+    `measure_latency`: run in bypass on silence with one click put into the
+    input half a second in, and report under "latency" how long it took to
+    come out (see `_latency`)."""
     if not verbose:
         quiet_audio_libraries()
     import pyaudio
+
+    if measure_latency:
+        params = Params(bypass=True)
+        seconds = seconds or 1.5
 
     stream = open_stream(model, server, key, params=params, fallback_after=fallback_after)
     processor, client = stream.processor, stream.client
@@ -159,7 +167,8 @@ def run_live(
                 "this build of kboost-rt has no native audio stream: install PortAudio "
                 "(Debian: apt install portaudio19-dev) and reinstall kboost-rt"
             )
-        run = _NativeRun(stream, devices, record_chunks, rate, resample_phase)
+        probe = rate // 2 if measure_latency else -1
+        run = _NativeRun(stream, devices, record_chunks, rate, resample_phase, probe)
         stop = threading.Event()
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
         try:
@@ -190,6 +199,9 @@ def run_live(
         "midi": dict(controller.counts) if controller else None,
         "chunks_on_small": processor.chunks_on_small,
     }
+    if measure_latency:
+        cfg = stream.files.config
+        report["latency"] = _latency(run, rate, cfg.boost.delay if cfg.boost else None)
     from .audio_files import write_audio_atomic
 
     if record_input is not None:
@@ -205,7 +217,9 @@ class _NativeRun:
     """The native PortAudio stream: its callback runs the processor in C++,
     resampling there when the device does not run 16 kHz."""
 
-    def __init__(self, stream: Stream, devices, record_chunks: int, rate: int, phase: str):
+    def __init__(
+        self, stream: Stream, devices, record_chunks: int, rate: int, phase: str, probe: int = -1
+    ):
         self.resampling = None
         self.frames = CHUNK
         designs = (None, None)
@@ -233,6 +247,7 @@ class _NativeRun:
                 rate,
                 self.frames,
                 *designs,
+                probe,
             )
         except RuntimeError as e:
             raise OSError(
@@ -256,6 +271,37 @@ class _NativeRun:
 
     def recording(self, output: bool) -> np.ndarray:
         return self._stream.recording(output)
+
+    def latency_probe(self) -> dict:
+        return self._stream.latency_probe()
+
+
+def _latency(run: _NativeRun, rate: int, delay: int | None) -> dict:
+    """The probe's result beside the budget. Measured: the click's way through the
+    callback (resamplers, chunk FIFOs, look-ahead) from its input frame to its
+    output frame, plus the device's input and output latency as PortAudio reports
+    them. Budget: the algorithmic 12 ms (the 8 ms chunk collected, one input
+    period, and the 4 ms look-ahead), one output period, and the resampling."""
+    probe = run.latency_probe()
+    if probe["peak_frame"] < 0 or probe["peak"] < 0.1:
+        raise RuntimeError("the latency probe's click never came out (is bypass overridden?)")
+    path_ms = 1000 * (probe["peak_frame"] - probe["click_frame"]) / rate
+    device_in_ms, device_out_ms = (1000 * probe[k] for k in ("input_latency_s", "output_latency_s"))
+    resampling_ms = run.resampling["added_latency_ms"] if run.resampling else 0.0
+    budget = {
+        "algorithmic_ms": 1000 * (CHUNK + LOOKAHEAD) / SAMPLE_RATE,
+        "buffering_ms": 1000 * run.frames / rate,
+        "resampling_ms": resampling_ms,
+    }
+    return {
+        "measured_ms": path_ms + device_in_ms + device_out_ms,
+        "path_ms": path_ms,
+        "device_input_ms": device_in_ms,
+        "device_output_ms": device_out_ms,
+        "budget_ms": sum(budget.values()),
+        "budget": budget,
+        "hint_delay_ms": None if delay is None else 1000 * delay * CHUNK / SAMPLE_RATE,
+    }
 
 
 def _status_line(live: dict, stream: Stream, params: LiveParams) -> None:

@@ -336,3 +336,27 @@ def test_live_resamples_a_48_khz_device(jack_server, tmp_path, monkeypatch):
         3 * (lag + 2000) : 3 * (lag + 12000)
     ]
     assert_pieces_match(played[0], expected[:, 0], 0.99, "output", piece=3000)
+
+
+@pytest.mark.parametrize("jack_server", [(16000, 128), (48000, 384)], indirect=True)
+def test_live_measures_its_latency_beside_the_budget(jack_server, tmp_path):
+    save_model_files(tmp_path / "m", PAPER_BOOSTED, random_weights(PAPER_BOOSTED, 10))
+    result = subprocess.run(
+        [CLI, "live", "--model", str(tmp_path / "m"), "--measure-latency", "--quiet",
+         "--stats-json", str(tmp_path / "stats.json")],
+        capture_output=True, text=True, timeout=60,
+        env=dict(os.environ, JACK_DEFAULT_SERVER=jack_server),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "input-to-output latency" in result.stdout and "budget" in result.stdout
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    lat = stats["latency"]
+    resampling = lat["budget"]["resampling_ms"]
+    # The click's way through the callback: the 4 ms look-ahead, plus the
+    # resampling's measured share when the device runs another rate.
+    assert lat["path_ms"] == pytest.approx(4.0 + resampling, abs=0.05)
+    assert (resampling == 0) == (stats["resampling"] is None)
+    assert lat["budget"]["algorithmic_ms"] == 12 and lat["budget"]["buffering_ms"] == 8
+    assert lat["measured_ms"] == pytest.approx(
+        lat["path_ms"] + lat["device_input_ms"] + lat["device_output_ms"]
+    )
