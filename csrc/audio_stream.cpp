@@ -67,7 +67,7 @@ AudioStream::AudioStream(Processor& processor, const StreamOptions& options)
     out.suggestedLatency = Pa_GetDeviceInfo(out.device)->defaultLowOutputLatency;
     PaStream* stream = nullptr;
     check(Pa_OpenStream(&stream, &in, &out, options.rate, options.frames, paClipOff,
-                        reinterpret_cast<PaStreamCallback*>(&AudioStream::callback), this),
+                        &AudioStream::callback, this),
           "cannot open the audio stream");
     stream_ = stream;
   } catch (...) {
@@ -115,8 +115,8 @@ StreamStats AudioStream::stats() const {
   return s;
 }
 
-int AudioStream::callback(const void* input, void* output, unsigned long frames, const void*,
-                          unsigned long flags, void* self) {
+int AudioStream::callback(const void* input, void* output, unsigned long frames,
+                          const PaStreamCallbackTimeInfo*, unsigned long flags, void* self) {
   return static_cast<AudioStream*>(self)->run(static_cast<const float*>(input),
                                               static_cast<float*>(output), frames, flags);
 }

@@ -17,6 +17,8 @@
 #include "resampler.h"
 #include "time_histogram.h"
 
+struct PaStreamCallbackTimeInfo;  // portaudio.h, included by the .cpp only
+
 namespace kb {
 
 struct ResamplerTaps {
@@ -77,7 +79,8 @@ class AudioStream {
 
  private:
   static int callback(const void* input, void* output, unsigned long frames,
-                      const void* time_info, unsigned long flags, void* self);
+                      const ::PaStreamCallbackTimeInfo* time_info, unsigned long flags,
+                      void* self);
   int run(const float* input, float* output, unsigned long frames, unsigned long flags);
   static void run_chunk(void* self, const float* input, float* mix);
   void record(const float* input, const float* mix);

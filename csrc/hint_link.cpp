@@ -76,6 +76,8 @@ bool HintLink::take(int64_t t, float* hint) {
 
 bool HintLink::deliver(int64_t seq, const float* hint) {
   if (seq < 0 || static_cast<uint64_t>(seq) >= kSeqMask) return false;
+  // A hint of a chunk not sent yet is bogus: it must not evict one still needed.
+  if (seq > now_.load(std::memory_order_seq_cst) + 1) return false;
   if (seq + delay_ <= now_.load(std::memory_order_seq_cst)) {
     late_.fetch_add(1, std::memory_order_relaxed);
     return false;

@@ -44,7 +44,8 @@ class HintLink {
   // The oldest queued chunk: its number in `seq`, its samples into `chunk`.
   bool next_chunk(int64_t* seq, float* chunk);
   // File the hint made from chunk `seq`; false if it came too late to be used
-  // (then counted late). Call it from one thread only.
+  // (then counted late) or is of a chunk the audio side has not sent yet.
+  // Call it from one thread only.
   bool deliver(int64_t seq, const float* hint);
   // The chunk the audio thread is at (-1 before the first).
   int64_t now() const { return now_.load(std::memory_order_acquire); }

@@ -67,11 +67,12 @@ void OutputAligner::fit() {
       order_[1] = 0;
     }
   }
-  for (int i = 0; i < sources_; ++i) gains_[i] = cross_[i][order_[i]] / energy_[order_[i]];
+  // A near-silent small-model output must not be blown up to the boosted level.
+  for (int i = 0; i < sources_; ++i)
+    gains_[i] = std::clamp(cross_[i][order_[i]] / energy_[order_[i]], -kMaxGain, kMaxGain);
 }
 
-void OutputAligner::mapping(int* order, double* gains) {
-  if (!fitted_) fit();
+void OutputAligner::mapping(int* order, double* gains) const {
   for (int i = 0; i < sources_; ++i) {
     order[i] = order_[i];
     gains[i] = gains_[i];
@@ -114,7 +115,7 @@ void Fallback::reset() {
 
 void Fallback::apply(const float* chunk, bool hint_arrived, float* out) {
   small_->process(chunk, nullptr, small_out_.data(), nullptr);
-  missing_ = hint_arrived ? 0 : missing_ + 1;
+  missing_ = hint_arrived ? 0 : std::min(missing_ + 1, after_);  // saturates: never overflows
   const float target = missing_ >= after_ ? 1.f : 0.f;
   if (target == 0.f)
     aligner_.update(out, small_out_.data());  // learn the mapping while the boosted model plays
@@ -174,6 +175,7 @@ void Processor::reset() {
   dry_line_.zero();
   t_.store(0, std::memory_order_relaxed);
   hints_used_.store(0, std::memory_order_relaxed);
+  nonfinite_inputs_.store(0, std::memory_order_relaxed);
 }
 
 void Processor::set_params(const Params& p) {

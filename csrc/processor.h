@@ -38,8 +38,10 @@ class OutputAligner {
   void reset();
   void update(const float* reference, const float* other);
   void apply(const float* other, float* out);
-  // The current fit: output i = gains[i] x other[order[i]].
-  void mapping(int* order, double* gains);
+  // The last fit apply() used: output i = gains[i] x other[order[i]] (the
+  // identity before the first). Read it with the stream stopped, or in tests.
+  void mapping(int* order, double* gains) const;
+  static constexpr double kMaxGain = 4.0;  // 12 dB: the most the small model is raised
   int samples() const { return sources_ * size_; }  // floats in one [S x M x 128] output
 
  private:

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <stdexcept>
 
 #include "signal_path.h"
@@ -118,8 +119,15 @@ int RateAdapter::measure_prefill(int down_l, int down_m, const float* down_taps,
   std::vector<float> a(static_cast<std::size_t>(down.max_output(frames_)));
   std::vector<float> b(static_cast<std::size_t>(up.max_output(kChunk)));
   int64_t pending = 0, have = 0, deficit = 0;
+  // Long enough for the device buffers, the resamplers' phases and the chunk
+  // boundaries to come back into line (at 44.1 kHz with 353-frame buffers that
+  // takes 1764 buffers, 14 s), after 2 s of start-up.
   const int64_t rate = int64_t{kSampleRate} * down_m / down_l;
-  for (int64_t i = 0; i < 2 * rate / frames_; ++i) {
+  const int64_t samples_cycle = std::lcm(int64_t{down_l}, int64_t{kChunk});  // 16 kHz samples
+  const int64_t frames_cycle = samples_cycle / down_l * down_m;             // device frames
+  const int64_t buffers = std::min<int64_t>(std::lcm(frames_cycle, int64_t{frames_}) / frames_,
+                                            1 << 20) + 2 * rate / frames_;
+  for (int64_t i = 0; i < buffers; ++i) {
     pending += down.process(in.data(), frames_, a.data());
     while (pending >= kChunk) {
       pending -= kChunk;
@@ -148,7 +156,7 @@ void RateAdapter::process(const float* in, float* out, int n, ChunkFn run, void*
   if (out_fifo_.size() >= n) {
     out_fifo_.pop(out, n);
   } else {  // only if the device changed its buffer size: play silence
-    ++underruns_;
+    underruns_.fetch_add(1, std::memory_order_relaxed);
     std::memset(out, 0, sizeof(float) * n * m);
   }
 }

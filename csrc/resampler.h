@@ -5,6 +5,7 @@
 // Sized once at construction; process() never allocates.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <vector>
 
@@ -58,7 +59,7 @@ class RateAdapter {
   // whole 16 kHz chunk run through `run`.
   void process(const float* in, float* out, int n, ChunkFn run, void* user);
   int prefill() const { return prefill_; }  // frames of silence the output starts with
-  uint64_t underruns() const { return underruns_; }
+  uint64_t underruns() const { return underruns_.load(std::memory_order_relaxed); }
 
  private:
   int measure_prefill(int down_l, int down_m, const float* down_taps, int down_k, int up_l,
@@ -68,7 +69,7 @@ class RateAdapter {
   Resampler down_, up_;
   FrameFifo in_fifo_, out_fifo_;
   std::vector<float> scratch_in_, scratch_out_, chunk_i_, chunk_, mix_, mix_i_;
-  uint64_t underruns_ = 0;
+  std::atomic<uint64_t> underruns_{0};
 };
 
 }  // namespace kb

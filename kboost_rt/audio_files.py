@@ -128,15 +128,22 @@ def _format_of(path: Path) -> tuple[str, str]:
         raise ProcessError(f"{path}: unknown output format (use one of {names})") from None
 
 
+def _read_umask() -> int:
+    umask = os.umask(0)  # the only way to read it; done once, at import
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _read_umask()
+
+
 def _mode_for(path: Path) -> int:
     """The permissions a new file gets here (0666 less the umask), or those of
     the file it replaces."""
     try:
         return stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        return 0o666 & ~umask
+        return 0o666 & ~_UMASK
 
 
 def write_audio_set(files: list[tuple[Path, np.ndarray]], rate: int = SAMPLE_RATE) -> None:
@@ -166,8 +173,16 @@ def write_audio_set(files: list[tuple[Path, np.ndarray]], rate: int = SAMPLE_RAT
         for tmp, _ in written:
             Path(tmp).unlink(missing_ok=True)
         raise
-    for tmp, path in written:
-        os.replace(tmp, path)
+    for i, (tmp, path) in enumerate(written):
+        try:
+            os.replace(tmp, path)
+        except OSError as e:  # rare (the checks passed): say which are new, leave no temp files
+            for rest, _ in written[i:]:
+                Path(rest).unlink(missing_ok=True)
+            done = ", ".join(str(p) for _, p in written[:i]) or "none"
+            raise ProcessError(
+                f"{path}: cannot replace ({e.strerror or e}); already replaced: {done}"
+            ) from None
 
 
 def write_audio_atomic(path: Path, data: np.ndarray, rate: int = SAMPLE_RATE) -> None:

@@ -235,10 +235,10 @@ def measure_round_trip(
     """Stream `chunks` chunks of silence (paced at real time, about 0.5 s) and
     return the 95th percentile of the hints' round trip, in chunks."""
     client = HintClient(server, model, channels, delay, key=key)
-    client.connect()
     silence = np.zeros((channels, CHUNK), np.float32)
-    start = time.monotonic()
     try:
+        client.connect()
+        start = time.monotonic()
         for t in range(chunks + delay + 4):  # then wait for the last hints
             wait = start + (t + 1) * CHUNK / SAMPLE_RATE - time.monotonic()
             if wait > 0:

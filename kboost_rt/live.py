@@ -180,8 +180,8 @@ def run_live(
                 time.sleep(0.25)
                 if status:
                     _status_line(run.stats(), stream, params)
-            run.stop()
         finally:
+            run.stop()  # before the client and MIDI close: the callback uses them
             signal.signal(signal.SIGINT, previous)
     finally:
         if midi is not None:

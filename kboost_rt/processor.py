@@ -156,9 +156,10 @@ def open_stream(
         client = HintClient(
             server, files.name, cfg.net.channels, cfg.boost.delay, encoding, key=key
         )
-        client.connect()
-        fallback = fallback_model(folder, fallback_after)
     try:
+        if client is not None:
+            client.connect()
+            fallback = fallback_model(folder, fallback_after)
         processor = Processor(
             cfg, files.tensors, client.link if client else None, fallback, live, fallback_after
         )

@@ -91,7 +91,7 @@ def added_latency_s(device_rate: int, frames: int, phase: str = "minimum") -> fl
 
     down, up = pair(device_rate, phase)
     adapter = _native.RateAdapter(1, device_rate, frames, down, up)
-    n = frames * (device_rate // (2 * frames) + 2)  # about half a second
+    n = frames * (device_rate // (2 * frames) + 2)  # about half a second in
     x = np.zeros((2 * n, 1), np.float32)
     x[n, 0] = 1.0
     y = adapter.run_identity(x)[:, 0]
@@ -99,13 +99,15 @@ def added_latency_s(device_rate: int, frames: int, phase: str = "minimum") -> fl
 
 
 def best_frames(device_rate: int, phase: str = "minimum") -> tuple[int, float]:
-    """The device buffer near one 8 ms chunk that adds the least latency, and
-    what it adds (s): at 48 kHz 384 frames are exactly a chunk; at 44.1 kHz no
-    whole number is, and the chunk FIFOs add a little whichever is chosen."""
+    """The device buffer near one 8 ms chunk whose period plus what resampling
+    adds is least, and what resampling adds (s): at 48 kHz 384 frames are
+    exactly a chunk; at 44.1 kHz no whole number is, and the chunk FIFOs must
+    hold up to a chunk more (about 8 ms) whichever is chosen."""
     exact = CHUNK * device_rate / SAMPLE_RATE
     candidates = sorted({max(16, int(exact) + k) for k in (-1, 0, 1, 2)})
     if exact == int(exact):
         candidates = [int(exact)]
     added = {n: added_latency_s(device_rate, n, phase) for n in candidates}
-    frames = min(added, key=lambda n: (added[n], abs(n - exact)))
+    # Within 0.1 ms, the one nearest a chunk (what a device set to 8 ms runs).
+    frames = min(added, key=lambda n: (round(1e4 * (added[n] + n / device_rate)), abs(n - exact)))
     return frames, added[frames]

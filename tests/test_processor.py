@@ -256,6 +256,9 @@ def test_the_link_counts_each_hint_once():
     link = _native.HintLink(2, 8, 3)
     out = np.zeros((8, N_BINS), np.float32)
     hint = np.ones((8, N_BINS), np.float32)
+    assert not link.deliver(1, hint)  # chunk 1 not sent yet: bogus (not counted)
+    link.take(2, out)  # chunk 2 runs (it needs no hint yet: d = 3)
+    assert not link.deliver(9, hint)  # a chunk not sent yet: bogus, never evicts one
     assert link.deliver(2, hint)  # early: filed
     assert not link.take(4, out)  # chunk 4 needs hint 1: lost
     assert link.take(5, out) and np.array_equal(out, hint)  # chunk 5 needs hint 2: on time

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import soxr
 from kboost_rt.resampling import added_latency_s
 from kboost_rt.signal_path import CHUNK, SAMPLE_RATE
 
-DEVICES = [(48000, 384), (44100, 353)]
+DEVICES = [(48000, 384), (44100, 353), (44100, 351)]
 
 
 def soxr_latency_s(rate: int, frames: int, quality: str) -> float:
@@ -38,7 +39,10 @@ def soxr_latency_s(rate: int, frames: int, quality: str) -> float:
     down, up = pair()
     pending = have = deficit = 0
     silence = np.zeros(frames, np.float32)
-    for _ in range(2 * rate // frames):
+    # A whole cycle of buffers against chunks (as csrc/resampler.cpp), after 2 s.
+    g = math.gcd(rate, SAMPLE_RATE)
+    cycle = math.lcm(SAMPLE_RATE // g, CHUNK) // (SAMPLE_RATE // g) * (rate // g)
+    for _ in range(math.lcm(cycle, frames) // frames + 2 * rate // frames):
         pending += len(down.resample_chunk(silence))
         while pending >= CHUNK:
             pending -= CHUNK
