@@ -360,3 +360,21 @@ def test_live_measures_its_latency_beside_the_budget(jack_server, tmp_path):
     assert lat["measured_ms"] == pytest.approx(
         lat["path_ms"] + lat["device_input_ms"] + lat["device_output_ms"]
     )
+
+
+def test_live_without_any_audio_device_says_what_to_start(tmp_path):
+    env = dict(os.environ, JACK_DEFAULT_SERVER=f"kboost-nobody-{os.getpid()}")
+    devices = subprocess.run(
+        [sys.executable, "-c", "import pyaudio; print(pyaudio.PyAudio().get_device_count())"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    if devices.stdout.strip() not in ("0", ""):
+        pytest.skip("this machine has an audio device besides JACK")
+    save_model_files(tmp_path / "m", PAPER_BOOSTED, random_weights(PAPER_BOOSTED, 12))
+    result = subprocess.run(
+        [CLI, "live", "--model", str(tmp_path / "m"), "--seconds", "1", "--quiet"],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "JACK server (jackd)" in result.stderr and "Traceback" not in result.stderr
+    assert "ALSA lib" not in result.stderr  # the libraries' own noise stays in the debug log
