@@ -94,8 +94,11 @@ RateAdapter::RateAdapter(int channels, int rate, int frames, int down_l, int dow
       up_(up_l, up_m, channels, up_taps, up_k),
       in_fifo_(fifo_capacity(frames, down_l, down_m), channels),
       out_fifo_(fifo_capacity(frames, up_l, up_m), channels) {
-  if (static_cast<int64_t>(rate) * down_l != int64_t{kSampleRate} * down_m ||
-      int64_t{kSampleRate} * up_l != static_cast<int64_t>(rate) * up_m)
+  // The two directions must undo each other, and the model's rate (16 kHz, or
+  // near it where a buffer is locked to one chunk) must be within 1 % of 16 kHz.
+  const double model_rate = static_cast<double>(rate) * down_l / down_m;
+  if (int64_t{down_l} * up_l != int64_t{down_m} * up_m || model_rate < 0.99 * kSampleRate ||
+      model_rate > 1.01 * kSampleRate)
     throw std::invalid_argument("RateAdapter: the resamplers do not convert this rate");
   if (frames < 1) throw std::invalid_argument("RateAdapter: frames must be positive");
   const int m = channels_;
@@ -122,7 +125,7 @@ int RateAdapter::measure_prefill(int down_l, int down_m, const float* down_taps,
   // Long enough for the device buffers, the resamplers' phases and the chunk
   // boundaries to come back into line (at 44.1 kHz with 353-frame buffers that
   // takes 1764 buffers, 14 s), after 2 s of start-up.
-  const int64_t rate = int64_t{kSampleRate} * down_m / down_l;
+  const int64_t rate = int64_t{kSampleRate} * down_m / down_l;  // about the device's
   const int64_t samples_cycle = std::lcm(int64_t{down_l}, int64_t{kChunk});  // 16 kHz samples
   const int64_t frames_cycle = samples_cycle / down_l * down_m;             // device frames
   const int64_t buffers = std::min<int64_t>(std::lcm(frames_cycle, int64_t{frames_}) / frames_,

@@ -531,6 +531,7 @@ def _live(args: argparse.Namespace) -> int:
         params=_mix_params(args),
         verbose=args.verbose,
         measure_latency=args.measure_latency,
+        exact_rate=args.exact_rate,
     )
     live = report["live"]
     t = live["callback_us"]
@@ -806,6 +807,13 @@ def build_parser() -> argparse.ArgumentParser:
         "adds about 0.3 ms, linear phase about 3.3 ms (the amount is printed at "
         "start-up); both pass 0-7 kHz flat and stop everything from 8.5 kHz "
         "by 80 dB (default: minimum)",
+    )
+    p.add_argument(
+        "--exact-rate",
+        action="store_true",
+        help="at a device rate where no whole number of frames is an 8 ms chunk "
+        "(44.1 kHz), still run the model at exactly 16000 Hz; that costs up to a "
+        "chunk (8 ms) of latency (default: run it within 0.1 %% of 16 kHz instead)",
     )
     _mix_args(p, "start with ")
     p.add_argument(

@@ -123,6 +123,7 @@ def run_live(
     params: Params | LiveParams | None = None,
     verbose: bool = False,
     measure_latency: bool = False,
+    exact_rate: bool = False,
 ) -> dict:
     """`params`: the starting values (MIDI moves them from there).
     `measure_latency`: run in bypass on silence with one click put into the
@@ -168,7 +169,7 @@ def run_live(
                 "(Debian: apt install portaudio19-dev) and reinstall kboost-rt"
             )
         probe = rate // 2 if measure_latency else -1
-        run = _NativeRun(stream, devices, record_chunks, rate, resample_phase, probe)
+        run = _NativeRun(stream, devices, record_chunks, rate, resample_phase, probe, exact_rate)
         stop = threading.Event()
         previous = signal.signal(signal.SIGINT, lambda *_: stop.set())
         try:
@@ -218,22 +219,38 @@ class _NativeRun:
     resampling there when the device does not run 16 kHz."""
 
     def __init__(
-        self, stream: Stream, devices, record_chunks: int, rate: int, phase: str, probe: int = -1
+        self,
+        stream: Stream,
+        devices,
+        record_chunks: int,
+        rate: int,
+        phase: str,
+        probe: int = -1,
+        exact_rate: bool = False,
     ):
         self.resampling = None
         self.frames = CHUNK
         designs = (None, None)
         if rate != SAMPLE_RATE:
-            designs = pair(rate, phase)
-            self.frames, added = best_frames(rate, phase)
+            designs = pair(rate, phase, exact_rate)
+            self.frames, added = best_frames(rate, phase, exact_rate)
+            model_rate = designs[0].rate_out
             self.resampling = {
                 "device_rate": rate,
+                "model_rate": model_rate,
                 "phase": phase,
                 "frames": self.frames,
                 "added_latency_ms": 1000 * added,
             }
+            off = ""
+            if model_rate != SAMPLE_RATE:
+                percent = 100 * (model_rate / SAMPLE_RATE - 1)
+                off = (
+                    f" (the model at {model_rate:g} Hz, {percent:+.2f} %, so that one buffer "
+                    "is one chunk; --exact-rate keeps 16000 Hz)"
+                )
             print(
-                f"the device runs {rate} Hz: resampling to and from {SAMPLE_RATE} Hz "
+                f"the device runs {rate} Hz: resampling to and from {SAMPLE_RATE} Hz{off} "
                 f"({phase} phase, {self.frames}-frame buffers), adding "
                 f"{self.resampling['added_latency_ms']:.2f} ms of latency",
                 file=sys.stderr,

@@ -9,17 +9,18 @@ from kboost_rt import _native
 from kboost_rt.resampling import added_latency_s, design, pair
 
 
-def through(rate: int, frames: int, x: np.ndarray, phase: str = "minimum") -> np.ndarray:
-    """x [n] at the device rate -> the round trip (device -> 16 kHz -> device)."""
-    adapter = _native.RateAdapter(1, rate, frames, *pair(rate, phase))
+def through(
+    rate: int, frames: int, x: np.ndarray, phase: str = "minimum", exact_rate: bool = False
+) -> np.ndarray:
+    """x [n] at the device rate -> the round trip (device -> the model's rate -> device)."""
+    adapter = _native.RateAdapter(1, rate, frames, *pair(rate, phase, exact_rate))
     n = len(x) - len(x) % frames
     return adapter.run_identity(np.ascontiguousarray(x[:n, None], np.float32))[:, 0]
 
 
 @pytest.mark.parametrize(
     "rate,frames,phase,limit_ms",
-    # At 44.1 kHz no whole number of frames is a chunk: the FIFOs hold up to one more.
-    [(48000, 384, "minimum", 2.0), (44100, 353, "minimum", 8.0 + 2.0), (48000, 384, "linear", 4.0)],
+    [(48000, 384, "minimum", 2.0), (44100, 353, "minimum", 3.0), (48000, 384, "linear", 4.0)],
 )
 def test_the_round_trip_delays_by_the_reported_latency(rate, frames, phase, limit_ms):
     latency = round(added_latency_s(rate, frames, phase) * rate)
@@ -61,18 +62,28 @@ def test_designs_and_adapters_refuse_what_they_cannot_do():
         _native.RateAdapter(1, 44100, 353, down, up)  # the 48 kHz designs
 
 
+def test_at_44_1_khz_the_model_runs_where_a_buffer_is_one_chunk():
+    down, up = pair(44100)
+    assert (down.up, down.down, up.up, up.down) == (128, 353, 353, 128)
+    assert abs(down.rate_out / 16000 - 1) < 1e-3 and up.rate_out == 44100
+    assert added_latency_s(44100, 353) * 1000 <= 0.5
+    exact_down, _ = pair(44100, exact_rate=True)  # 16 kHz exactly: a chunk more
+    assert exact_down.rate_out == 16000
+    assert added_latency_s(44100, 353, exact_rate=True) * 1000 > 8.0
+
+
 @pytest.mark.parametrize("frames", [352, 353])
 def test_the_latency_holds_over_the_whole_buffer_cycle(frames):
-    """At 44.1 kHz the buffers, the resamplers' phases and the chunk boundaries
-    come back into line only every 1764 buffers (14 s with 353 frames): a click
-    late in that cycle comes out exactly as late as one early in it (the output
-    never ran dry and slipped a period)."""
+    """At 44.1 kHz and exactly 16 kHz, the buffers, the resamplers' phases and
+    the chunk boundaries come back into line only every 1764 buffers (14 s with
+    353 frames): a click late in that cycle comes out exactly as late as one
+    early in it (the output never ran dry and slipped a period)."""
     rate = 44100
-    latency = round(added_latency_s(rate, frames) * rate)
+    latency = round(added_latency_s(rate, frames, exact_rate=True) * rate)
     x = np.zeros(rate * 20, np.float32)
     early, late = rate, rate * 18
     x[early] = x[late] = 1.0
-    y = through(rate, frames, x)
+    y = through(rate, frames, x, exact_rate=True)
     for click in (early, late):
         window = y[click : click + 2 * latency + 100]
         assert int(np.argmax(np.abs(window))) == latency, click

@@ -1,7 +1,9 @@
 """What resampling adds to the live path's latency, side by side: soxr's
 streaming resamplers (python-soxr, each quality) and kboost-rt's polyphase
-resamplers (minimum and linear phase), each around an identity model with the
-chunk FIFOs `live` uses, at the device rates and buffers `live` opens.
+resamplers (minimum and linear phase; at 44.1 kHz also with the model at
+exactly 16 kHz rather than locked to the buffers), each around an identity
+model with the chunk FIFOs `live` uses, at the device rates and buffers
+`live` opens.
 
 Added latency is the peak of the round trip's impulse response (device ->
 16 kHz chunks -> device). Prints a table; `--json` writes it.
@@ -20,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import soxr
 
-from kboost_rt.resampling import added_latency_s
+from kboost_rt.resampling import added_latency_s, locks_chunks
 from kboost_rt.signal_path import CHUNK, SAMPLE_RATE
 
 DEVICES = [(48000, 384), (44100, 353), (44100, 351)]
@@ -72,16 +74,19 @@ def main() -> int:
     rows = []
     for rate, frames in DEVICES:
         for phase in ("minimum", "linear"):
-            ms = 1000 * added_latency_s(rate, frames, phase)
-            rows.append({"resampler": f"kboost-rt {phase} phase", "rate": rate, "frames": frames,
-                         "added_latency_ms": ms})  # fmt: skip
+            modes = [False, True] if locks_chunks(rate) else [False]
+            for exact in modes:
+                ms = 1000 * added_latency_s(rate, frames, phase, exact)
+                label = f"kboost-rt {phase} phase" + (", exact 16 kHz" if exact else "")
+                rows.append({"resampler": label, "rate": rate, "frames": frames,
+                             "added_latency_ms": ms})  # fmt: skip
         for quality in ("QQ", "LQ", "MQ", "HQ"):
             ms = 1000 * soxr_latency_s(rate, frames, quality)
             rows.append({"resampler": f"soxr {quality}", "rate": rate, "frames": frames,
                          "added_latency_ms": ms})  # fmt: skip
-    print(f"{'resampler':<28}{'rate':>7}{'frames':>8}{'added ms':>10}")
+    print(f"{'resampler':<42}{'rate':>7}{'frames':>8}{'added ms':>10}")
     for r in rows:
-        print(f"{r['resampler']:<28}{r['rate']:>7}{r['frames']:>8}{r['added_latency_ms']:>10.2f}")
+        print(f"{r['resampler']:<42}{r['rate']:>7}{r['frames']:>8}{r['added_latency_ms']:>10.2f}")
     if args.json:
         Path(args.json).write_text(json.dumps({"results": rows}, indent=2) + "\n")
     return 0
