@@ -120,8 +120,9 @@ def assert_pieces_match(
     haystack: np.ndarray, needle: np.ndarray, r: float, what: str, piece: int = 1000
 ) -> None:
     """Each `piece`-sample piece of `needle` is found in `haystack` (1-D) with
-    correlation above `r`, in order; a tenth may be lost to xruns (see
-    `locate_blocks`), which shift what follows by a period."""
+    correlation above `r`, in order; a fifth may be lost to xruns (see
+    `locate_blocks`), which shift what follows by a period (one dropped period
+    can spoil the two pieces it straddles)."""
     found, lags = [], []
     for start in range(0, len(needle) - piece + 1, piece):
         part = needle[start : start + piece]
@@ -130,7 +131,7 @@ def assert_pieces_match(
         if found[-1]:
             lags.append(lag)
     assert np.all(np.diff(lags) > 0), f"{what}: pieces out of order {lags} {found}"
-    assert sum(found) >= 0.9 * len(found), f"{what}: pieces matched {found}"
+    assert sum(found) >= 0.8 * len(found), f"{what}: pieces matched {found}"
 
 
 def play_through_live(
