@@ -111,24 +111,13 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
             shape = (hint_channels, config.net.spec_channels, 3, 3)
             tensors["hint_generator.weight"] = (0.1 * rng.standard_normal(shape)).astype(np.float32)
             tensors["hint_generator.bias"] = np.zeros(hint_channels, np.float32)
-        flat = engine_config(config, hint_channels)
-        c = KbConfig(**{k: ROLES[v] if k == "role" else v for k, v in flat.items()})
-        keep = []
-        array = (KbTensor * len(tensors))()
-        for i, (tname, t) in enumerate(tensors.items()):
-            shape = (ctypes.c_int64 * t.ndim)(*t.shape)
-            keep.append(shape)
-            array[i] = KbTensor(tname.encode(), _ptr(t), t.ndim, shape)
-        error = ctypes.create_string_buffer(512)
-        counter.kb_count_begin()
-        engine = lib.kb_engine_create(ctypes.byref(c), array, len(tensors), error, 512)
-        report[f"{name}.create"] = counter.kb_count_end()
-        if not engine:
-            raise RuntimeError(error.value.decode())
+        engine, report[f"{name}.create"] = _create_engine(
+            lib, config, tensors, hint_channels, counter
+        )
         m, s = config.net.channels, config.net.sources
         x = (0.1 * rng.standard_normal((chunks, m, CHUNK))).astype(np.float32)
         x[chunks // 2, 0, 3] = np.nan  # a reset on the way
-        hc = flat["hint_channels"]
+        hc = config.boost.hint_channels if config.boost is not None else hint_channels
         hints = rng.standard_normal((chunks, max(hc, 1), N_BINS)).astype(np.float32)
         out = np.zeros((s, m, CHUNK), np.float32)
         hint_out = np.zeros((max(hc, 1), N_BINS), np.float32)
@@ -180,8 +169,10 @@ class KbProcessorStats(ctypes.Structure):
     ]
 
 
-def _create_engine(lib, config, tensors):
-    flat = engine_config(config)
+def _create_engine(lib, config, tensors, hint_channels: int = 0, counter=None):
+    """A kb_engine through the C ABI; with `counter`, also the allocations that
+    creating it made: -> (engine, allocations or None)."""
+    flat = engine_config(config, hint_channels)
     c = KbConfig(**{k: ROLES[v] if k == "role" else v for k, v in flat.items()})
     keep = []
     array = (KbTensor * len(tensors))()
@@ -190,10 +181,13 @@ def _create_engine(lib, config, tensors):
         keep.append(shape)
         array[i] = KbTensor(tname.encode(), _ptr(t), t.ndim, shape)
     error = ctypes.create_string_buffer(512)
+    if counter is not None:
+        counter.kb_count_begin()
     engine = lib.kb_engine_create(ctypes.byref(c), array, len(tensors), error, 512)
+    allocations = counter.kb_count_end() if counter is not None else None
     if not engine:
         raise RuntimeError(error.value.decode())
-    return engine
+    return engine, allocations
 
 
 def _count_processor(lib, counter, rng, chunks: int) -> dict[str, float]:
@@ -231,8 +225,8 @@ def _count_processor(lib, counter, rng, chunks: int) -> dict[str, float]:
         ctypes.POINTER(ctypes.c_float),
         ctypes.c_int,
     ]
-    boosted = _create_engine(lib, PAPER_BOOSTED, random_weights(PAPER_BOOSTED))
-    small = _create_engine(lib, PAPER_SMALL, random_weights(PAPER_SMALL))
+    boosted, _ = _create_engine(lib, PAPER_BOOSTED, random_weights(PAPER_BOOSTED))
+    small, _ = _create_engine(lib, PAPER_SMALL, random_weights(PAPER_SMALL))
     m, s = PAPER_BOOSTED.net.channels, PAPER_BOOSTED.net.sources
     hc, delay = PAPER_BOOSTED.boost.hint_channels, PAPER_BOOSTED.boost.delay
     link = lib.kb_link_create(m, hc, delay)

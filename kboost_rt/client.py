@@ -74,7 +74,6 @@ class HintClient:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.connect(server)
         self._chunk = np.zeros((channels, CHUNK), np.float32)
-        self._hint = np.zeros((1, N_BINS), np.float32)
         self._rtts: deque[int] = deque(maxlen=1024)
         self._arrived = p.ReplayWindow(4096)  # hint numbers seen, for duplicates
         self._counts: Counter = Counter()
@@ -108,7 +107,6 @@ class HintClient:
                 welcome = p.Welcome.unpack(packet.payload)
                 self.hint_channels = welcome.hint_channels
                 self.link = _native.HintLink(self.channels, self.hint_channels, self.delay)
-                self._hint = np.zeros((self.hint_channels, N_BINS), np.float32)
                 self.sock.setblocking(False)
                 self._thread = threading.Thread(target=self._run, name="kboost-hints", daemon=True)
                 self._thread.start()

@@ -65,7 +65,8 @@ def process_file(
     `kboost-rt live` would play for this input). A boosted model with a hint server
     hands over to the task's small model (from the same folder) after
     `fallback_after` chunks without a hint; 0: never."""
-    cfg = load_model_files(model).config
+    files = load_model_files(model)
+    cfg = files.config
     if cfg.role == "large":
         raise ProcessError(
             f"{model}: a large model runs on the server; process with the small or boosted model"
@@ -78,7 +79,7 @@ def process_file(
     live = LiveParams(params, sources=cfg.net.sources)  # validates before anything runs
     if server is not None and cfg.boost is None:
         raise ProcessError(f"{model}: --server needs a boosted model")
-    stream = open_stream(model, server, key, encoding, live, fallback_after)
+    stream = open_stream(files, server, key, encoding, live, fallback_after)
     processor, client = stream.processor, stream.client
     samples = x.shape[1]
     chunks = -(-(samples + LOOKAHEAD) // CHUNK)  # flush the look-ahead

@@ -52,7 +52,6 @@ class Processor:
         self.sources, self.channels = config.net.sources, config.net.channels
         self.params = params or LiveParams(sources=self.sources)
         self.link = link
-        self.fallback_after = fallback_after if fallback is not None else 0
         small = (
             (None, None) if fallback is None else (engine_config(fallback.config), fallback.tensors)
         )
@@ -125,14 +124,15 @@ class Stream:
 
 
 def open_stream(
-    model: str | os.PathLike,
+    model: str | os.PathLike | ModelFiles,
     server: tuple[str, int] | None = None,
     key: tuple[int, bytes] | None = None,
     encoding: HintEncoding = HintEncoding.FLOAT32,
     params: Params | LiveParams | None = None,
     fallback_after: int = FALLBACK_AFTER,
 ) -> Stream:
-    """Open a model folder (or a shipped model's name) for streaming: with a
+    """Open a model folder (a shipped model's name, or its files already loaded)
+    for streaming: with a
     `server`, connect the hint client and set up the small-model fallback
     where it helps (see `fallback.fallback_model`); `fallback_after` 0: never.
     Raises ValueError for a model that cannot run on the device, LinkError
@@ -140,8 +140,11 @@ def open_stream(
     from .model_files import load_model_files
     from .model_select import resolve_model
 
-    folder = resolve_model(str(model))
-    files = load_model_files(folder)
+    if isinstance(model, ModelFiles):
+        files, folder = model, model.path
+    else:
+        folder = resolve_model(str(model))
+        files = load_model_files(folder)
     cfg = files.config
     if cfg.role == "large":
         raise ValueError(
