@@ -163,8 +163,8 @@ def run_live(
         record_chunks = int(seconds * SAMPLE_RATE / CHUNK) + 1 if seconds else 0
         if not (record_input or record_output):
             record_chunks = 0
-        if not _native.HAVE_AUDIO_STREAM:
-            raise RuntimeError(
+        if not _native.HAVE_AUDIO_STREAM:  # OSError: the command line prints it, exit 2
+            raise OSError(
                 "this build of kboost-rt has no native audio stream: install PortAudio "
                 "(Debian: apt install portaudio19-dev) and reinstall kboost-rt"
             )
@@ -301,7 +301,7 @@ def _latency(run: _NativeRun, rate: int, delay: int | None) -> dict:
     period, and the 4 ms look-ahead), one output period, and the resampling."""
     probe = run.latency_probe()
     if probe["peak_frame"] < 0 or probe["peak"] < 0.1:
-        raise RuntimeError("the latency probe's click never came out (is bypass overridden?)")
+        raise OSError("the latency probe's click never came out (is bypass overridden?)")
     path_ms = 1000 * (probe["peak_frame"] - probe["click_frame"]) / rate
     device_in_ms, device_out_ms = (1000 * probe[k] for k in ("input_latency_s", "output_latency_s"))
     resampling_ms = run.resampling["added_latency_ms"] if run.resampling else 0.0
