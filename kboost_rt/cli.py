@@ -202,6 +202,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.idle_timeout,
         args.workers,
         args.max_load,
+        args.max_streams_per_address,
     )
     host, port = server.address
     print(
@@ -708,6 +709,12 @@ def build_parser() -> argparse.ArgumentParser:
         "every packet must carry an HMAC-SHA256 under one of them",
     )
     p.add_argument("--max-streams", type=int, default=16, help="(default: 16)")
+    p.add_argument(
+        "--max-streams-per-address",
+        type=int,
+        default=4,
+        help="streams one address may open on a server without keys (default: 4)",
+    )
     p.add_argument(
         "--workers",
         type=int,

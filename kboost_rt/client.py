@@ -12,6 +12,7 @@ otherwise; hints that come too late are dropped and counted.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
@@ -83,27 +84,33 @@ class HintClient:
 
     # ---- set-up (not from the audio thread) ----
     def connect(self, timeout: float = 2.0) -> p.Welcome:
-        """Handshake; raises LinkError with the server's reason on refusal."""
-        hello = p.Packet(p.Type.HELLO, self.stream_id, 0, self.hello.pack(), self.key_id)
+        """Handshake (HELLO, the server's cookie, HELLO with it, WELCOME); raises
+        LinkError with the server's reason on refusal."""
         deadline = time.monotonic() + timeout
+        self._send_hello()
         while time.monotonic() < deadline:
-            self.sock.send(p.encode(hello, self.key))
             ready = select.select([self.sock], [], [], 0.2)[0]
             if not ready:
+                self._send_hello()  # it or its answer was lost
                 continue
             try:
                 data = self.sock.recv(p.MAX_DATAGRAM + 1)
-            except ConnectionRefusedError:
+            except ConnectionRefusedError:  # nothing listens there (yet)
                 time.sleep(0.05)
+                self._send_hello()
                 continue
+            refused = _refusal(data, self.stream_id)  # it may come unsigned (bad key)
+            if refused is not None:
+                raise LinkError(f"server refused: {refused}")
             try:
-                packet = p.decode(data, None)  # REFUSE may come unsigned (bad key)
-                if packet.type == p.Type.REFUSE and packet.stream_id == self.stream_id:
-                    raise LinkError(f"server refused: {packet.payload.decode(errors='replace')}")
                 packet = p.decode(data, self.keys)
             except p.PacketError:
                 continue
-            if packet.type == p.Type.WELCOME and packet.stream_id == self.stream_id:
+            if packet.stream_id != self.stream_id:
+                continue
+            if packet.type == p.Type.RETRY:
+                self._take_cookie(packet)
+            elif packet.type == p.Type.WELCOME:
                 welcome = p.Welcome.unpack(packet.payload)
                 self.hint_channels = welcome.hint_channels
                 self.link = _native.HintLink(self.channels, self.hint_channels, self.delay)
@@ -111,7 +118,27 @@ class HintClient:
                 self._thread = threading.Thread(target=self._run, name="kboost-hints", daemon=True)
                 self._thread.start()
                 return welcome
-        raise LinkError(f"no answer from {self.server[0]}:{self.server[1]} in {timeout} s")
+        raise LinkError(
+            f"no answer from {self.server[0]}:{self.server[1]} in {timeout} s "
+            f"(is a kboost-rt server of protocol version {p.VERSION} running there?)"
+        )
+
+    def _send_hello(self) -> None:
+        hello = p.Packet(p.Type.HELLO, self.stream_id, 0, self.hello.pack(), self.key_id)
+        try:
+            self.sock.send(p.encode(hello, self.key))
+        except OSError:
+            self._counts["send_errors"] += 1
+
+    def _take_cookie(self, packet: p.Packet) -> None:
+        """The server wants this address proven: HELLO again, with its cookie."""
+        try:
+            cookie = p.unpack_cookie(packet.payload)
+        except p.PacketError:
+            return
+        self.hello = dataclasses.replace(self.hello, cookie=cookie)
+        self._counts["cookies"] += 1
+        self._send_hello()
 
     def close(self) -> None:
         self._stop.set()
@@ -179,13 +206,28 @@ class HintClient:
             self._counts["received"] += 1
             try:
                 packet = p.decode(data, self.keys)
-                if packet.type != p.Type.HINT or packet.stream_id != self.stream_id:
-                    raise p.PacketError("not a hint of this stream")
-                hint = p.unpack_hint(packet.payload, self.hint_channels, self.hello.encoding)
+                if packet.stream_id != self.stream_id:
+                    raise p.PacketError("not of this stream")
+                if packet.type == p.Type.RETRY:  # our address changed on the way
+                    self._take_cookie(packet)
+                    continue
+                if packet.type == p.Type.WELCOME:  # the answer to a repeated HELLO
+                    continue
+                if packet.type == p.Type.REFUSE:
+                    self._counts["refused"] += 1
+                    log.warning(
+                        "the hint server dropped this stream: %s; the model runs without hints",
+                        packet.payload.decode(errors="replace"),
+                    )
+                    continue
+                if packet.type != p.Type.HINT:
+                    raise p.PacketError("not a hint")
+                hints = p.unpack_hints(packet.payload, self.hint_channels, self.hello.encoding)
             except p.PacketError:
                 self._counts["corrupt"] += 1
                 continue
-            self._file(packet.seq, hint)
+            for i, hint in enumerate(hints):
+                self._file(packet.seq + i, hint)
 
     def _file(self, seq: int, hint: np.ndarray) -> None:
         if not self._arrived.accept(seq):
@@ -220,6 +262,18 @@ class HintClient:
             rtt_chunks=float(np.median(rtts)) if rtts else float("nan"),
             max_rtt_chunks=max(rtts) if rtts else 0,
         )
+
+
+def _refusal(data: bytes, stream_id: int) -> str | None:
+    """The reason of a REFUSE for this stream, signed or not (a server that cannot
+    check our key cannot sign its answer), or None."""
+    try:
+        packet = p.decode(data, None)
+    except p.PacketError:
+        return None
+    if packet.type != p.Type.REFUSE or packet.stream_id != stream_id:
+        return None
+    return packet.payload.decode(errors="replace")
 
 
 def measure_round_trip(

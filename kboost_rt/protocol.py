@@ -1,10 +1,12 @@
-"""The hint-link wire format, version 1 (docs/protocol.md).
+"""The hint-link wire format, version 2 (docs/protocol.md).
 
-UDP datagrams with a fixed 20-byte little-endian header, a bounded payload
+UDP datagrams with a fixed 24-byte little-endian header, a bounded payload
 and, on keyed links, a 32-byte HMAC-SHA256 trailer over header and payload.
 Parsing only unpacks fixed-size integers and bytes: nothing from the network
 is unpickled, evaluated or trusted, and every malformed datagram raises
-`PacketError`, which receivers count and drop.
+`PacketError`, which receivers count and drop. A stream is admitted only
+after a stateless cookie round trip (`Cookies`), and nothing the server sends
+before it is larger than the datagram it answers.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import hashlib
 import hmac
 import os
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
 
@@ -22,13 +24,14 @@ import numpy as np
 from .signal_path import CHUNK, N_BINS
 
 MAGIC = b"KBHL"
-VERSION = 1
-HEADER = struct.Struct("<4sBBBBIIHH")  # magic, version, type, flags, reserved,
-#                                        stream id, sequence, key id, payload length
+VERSION = 2
+HEADER = struct.Struct("<4sBBBBIHHQ")  # magic, version, type, flags, reserved,
+#                                        stream id, key id, payload length, sequence
+HEADER_V1 = struct.Struct("<4sBBBBIIHH")  # only to refuse version-1 clients clearly
 MAC_SIZE = 32
 MAX_DATAGRAM = 4096
-MAX_HINT_CHANNELS = 16
 FLAG_MAC = 0x01
+UDP_IP_OVERHEAD = 28  # IPv4 + UDP headers
 
 
 class PacketError(ValueError):
@@ -36,12 +39,13 @@ class PacketError(ValueError):
 
 
 class Type(IntEnum):
-    HELLO = 1  # client -> server: open a stream
+    HELLO = 1  # client -> server: open a stream (or confirm its address)
     WELCOME = 2  # server -> client: stream accepted
-    REFUSE = 3  # server -> client: stream refused, with a reason
+    REFUSE = 3  # server -> client: stream refused or dropped, with a reason
     AUDIO = 4  # client -> server: one input chunk
-    HINT = 5  # server -> client: the hint made from one chunk
+    HINT = 5  # server -> client: the hints made from one or more chunks
     BYE = 6  # client -> server: close the stream
+    RETRY = 7  # server -> client: repeat the HELLO with this cookie
 
 
 class SampleFormat(IntEnum):
@@ -52,7 +56,7 @@ class SampleFormat(IntEnum):
 class HintEncoding(IntEnum):
     FLOAT32 = 0
     FLOAT16 = 1
-    INT8 = 2  # per-packet float32 scale, then int8 values
+    INT8 = 2  # per-hint float32 scale, then int8 values
 
 
 @dataclass(frozen=True)
@@ -76,9 +80,9 @@ def encode(packet: Packet, key: bytes | None = None) -> bytes:
         flags,
         0,
         packet.stream_id,
-        packet.seq,
         packet.key_id,
         len(packet.payload),
+        packet.seq,
     )
     data = header + packet.payload
     if key is not None:
@@ -88,6 +92,13 @@ def encode(packet: Packet, key: bytes | None = None) -> bytes:
     return data
 
 
+def encode_within(packet: Packet, limit: int, key: bytes | None = None) -> bytes:
+    """`encode`, with the payload cut so that the datagram is at most `limit` bytes:
+    what the server sends before a stream's address is proven must not amplify."""
+    room = limit - HEADER.size - (MAC_SIZE if key is not None else 0)
+    return encode(replace(packet, payload=packet.payload[: max(0, room)]), key)
+
+
 def decode(data: bytes, keys: dict[int, bytes] | None = None) -> Packet:
     """Parse and authenticate one datagram. `keys`: key id -> secret; when given,
     every packet must carry a valid MAC under the key its header names."""
@@ -95,7 +106,7 @@ def decode(data: bytes, keys: dict[int, bytes] | None = None) -> Packet:
         raise PacketError("oversized datagram")
     if len(data) < HEADER.size:
         raise PacketError("truncated header")
-    magic, version, ptype, flags, _, stream_id, seq, key_id, length = HEADER.unpack_from(data)
+    magic, version, ptype, flags, _, stream_id, key_id, length, seq = HEADER.unpack_from(data)
     if magic != MAGIC:
         raise PacketError("bad magic")
     if version != VERSION:
@@ -120,12 +131,72 @@ def decode(data: bytes, keys: dict[int, bytes] | None = None) -> Packet:
     return Packet(ptype, stream_id, seq, bytes(data[HEADER.size : HEADER.size + length]), key_id)
 
 
+def is_hello(data: bytes) -> bool:
+    """A datagram that claims to be a HELLO of this version (parsed or not)."""
+    return len(data) >= HEADER.size and data[:4] == MAGIC and data[4:6] == bytes([VERSION, 1])
+
+
+def stream_id_of(data: bytes) -> int:
+    return int.from_bytes(data[8:12], "little") if len(data) >= 12 else 0
+
+
+def refuse_version_1(data: bytes) -> bytes | None:
+    """A version-1 HELLO gets a version-1 REFUSE that an old client prints, no
+    larger than the HELLO; anything else of version 1 gets nothing."""
+    if len(data) < HEADER_V1.size or data[:4] != MAGIC or data[4:6] != b"\x01\x01":
+        return None
+    room = len(data) - HEADER_V1.size
+    reason = f"this server speaks protocol version {VERSION}; update the device".encode()
+    if len(reason) > room:
+        reason = f"protocol {VERSION} required".encode()[:room]
+    header = HEADER_V1.pack(MAGIC, 1, Type.REFUSE, 0, 0, stream_id_of(data), 0, 0, len(reason))
+    return header + reason
+
+
+# ---- Admission cookies -------------------------------------------------------
+
+COOKIE = struct.Struct("<I20s")  # issue time (server seconds), truncated HMAC
+COOKIE_SIZE = COOKIE.size
+COOKIE_LIFETIME = 10  # seconds
+
+
+class Cookies:
+    """Stateless admission cookies (as DTLS's HelloVerifyRequest or QUIC's Retry):
+    a cookie proves that whoever sends a HELLO receives packets at its source
+    address, so the server creates nothing and sends nothing larger than a
+    request for an address that has not proven it. It binds the address, the
+    stream id, the key id and the time it was issued, under a secret that
+    never leaves this process; a cookie is good for COOKIE_LIFETIME seconds."""
+
+    def __init__(self, secret: bytes | None = None):
+        self._secret = secret or os.urandom(32)
+
+    def _mac(self, issued: int, addr: tuple, stream_id: int, key_id: int) -> bytes:
+        msg = f"{issued}|{addr[0]}|{addr[1]}|{stream_id}|{key_id}".encode()
+        return hmac.new(self._secret, msg, hashlib.sha256).digest()[:20]
+
+    def issue(self, addr: tuple, stream_id: int, key_id: int, now: float) -> bytes:
+        issued = int(now) & 0xFFFFFFFF
+        return COOKIE.pack(issued, self._mac(issued, addr, stream_id, key_id))
+
+    def check(self, cookie: bytes, addr: tuple, stream_id: int, key_id: int, now: float) -> bool:
+        if len(cookie) != COOKIE_SIZE:
+            return False
+        issued, mac = COOKIE.unpack(cookie)
+        age = (int(now) - issued) & 0xFFFFFFFF
+        return age <= COOKIE_LIFETIME and hmac.compare_digest(
+            mac, self._mac(issued, addr, stream_id, key_id)
+        )
+
+
 # ---- Payloads ----------------------------------------------------------------
 
-HELLO = struct.Struct("<BBBB")  # channels, delay, hint encoding, sample format; then the name
+HELLO = struct.Struct(f"<BBBB{COOKIE_SIZE}s")  # channels, delay, hint encoding,
+#                                                sample format, cookie; then the name
 WELCOME = struct.Struct("<BBBB")  # hint channels, delay, hint encoding, sample format
 AUDIO = struct.Struct("<BB")  # sample format, channels; then channels x 128 samples
 MAX_NAME = 64
+NO_COOKIE = bytes(COOKIE_SIZE)
 
 
 @dataclass(frozen=True)
@@ -135,23 +206,31 @@ class Hello:
     delay: int
     encoding: HintEncoding
     sample_format: SampleFormat
+    cookie: bytes = NO_COOKIE  # from the server's RETRY; zeros on the first try
 
     def pack(self) -> bytes:
         name = self.model.encode()
         if len(name) > MAX_NAME:
             raise PacketError("model name too long")
-        return HELLO.pack(self.channels, self.delay, self.encoding, self.sample_format) + name
+        return (
+            HELLO.pack(self.channels, self.delay, self.encoding, self.sample_format, self.cookie)
+            + name
+        )
 
     @classmethod
     def unpack(cls, payload: bytes) -> Hello:
         if not HELLO.size < len(payload) <= HELLO.size + MAX_NAME:
             raise PacketError("bad HELLO size")
-        channels, delay, encoding, fmt = HELLO.unpack_from(payload)
+        channels, delay, encoding, fmt, cookie = HELLO.unpack_from(payload)
         try:
             name = payload[HELLO.size :].decode("utf-8")
-            return cls(name, channels, delay, HintEncoding(encoding), SampleFormat(fmt))
+            return cls(name, channels, delay, HintEncoding(encoding), SampleFormat(fmt), cookie)
         except ValueError:
             raise PacketError("bad HELLO fields") from None
+
+    def settings(self) -> Hello:
+        """What the stream is opened with (the cookie is only its admission)."""
+        return replace(self, cookie=NO_COOKIE)
 
 
 @dataclass(frozen=True)
@@ -173,6 +252,13 @@ class Welcome:
             return cls(hc, delay, HintEncoding(encoding), SampleFormat(fmt))
         except ValueError:
             raise PacketError("bad WELCOME fields") from None
+
+
+def unpack_cookie(payload: bytes) -> bytes:
+    """RETRY payload -> the cookie to put in the next HELLO."""
+    if len(payload) != COOKIE_SIZE:
+        raise PacketError("bad RETRY size")
+    return payload
 
 
 def pack_audio(chunk: np.ndarray, fmt: SampleFormat) -> bytes:
@@ -204,25 +290,59 @@ def unpack_audio(payload: bytes, channels: int) -> np.ndarray:
     return x.reshape(channels, CHUNK)
 
 
-def hint_payload_size(hint_channels: int, encoding: HintEncoding) -> int:
+MAX_HINTS_PER_DATAGRAM = 8
+HINT_COUNT = struct.Struct("<B")  # hints in the datagram; hint i is of chunk seq + i
+
+
+def hint_size(hint_channels: int, encoding: HintEncoding) -> int:
+    """Bytes of one encoded hint."""
     n = hint_channels * N_BINS
     return {HintEncoding.FLOAT32: 4 * n, HintEncoding.FLOAT16: 2 * n, HintEncoding.INT8: 4 + n}[
         encoding
     ]
 
 
-def hint_datagram_size(hint_channels: int, encoding: HintEncoding, keyed: bool = True) -> int:
+def hint_payload_size(hint_channels: int, encoding: HintEncoding, count: int = 1) -> int:
+    return HINT_COUNT.size + count * hint_size(hint_channels, encoding)
+
+
+def hint_datagram_size(
+    hint_channels: int, encoding: HintEncoding, keyed: bool = True, count: int = 1
+) -> int:
     """Bytes of one HINT datagram (with its MAC when keyed)."""
-    return HEADER.size + hint_payload_size(hint_channels, encoding) + (MAC_SIZE if keyed else 0)
+    return (
+        HEADER.size + hint_payload_size(hint_channels, encoding, count) + (MAC_SIZE if keyed else 0)
+    )
 
 
 def max_hint_channels() -> int:
     """The most hint channels whose keyed float32 HINT fits one datagram."""
-    return (MAX_DATAGRAM - HEADER.size - MAC_SIZE) // (4 * N_BINS)
+    return (MAX_DATAGRAM - HEADER.size - MAC_SIZE - HINT_COUNT.size) // (4 * N_BINS)
+
+
+def pack_hints(hints: list[np.ndarray], encoding: HintEncoding) -> bytes:
+    """The hints of consecutive chunks -> HINT payload."""
+    if not 1 <= len(hints) <= MAX_HINTS_PER_DATAGRAM:
+        raise PacketError(f"a HINT carries 1 to {MAX_HINTS_PER_DATAGRAM} hints")
+    return HINT_COUNT.pack(len(hints)) + b"".join(pack_hint(h, encoding) for h in hints)
+
+
+def unpack_hints(payload: bytes, hint_channels: int, encoding: HintEncoding) -> list[np.ndarray]:
+    """HINT payload -> the hints of chunks seq, seq + 1, ..., or PacketError."""
+    if not payload:
+        raise PacketError("bad HINT size")
+    (count,) = HINT_COUNT.unpack_from(payload)
+    size = hint_size(hint_channels, encoding)
+    if not 1 <= count <= MAX_HINTS_PER_DATAGRAM or len(payload) != 1 + count * size:
+        raise PacketError("bad HINT size")
+    return [
+        unpack_hint(payload[1 + i * size : 1 + (i + 1) * size], hint_channels, encoding)
+        for i in range(count)
+    ]
 
 
 def pack_hint(hint: np.ndarray, encoding: HintEncoding) -> bytes:
-    """hint [C_h, 97] float32 -> HINT payload."""
+    """hint [C_h, 97] float32 -> its encoding (one hint of a HINT payload)."""
     if encoding == HintEncoding.FLOAT32:
         return hint.astype("<f4").tobytes()
     if encoding == HintEncoding.FLOAT16:
@@ -234,8 +354,8 @@ def pack_hint(hint: np.ndarray, encoding: HintEncoding) -> bytes:
 
 
 def unpack_hint(payload: bytes, hint_channels: int, encoding: HintEncoding) -> np.ndarray:
-    """HINT payload -> [C_h, 97] float32, or PacketError."""
-    if len(payload) != hint_payload_size(hint_channels, encoding):
+    """One encoded hint -> [C_h, 97] float32, or PacketError."""
+    if len(payload) != hint_size(hint_channels, encoding):
         raise PacketError("bad HINT size")
     if encoding == HintEncoding.FLOAT32:
         h = np.frombuffer(payload, "<f4").astype(np.float32)
@@ -259,7 +379,7 @@ def bytes_per_second(
     keyed: bool,
 ) -> tuple[float, float]:
     """(uplink, downlink) bytes per second of one stream, UDP/IPv4 headers included."""
-    overhead = HEADER.size + (MAC_SIZE if keyed else 0) + 28
+    overhead = HEADER.size + (MAC_SIZE if keyed else 0) + UDP_IP_OVERHEAD
     sample_bytes = 2 if sample_format == SampleFormat.INT16 else 4
     up = overhead + AUDIO.size + channels * CHUNK * sample_bytes
     down = overhead + hint_payload_size(hint_channels, encoding)

@@ -102,7 +102,7 @@ class FaultRelay:
         direction: str,
     ) -> None:
         imp = self.impairment
-        seq = int.from_bytes(data[12:16], "little") if len(data) >= 16 else -1
+        seq = int.from_bytes(data[16:24], "little") if len(data) >= 24 else -1
         log.counts["received"] += 1
         if self._lose(direction):
             log.counts["dropped"] += 1

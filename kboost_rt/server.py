@@ -7,12 +7,16 @@ and checks every datagram; the model steps of different streams run on a pool
 of worker threads (the native step releases the GIL), each stream's chunks in
 order on one worker. Every datagram is parsed by
 `protocol.decode`; anything malformed, unauthenticated, replayed or out of
-order is dropped and counted, never processed. Streams that fall silent
-expire. The server needs no torch.
+order is dropped and counted, never processed. A stream opens only after a
+cookie round trip, is known by its key and id (not by the address it came
+from), and gets real time plus a small burst of model steps: one that asks
+for more is throttled and then dropped. Streams that fall silent expire. The
+server needs no torch.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import select
@@ -35,6 +39,14 @@ log = logging.getLogger("kboost_rt.server")
 MAX_GAP = 16  # missing chunks the model is run over (on zeros) to stay aligned
 DRAIN = 64  # datagrams read per pass before the model steps run
 CHUNKS_PER_SECOND = SAMPLE_RATE / CHUNK
+RATE_SLACK = 1.1  # steps a stream may ask for, relative to real time (clock drift)
+BURST = 64  # steps a stream may ask for at once (half a second of chunks)
+STRIKES = 125  # throttled chunks, decaying at half real time, that drop a stream
+MAX_PER_ADDRESS = 4  # streams one address may open on an unkeyed server
+OPENS_PER_SECOND = 2.0  # new streams one key (or unkeyed address) may open, after a burst
+OPENS_BURST = 16
+PENALTY = 10.0  # seconds a key (or address) may open nothing after a stream is dropped
+FIRST_STEPS = 8  # a new stream's budget: it has nothing to catch up on
 
 
 @dataclass
@@ -76,6 +88,24 @@ class Stream:
     last_seen: float = field(default_factory=time.monotonic)
     replay: p.ReplayWindow = field(default_factory=p.ReplayWindow)
     stats: Counter = field(default_factory=Counter)
+    # The address hints go to is the latest authenticated one; until a cookie
+    # proves it, the server sends it no more bytes than it received from it.
+    proven: bool = True
+    credit: int = 0
+    retry_sent: float = float("-inf")
+    tokens: float = FIRST_STEPS  # model steps it may still ask for now
+    strikes: float = 0.0
+    refilled: float = field(default_factory=time.monotonic)
+
+    def take_steps(self, steps: int, now: float) -> bool:
+        """Spend `steps` of the stream's budget (real time plus a burst), or refuse."""
+        elapsed, self.refilled = now - self.refilled, now
+        self.tokens = min(BURST, self.tokens + elapsed * CHUNKS_PER_SECOND * RATE_SLACK)
+        self.strikes = max(0.0, self.strikes - elapsed * CHUNKS_PER_SECOND / 2)
+        if self.tokens < steps:
+            return False
+        self.tokens -= steps
+        return True
 
 
 def load_served_models(
@@ -125,15 +155,18 @@ class HintServer:
         idle_timeout: float = 10.0,
         workers: int = 1,
         max_load: float = 0.8,
+        max_per_address: int = MAX_PER_ADDRESS,
     ):
         self.models = models
         self.keys = keys
         self.max_streams = max_streams
+        self.max_per_address = max_per_address  # unkeyed servers only
         self.idle_timeout = idle_timeout
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         self.sock.bind((host, port))
         self.sock.setblocking(False)
+        self.cookies = p.Cookies()
         self.streams: dict[tuple, Stream] = {}
         self.stats: Counter = Counter()
         self._stop = threading.Event()
@@ -143,10 +176,15 @@ class HintServer:
             if not model.step_seconds:
                 model.measure()
         self._pool = ThreadPoolExecutor(workers, "kboost-step") if workers > 1 else None
-        self._work: dict[tuple, list[tuple[int, np.ndarray]]] = {}
+        # stream key -> this pass's chunks: (seq, samples, silent steps before it
+        # or -1 to reset the model first)
+        self._work: dict[tuple, list[tuple[int, np.ndarray, int]]] = {}
         self._failed: list[tuple[Stream, str]] = []  # streams whose step raised
-        self._refusals_logged_at = float("-inf")
-        self._refusals_unlogged = 0
+        self._logged_at: dict[str, float] = {}
+        self._unlogged: Counter = Counter()
+        # Per client (key id, or address on an unkeyed server), proven ones only:
+        self._opens: dict[object, tuple[float, float]] = {}  # (tokens, when)
+        self._penalty: dict[object, float] = {}  # opens refused until
 
     @property
     def address(self) -> tuple[str, int]:
@@ -160,7 +198,7 @@ class HintServer:
         try:
             while not self._stop.is_set():
                 for data, addr in self._drain():
-                    self._handle(data, addr)
+                    self._handle_safely(data, addr)
                 self._run_steps()
                 now = time.monotonic()
                 self._expire(now)
@@ -172,10 +210,29 @@ class HintServer:
                 self._pool.shutdown()
             self.sock.close()
 
+    def _stream_key(self, addr: tuple, stream_id: int, key_id: int) -> tuple:
+        # A keyed stream is its key's and id's wherever its packets come from; an
+        # unkeyed one can only be told apart by its address.
+        return (key_id, stream_id) if self.keys else (addr, stream_id)
+
+    def _log_limited(self, kind: str, message: str, *args) -> None:
+        """At most one line a second of each kind: a flood must not flood the log."""
+        now = time.monotonic()
+        if now - self._logged_at.get(kind, float("-inf")) >= 1.0:
+            more = self._unlogged.pop(kind, 0)
+            suffix = f" (and {more} more not logged)" if more else ""
+            log.info(message + suffix, *args)
+            self._logged_at[kind] = now
+        else:
+            self._unlogged[kind] += 1
+
     def _run_steps(self) -> None:
-        """The model steps this pass collected: streams in parallel, chunks in order."""
+        """The model steps this pass collected: streams in parallel, chunks in order,
+        the streams with the fewest steps first, so that no stream waits behind
+        another's burst."""
         work, self._work = self._work, {}
         jobs = [(self.streams[key], chunks) for key, chunks in work.items() if key in self.streams]
+        jobs.sort(key=lambda job: sum(1 + max(0, fill) for _, _, fill in job[1]))
         if self._pool and len(jobs) > 1:
             done = sum(self._pool.map(lambda job: self._step(*job), jobs))
         else:
@@ -183,13 +240,21 @@ class HintServer:
         self.stats["chunks"] += done
         failed, self._failed = self._failed, []
         for stream, reason in failed:
-            if self.streams.pop((stream.addr, stream.stream_id), None) is not None:
-                self.stats["streams_failed"] += 1
-                log.warning(
-                    "stream %08x from %s dropped: %s", stream.stream_id, stream.addr, reason
-                )
+            self._drop(stream, "streams_failed", reason)
 
-    def _step(self, stream: Stream, chunks: list[tuple[int, np.ndarray]]) -> int:
+    def _drop(self, stream: Stream, counter: str, reason: str) -> None:
+        key = self._stream_key(stream.addr, stream.stream_id, stream.key_id)
+        if self.streams.pop(key, None) is None:
+            return
+        self.stats[counter] += 1
+        if counter == "streams_throttled":
+            self._penalty[self._client(stream.addr, stream.key_id)] = time.monotonic() + PENALTY
+        log.warning("stream %08x from %s dropped: %s", stream.stream_id, stream.addr, reason)
+        if stream.proven:
+            refuse = p.Packet(p.Type.REFUSE, stream.stream_id, 0, reason.encode()[:200])
+            self._send(None, dataclasses.replace(refuse, key_id=stream.key_id), stream.addr)
+
+    def _step(self, stream: Stream, chunks: list[tuple[int, np.ndarray, int]]) -> int:
         """Run one stream's chunks and send their hints (on a worker thread). Nothing
         a stream does can raise out of here: its error is counted and it is dropped."""
         try:
@@ -199,26 +264,22 @@ class HintServer:
             self._failed.append((stream, f"{type(e).__name__}: {e}"))
             return 0
 
-    def _step_chunks(self, stream: Stream, chunks: list[tuple[int, np.ndarray]]) -> int:
+    def _step_chunks(self, stream: Stream, chunks: list[tuple[int, np.ndarray, int]]) -> int:
         silence = np.zeros((stream.hello.channels, CHUNK), np.float32)
-        for seq, chunk in chunks:
-            gap = seq - stream.next_seq
-            if gap > MAX_GAP:
+        for seq, chunk, fill in chunks:
+            if fill < 0:
                 stream.engine.reset()
                 stream.stats["resets"] += 1
             else:
-                for _ in range(gap):  # keep the model's time aligned with the chunk numbers
+                for _ in range(fill):  # keep the model's time aligned with the chunk numbers
                     stream.engine.process_with_hint(silence)
-                stream.stats["missing"] += gap
+                stream.stats["missing"] += fill
             _, hint = stream.engine.process_with_hint(chunk)
             stream.next_seq = seq + 1
             stream.stats["chunks"] += 1
-            payload = p.pack_hint(hint, stream.hello.encoding)
-            self._send(
-                stream,
-                p.Packet(p.Type.HINT, stream.stream_id, seq, payload, stream.key_id),
-                stream.addr,
-            )
+            payload = p.pack_hints([hint], stream.hello.encoding)
+            packet = p.Packet(p.Type.HINT, stream.stream_id, seq, payload, stream.key_id)
+            self._send(stream, packet, stream.addr)
         return len(chunks)
 
     def _drain(self) -> list[tuple[bytes, tuple]]:
@@ -237,14 +298,30 @@ class HintServer:
                 break
         return batch
 
-    def _send(self, stream: Stream | None, packet: p.Packet, addr: tuple) -> None:
+    def _send(self, stream: Stream | None, packet: p.Packet, addr: tuple, limit: int = 0) -> None:
+        """Send `packet`, signed under its key id on a keyed server. `limit`: the size
+        of the datagram it answers, when the address is not proven (no amplification)."""
         key = self.keys.get(packet.key_id) if self.keys and packet.key_id else None
         counts = stream.stats if stream else self.stats  # a stream's are its worker's own
+        data = p.encode_within(packet, limit, key) if limit else p.encode(packet, key)
+        if stream is not None and not stream.proven:
+            if stream.credit < len(data):
+                counts["held_unproven"] += 1
+                return
+            stream.credit -= len(data)
         try:
-            self.sock.sendto(p.encode(packet, key), addr)
+            self.sock.sendto(data, addr)
             counts["sent"] += 1
         except OSError:
             counts["send_errors"] += 1
+
+    def _handle_safely(self, data: bytes, addr: tuple) -> None:
+        """No datagram can raise out of the network thread: count it and go on."""
+        try:
+            self._handle(data, addr)
+        except Exception as e:
+            self.stats["errors"] += 1
+            self._log_limited("error", "error on a datagram from %s: %s", addr, repr(e))
 
     def _handle(self, data: bytes, addr: tuple) -> None:
         self.stats["received"] += 1
@@ -254,58 +331,65 @@ class HintServer:
             reason = str(e)
             self.stats["dropped_" + reason.split()[0].lower()] += 1
             self.stats["dropped"] += 1
-            if reason in ("unauthenticated", "bad MAC") and _is_hello(data):
-                # Tell a misconfigured client why; REFUSE is smaller than HELLO.
-                self._send(
-                    None,
-                    p.Packet(p.Type.REFUSE, _stream_id(data), 0, b"authentication failed"),
-                    addr,
-                )
+            if reason.startswith("unsupported version") and (old := p.refuse_version_1(data)):
+                self._send_raw(old, addr)
+            elif reason in ("unauthenticated", "bad MAC") and p.is_hello(data):
+                # Tell a misconfigured client why, in no more bytes than it sent.
+                refuse = p.Packet(p.Type.REFUSE, p.stream_id_of(data), 0, b"authentication failed")
+                self._send(None, refuse, addr, limit=len(data))
             return
-        key = (addr, packet.stream_id)
-        stream = self.streams.get(key)
         if packet.type == p.Type.HELLO:
-            self._hello(packet, addr)
-        elif stream is None or packet.key_id != stream.key_id:
+            return self._hello(packet, addr, len(data))
+        stream = self.streams.get(self._stream_key(addr, packet.stream_id, packet.key_id))
+        if stream is None:
             self.stats["dropped_unknown_stream"] += 1
             self.stats["dropped"] += 1
         elif packet.type == p.Type.AUDIO:
-            self._audio(stream, packet)
+            self._audio(stream, packet, addr, len(data))
         elif packet.type == p.Type.BYE:
+            if not stream.replay.accept(packet.seq):
+                stream.stats["duplicate"] += 1
+                return
             self._run_steps()  # finish what it sent before
-            del self.streams[key]
+            self.streams.pop(self._stream_key(stream.addr, stream.stream_id, stream.key_id))
             log.info("stream %08x from %s closed: %s", packet.stream_id, addr, dict(stream.stats))
         else:
             self.stats["dropped_unexpected_type"] += 1
             self.stats["dropped"] += 1
 
-    def _refuse(self, packet: p.Packet, addr: tuple, reason: str) -> None:
-        self.stats["refused"] += 1
-        # At most one log line a second: a flood of HELLOs must not flood the log.
-        now = time.monotonic()
-        if now - self._refusals_logged_at >= 1.0:
-            more = self._refusals_unlogged
-            log.info(
-                "refused stream %08x from %s: %s%s",
-                packet.stream_id,
-                addr,
-                reason,
-                f" (and {more} more refusals not logged)" if more else "",
-            )
-            self._refusals_logged_at, self._refusals_unlogged = now, 0
-        else:
-            self._refusals_unlogged += 1
-        self._send(
-            None,
-            p.Packet(p.Type.REFUSE, packet.stream_id, 0, reason.encode()[:200], packet.key_id),
-            addr,
-        )
+    def _send_raw(self, data: bytes, addr: tuple) -> None:
+        try:
+            self.sock.sendto(data, addr)
+            self.stats["sent"] += 1
+        except OSError:
+            self.stats["send_errors"] += 1
 
-    def _hello(self, packet: p.Packet, addr: tuple) -> None:
+    def _refuse(self, packet: p.Packet, addr: tuple, reason: str, limit: int = 0) -> None:
+        self.stats["refused"] += 1
+        self._log_limited(
+            "refused", "refused stream %08x from %s: %s", packet.stream_id, addr, reason
+        )
+        refuse = p.Packet(p.Type.REFUSE, packet.stream_id, 0, reason.encode()[:200], packet.key_id)
+        self._send(None, refuse, addr, limit)
+
+    def _retry(self, packet: p.Packet, addr: tuple, limit: int) -> None:
+        """Send `addr` a cookie for this stream: the HELLO that carries it back proves
+        the address (stateless: nothing is kept until then)."""
+        self.stats["retries"] += 1
+        cookie = self.cookies.issue(addr, packet.stream_id, packet.key_id, time.monotonic())
+        retry = p.Packet(p.Type.RETRY, packet.stream_id, 0, cookie, packet.key_id)
+        self._send(None, retry, addr, limit)
+
+    def _hello(self, packet: p.Packet, addr: tuple, size: int) -> None:
         try:
             hello = p.Hello.unpack(packet.payload)
         except p.PacketError as e:
-            return self._refuse(packet, addr, str(e))
+            return self._refuse(packet, addr, str(e), limit=size)
+        if not self.cookies.check(
+            hello.cookie, addr, packet.stream_id, packet.key_id, time.monotonic()
+        ):
+            return self._retry(packet, addr, size)
+        # From here on the address has answered: replies may say everything.
         model = self.models.get(hello.model)
         if model is None:
             return self._refuse(
@@ -335,9 +419,9 @@ class HintServer:
                 addr,
                 f"model {hello.model} was trained for delay {cfg.boost.delay}, not {hello.delay}",
             )
-        key = (addr, packet.stream_id)
+        key = self._stream_key(addr, packet.stream_id, packet.key_id)
         existing = self.streams.get(key)
-        if existing is not None and existing.hello != hello:
+        if existing is not None and existing.hello != hello.settings():
             # The stream's engine and encoding are fixed when it opens.
             return self._refuse(
                 packet,
@@ -346,7 +430,10 @@ class HintServer:
                 f"{existing.hello.encoding.name.lower()} hints; a HELLO cannot change them "
                 "(open a new stream)",
             )
-        if key not in self.streams:
+        if existing is not None:
+            existing.addr, existing.proven, existing.credit = addr, True, 0
+            existing.last_seen = time.monotonic()
+        else:
             if len(self.streams) >= self.max_streams:
                 return self._refuse(packet, addr, f"server full ({self.max_streams} streams)")
             load = self._load_with(self._open_steps(), model)
@@ -357,8 +444,10 @@ class HintServer:
                     f"server at capacity: one more stream would "
                     f"need {load:.0%} of its {self.workers} worker(s)",
                 )
+            if (why := self._may_open(addr, packet.key_id)) is not None:
+                return self._refuse(packet, addr, why)
             self.streams[key] = Stream(
-                addr, packet.stream_id, packet.key_id, model, hello, model.engine()
+                addr, packet.stream_id, packet.key_id, model, hello.settings(), model.engine()
             )
             self.stats["streams_opened"] += 1
             log.info(
@@ -375,13 +464,47 @@ class HintServer:
             None, p.Packet(p.Type.WELCOME, packet.stream_id, 0, welcome.pack(), packet.key_id), addr
         )
 
-    def _audio(self, stream: Stream, packet: p.Packet) -> None:
+    def _client(self, addr: tuple, key_id: int) -> object:
+        return key_id if self.keys else addr[0]
+
+    def _may_open(self, addr: tuple, key_id: int) -> str | None:
+        """Why this client may not open a stream now, or None: opening is cheap for
+        it and dear for the server (a model, a burst of steps), so it is rationed."""
+        client, now = self._client(addr, key_id), time.monotonic()
+        if self._penalty.get(client, 0.0) > now:
+            return "a stream of yours was dropped for its rate; wait before opening another"
+        if not self.keys and self._streams_from(addr[0]) >= self.max_per_address:
+            return f"{addr[0]} has {self.max_per_address} streams open already"
+        tokens, when = self._opens.get(client, (OPENS_BURST, now))
+        tokens = min(OPENS_BURST, tokens + (now - when) * OPENS_PER_SECOND)
+        if tokens < 1:
+            return f"more than {OPENS_PER_SECOND:g} new streams a second"
+        if len(self._opens) > 4096:  # forget the clients that are back to a full ration
+            self._opens = {c: v for c, v in self._opens.items() if v[0] < OPENS_BURST - 1}
+            self._penalty = {c: t for c, t in self._penalty.items() if t > now}
+        self._opens[client] = (tokens - 1, now)
+        return None
+
+    def _streams_from(self, host: str) -> int:
+        return sum(1 for s in self.streams.values() if s.addr[0] == host)
+
+    def _audio(self, stream: Stream, packet: p.Packet, addr: tuple, size: int) -> None:
         """Check a chunk on the network thread; queue it for this pass's steps."""
-        stream.last_seen = time.monotonic()
         if not stream.replay.accept(packet.seq):
-            stream.stats["duplicate"] += 1
+            stream.stats["duplicate"] += 1  # nor can a replayed one move the stream
             return
-        queued = self._work.setdefault((stream.addr, stream.stream_id), [])
+        now = stream.last_seen = time.monotonic()
+        if addr != stream.addr:  # the device moved (or its NAT did): prove it
+            stream.addr, stream.proven, stream.credit = addr, False, 0
+            stream.stats["moved"] += 1
+        if not stream.proven:
+            stream.credit += size
+            if now - stream.retry_sent >= 0.1:
+                stream.retry_sent = now
+                self._retry(packet, addr, size)
+        queued = self._work.setdefault(
+            self._stream_key(stream.addr, stream.stream_id, stream.key_id), []
+        )
         newest = queued[-1][0] if queued else stream.next_seq - 1
         if packet.seq <= newest:
             stream.stats["late"] += 1  # the model already moved past it
@@ -391,7 +514,21 @@ class HintServer:
         except p.PacketError:
             stream.stats["bad_audio"] += 1
             return
-        queued.append((packet.seq, chunk))
+        gap = packet.seq - newest - 1
+        fill = gap if gap <= MAX_GAP and stream.take_steps(gap + 1, now) else -1
+        if fill < 0 and not stream.take_steps(1, now):
+            # Over real time plus the burst: throttled, and dropped if it goes on.
+            stream.stats["throttled"] += 1
+            stream.strikes += 1
+            if stream.strikes > STRIKES:
+                self._drop(
+                    stream,
+                    "streams_throttled",
+                    f"more than real time ({CHUNKS_PER_SECOND * RATE_SLACK:.0f} chunks/s "
+                    f"plus a burst of {BURST}) for too long",
+                )
+            return
+        queued.append((packet.seq, chunk, fill))
 
     def load(self) -> float:
         """Share of the workers' time the open streams need, from measured step costs."""
@@ -430,17 +567,10 @@ class HintServer:
         s = self.stats
         return (
             f"streams {len(self.streams)} (opened {s['streams_opened']}, expired "
-            f"{s['streams_expired']}, refused {s['refused']}); chunks {s['chunks']}; "
-            f"received {s['received']}, dropped {s['dropped']}; load {self.load():.0%}"
+            f"{s['streams_expired']}, refused {s['refused']}, dropped for their rate "
+            f"{s['streams_throttled']}); chunks {s['chunks']}; received {s['received']}, "
+            f"dropped {s['dropped']}, cookies sent {s['retries']}; load {self.load():.0%}"
         )
-
-
-def _is_hello(data: bytes) -> bool:
-    return len(data) >= p.HEADER.size and data[:4] == p.MAGIC and data[5] == p.Type.HELLO
-
-
-def _stream_id(data: bytes) -> int:
-    return int.from_bytes(data[8:12], "little")
 
 
 class LocalServer:

@@ -266,7 +266,12 @@ def test_handshake_mismatch_is_refused_with_a_reason(server, model, channels, de
 def test_streams_beyond_the_measured_capacity_are_refused(models):
     # The server times its step on this machine at start-up and says how many streams
     # that admits at half of one worker; exactly that many are, and the next is refused.
-    server = Server(models, False, "--workers", "1", "--max-load", "0.5", "--max-streams", "64")
+    server = Server(
+        models,
+        False,
+        *("--workers", "1", "--max-load", "0.5"),
+        *("--max-streams", "64", "--max-streams-per-address", "64"),
+    )
     clients = []
     try:
         line = server.proc.stdout.readline()
@@ -286,7 +291,7 @@ def test_streams_beyond_the_measured_capacity_are_refused(models):
         for client in clients:
             client.close()
         out = server.stop()
-    assert f"opened {admits}," in out and "refused 1)" in out
+    assert f"opened {admits}," in out and "refused 1," in out
 
 
 def test_garbage_flood_does_not_disturb_a_stream(models, server):
@@ -352,7 +357,7 @@ def test_serve_refuses_a_model_whose_hints_do_not_fit_a_datagram(models, tmp_pat
         timeout=60,
     )
     assert result.returncode == 2, result.stdout + result.stderr
-    assert "11 hint channels make a 4320-byte float32 HINT datagram" in result.stderr
+    assert "11 hint channels make a 4325-byte float32 HINT datagram" in result.stderr
     assert "at most 10 channels" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -514,17 +519,17 @@ def test_a_repeated_hello_cannot_change_an_open_stream(models, server):
     client = HintClient(server.address, "sep-boosted-d3", 2, DELAY)
     client.connect()
     try:
-        # The same stream, from the same address, now asking for int8 hints.
-        other = p.Hello("sep-boosted-d3", 2, DELAY, HintEncoding.INT8, p.SampleFormat.FLOAT32)
+        # The same stream, from the same address, now asking for int8 hints (with
+        # the cookie of its handshake: the address is proven).
+        other = dataclasses.replace(client.hello, encoding=HintEncoding.INT8)
         client.sock.send(p.encode(p.Packet(p.Type.HELLO, client.stream_id, 0, other.pack()), None))
         used = run_stream(client, NativeEngine.from_folder(models / "sep-boosted-d3"), mixture(0.5))
         client.wait_for_replies(2.0)
         stats = client.stats()
     finally:
         client.close()
-    # Its hints still come as the stream opened (float32): none counted corrupt
-    # but the refusal itself.
-    assert sum(used) > 0 and stats.corrupt == 1, stats
+    # Its hints still come as the stream opened (float32): none counted corrupt.
+    assert sum(used) > 0 and stats.corrupt == 0 and client._counts["refused"] == 1, stats
     assert "a HELLO cannot change them" in server.stop()
 
 
@@ -532,12 +537,17 @@ def test_refusals_are_counted_not_logged_one_by_one(models, server):
     from kboost_rt import protocol as p
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.connect(server.address)
+    sock.settimeout(10)
     bad = p.Hello("no-such-model", 2, DELAY, HintEncoding.FLOAT32, p.SampleFormat.FLOAT32)
-    for i in range(300):
-        sock.sendto(p.encode(p.Packet(p.Type.HELLO, i, 0, bad.pack()), None), server.address)
-    time.sleep(0.5)
+    for i in range(300):  # each a full handshake: a cookie, then the refusal
+        sock.send(p.encode(p.Packet(p.Type.HELLO, i, 0, bad.pack())))
+        cookie = p.unpack_cookie(p.decode(sock.recv(4096)).payload)
+        with_cookie = dataclasses.replace(bad, cookie=cookie)
+        sock.send(p.encode(p.Packet(p.Type.HELLO, i, 0, with_cookie.pack())))
+        assert p.decode(sock.recv(4096)).type == p.Type.REFUSE
     sock.close()
     out = server.stop()
     lines = [line for line in out.splitlines() if "refused stream" in line]
     assert 1 <= len(lines) <= 5, lines  # one a second at most
-    assert "refused 300)" in out  # and the summary counts every one
+    assert "refused 300," in out  # and the summary counts every one

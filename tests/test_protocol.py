@@ -34,7 +34,7 @@ def test_round_trip_plain_and_keyed():
     [
         (lambda d: d[:10], "truncated header"),
         (lambda d: b"XXXX" + d[4:], "bad magic"),
-        (lambda d: d[:4] + b"\x02" + d[5:], "unsupported version 2"),
+        (lambda d: d[:4] + b"\x01" + d[5:], "unsupported version 1"),
         (lambda d: d[:5] + b"\x63" + d[6:], "unknown packet type 99"),
         (lambda d: d[:6] + b"\x80" + d[7:], "unknown flags"),
         (lambda d: d[:-1], "length mismatch"),
@@ -68,7 +68,7 @@ def test_authentication():
 def test_hint_encodings(encoding, tol):
     hint = np.random.default_rng(0).standard_normal((8, 97)).astype(np.float32)
     payload = p.pack_hint(hint, encoding)
-    assert len(payload) == p.hint_payload_size(8, encoding)
+    assert len(payload) == p.hint_size(8, encoding)
     back = p.unpack_hint(payload, 8, encoding)
     assert np.abs(back - hint).max() <= tol * np.abs(hint).max()
     with pytest.raises(p.PacketError, match="bad HINT size"):
@@ -93,6 +93,62 @@ def test_audio_and_handshake_payloads():
         p.Hello.unpack(b"\x02\x03\x09\x00name")  # encoding 9 does not exist
 
 
+def test_hints_of_several_chunks_share_a_datagram():
+    hints = [np.full((8, 97), i, np.float32) for i in range(3)]
+    payload = p.pack_hints(hints, p.HintEncoding.FLOAT16)
+    assert len(payload) == p.hint_payload_size(8, p.HintEncoding.FLOAT16, count=3)
+    assert all(
+        np.array_equal(a, b) for a, b in zip(p.unpack_hints(payload, 8, 1), hints, strict=True)
+    )
+    for bad in (b"", b"\x00", payload[:-1], b"\x09" + payload[1:], b"\x02" + payload[1:]):
+        with pytest.raises(p.PacketError, match="bad HINT size"):
+            p.unpack_hints(bad, 8, p.HintEncoding.FLOAT16)
+
+
+def test_sequence_numbers_have_64_bits():
+    packet = audio_packet(seq=2**40 + 3)
+    assert p.decode(p.encode(packet)).seq == 2**40 + 3
+    w = p.ReplayWindow(size=8)
+    assert w.accept(2**32 - 1) and w.accept(2**32) and not w.accept(2**32 - 1)
+
+
+def test_cookies_bind_address_stream_key_and_time():
+    jar = p.Cookies()
+    addr = ("192.0.2.1", 5000)
+    cookie = jar.issue(addr, 7, 1, now=100.0)
+    assert len(cookie) == p.COOKIE_SIZE and jar.check(cookie, addr, 7, 1, now=105.0)
+    assert not jar.check(cookie, ("192.0.2.1", 5001), 7, 1, now=105.0)
+    assert not jar.check(cookie, ("192.0.2.2", 5000), 7, 1, now=105.0)
+    assert not jar.check(cookie, addr, 8, 1, now=105.0)
+    assert not jar.check(cookie, addr, 7, 2, now=105.0)
+    assert not jar.check(cookie, addr, 7, 1, now=100.0 + p.COOKIE_LIFETIME + 1)
+    assert not p.Cookies().check(cookie, addr, 7, 1, now=105.0)  # another server's secret
+    assert not jar.check(p.NO_COOKIE, addr, 7, 1, now=105.0)
+
+
+def test_a_version_1_hello_gets_a_version_1_refusal_no_larger():
+    old = p.HEADER_V1.pack(p.MAGIC, 1, 1, 0, 0, 0xABCD, 0, 0, 23) + b"\x02\x03\x00\x00" + b"s" * 19
+    reply = p.refuse_version_1(old)
+    assert reply is not None and len(reply) <= len(old)
+    magic, version, ptype, _, _, sid, _, _, length = p.HEADER_V1.unpack_from(reply)
+    assert (magic, version, ptype, sid) == (p.MAGIC, 1, p.Type.REFUSE, 0xABCD)
+    assert reply[p.HEADER_V1.size :] == b"protocol 2 required"
+    assert p.refuse_version_1(old[:5] + b"\x04" + old[6:]) is None  # only a HELLO is answered
+    assert p.refuse_version_1(p.encode(audio_packet())) is None
+
+
+def test_nothing_sent_before_an_address_is_proven_outgrows_the_request():
+    hello = p.Hello("m", 2, 3, p.HintEncoding.FLOAT32, p.SampleFormat.FLOAT32)
+    request = p.encode(p.Packet(p.Type.HELLO, 1, 0, hello.pack()))  # the smallest HELLO
+    retry = p.encode(p.Packet(p.Type.RETRY, 1, 0, bytes(p.COOKIE_SIZE)))
+    assert len(retry) <= len(request)
+    assert len(p.encode(p.Packet(p.Type.RETRY, 1, 0, bytes(24), 7), KEY)) <= len(
+        p.encode(p.Packet(p.Type.HELLO, 1, 0, hello.pack(), 7), KEY)
+    )
+    long = p.Packet(p.Type.REFUSE, 1, 0, b"x" * 500)
+    assert len(p.encode_within(long, len(request))) == len(request)
+
+
 def test_replay_window():
     w = p.ReplayWindow(size=8)
     assert [w.accept(s) for s in (0, 1, 1, 5, 3, 3)] == [True, True, False, True, True, False]
@@ -111,7 +167,7 @@ def test_key_file(tmp_path):
 
 def test_bandwidth_table_numbers():
     up, down = p.bytes_per_second(8, 2, p.HintEncoding.FLOAT32, p.SampleFormat.INT16, False)
-    assert up == 125 * (20 + 28 + 2 + 512) and down == 125 * (20 + 28 + 3104)
+    assert up == 125 * (24 + 28 + 2 + 512) and down == 125 * (24 + 28 + 1 + 3104)
 
 
 # ---- Fuzzing: 100 000 inputs in all; only PacketError may come out. ----
@@ -120,7 +176,9 @@ VALID = [
     p.encode(audio_packet()),
     p.encode(audio_packet(key_id=7), KEY),
     p.encode(
-        p.Packet(p.Type.HINT, 1, 2, p.pack_hint(np.ones((8, 97), np.float32), p.HintEncoding.INT8))
+        p.Packet(
+            p.Type.HINT, 1, 2, p.pack_hints([np.ones((8, 97), np.float32)], p.HintEncoding.INT8)
+        )
     ),
 ]
 
@@ -134,10 +192,11 @@ def parse_everything(data: bytes) -> None:
         payload = packet.payload
         for parse, args in (
             (p.unpack_audio, (2,)),
-            (p.unpack_hint, (8, p.HintEncoding.INT8)),
-            (p.unpack_hint, (8, p.HintEncoding.FLOAT16)),
+            (p.unpack_hints, (8, p.HintEncoding.INT8)),
+            (p.unpack_hints, (8, p.HintEncoding.FLOAT16)),
             (p.Hello.unpack, ()),
             (p.Welcome.unpack, ()),
+            (p.unpack_cookie, ()),
         ):
             try:
                 parse(payload, *args)
