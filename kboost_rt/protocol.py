@@ -148,7 +148,7 @@ def refuse_version_1(data: bytes) -> bytes | None:
     room = len(data) - HEADER_V1.size
     reason = f"this server speaks protocol version {VERSION}; update the device".encode()
     if len(reason) > room:
-        reason = f"protocol {VERSION} required".encode()[:room]
+        reason = f"protocol {VERSION} needed".encode()[:room]
     header = HEADER_V1.pack(MAGIC, 1, Type.REFUSE, 0, 0, stream_id_of(data), 0, 0, len(reason))
     return header + reason
 

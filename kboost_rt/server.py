@@ -372,13 +372,14 @@ class HintServer:
         refuse = p.Packet(p.Type.REFUSE, packet.stream_id, 0, reason.encode()[:200], packet.key_id)
         self._send(None, refuse, addr, limit)
 
-    def _retry(self, packet: p.Packet, addr: tuple, limit: int) -> None:
+    def _retry(self, packet: p.Packet, addr: tuple, limit: int) -> int:
         """Send `addr` a cookie for this stream: the HELLO that carries it back proves
         the address (stateless: nothing is kept until then)."""
         self.stats["retries"] += 1
         cookie = self.cookies.issue(addr, packet.stream_id, packet.key_id, time.monotonic())
         retry = p.Packet(p.Type.RETRY, packet.stream_id, 0, cookie, packet.key_id)
         self._send(None, retry, addr, limit)
+        return p.HEADER.size + len(cookie) + (p.MAC_SIZE if packet.key_id else 0)
 
     def _hello(self, packet: p.Packet, addr: tuple, size: int) -> None:
         try:
@@ -388,7 +389,8 @@ class HintServer:
         if not self.cookies.check(
             hello.cookie, addr, packet.stream_id, packet.key_id, time.monotonic()
         ):
-            return self._retry(packet, addr, size)
+            self._retry(packet, addr, size)
+            return
         # From here on the address has answered: replies may say everything.
         model = self.models.get(hello.model)
         if model is None:
@@ -501,7 +503,7 @@ class HintServer:
             stream.credit += size
             if now - stream.retry_sent >= 0.1:
                 stream.retry_sent = now
-                self._retry(packet, addr, size)
+                stream.credit -= self._retry(packet, addr, size)
         queued = self._work.setdefault(
             self._stream_key(stream.addr, stream.stream_id, stream.key_id), []
         )

@@ -132,7 +132,7 @@ def test_a_version_1_hello_gets_a_version_1_refusal_no_larger():
     assert reply is not None and len(reply) <= len(old)
     magic, version, ptype, _, _, sid, _, _, length = p.HEADER_V1.unpack_from(reply)
     assert (magic, version, ptype, sid) == (p.MAGIC, 1, p.Type.REFUSE, 0xABCD)
-    assert reply[p.HEADER_V1.size :] == b"protocol 2 required"
+    assert reply[p.HEADER_V1.size :] == b"protocol 2 needed"
     assert p.refuse_version_1(old[:5] + b"\x04" + old[6:]) is None  # only a HELLO is answered
     assert p.refuse_version_1(p.encode(audio_packet())) is None
 
