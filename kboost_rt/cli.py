@@ -203,6 +203,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         args.workers,
         args.max_load,
         args.max_streams_per_address,
+        args.opens_per_second,
     )
     host, port = server.address
     print(
@@ -714,6 +715,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=4,
         help="streams one address may open on a server without keys (default: 4)",
+    )
+    p.add_argument(
+        "--opens-per-second",
+        type=float,
+        default=2.0,
+        help="new streams one key (or address, without keys) may open per second, "
+        "after a first 8 x that (default: 2)",
     )
     p.add_argument(
         "--workers",

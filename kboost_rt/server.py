@@ -44,9 +44,9 @@ BURST = 64  # steps a stream may ask for at once (half a second of chunks)
 STRIKES = 125  # throttled chunks, decaying at half real time, that drop a stream
 MAX_PER_ADDRESS = 4  # streams one address may open on an unkeyed server
 OPENS_PER_SECOND = 2.0  # new streams one key (or unkeyed address) may open, after a burst
-OPENS_BURST = 16
 PENALTY = 10.0  # seconds a key (or address) may open nothing after a stream is dropped
 FIRST_STEPS = 8  # a new stream's budget: it has nothing to catch up on
+UNPROVEN_REPLIES = 500.0  # cookies and refusals a second, to addresses not proven
 
 
 @dataclass
@@ -156,11 +156,13 @@ class HintServer:
         workers: int = 1,
         max_load: float = 0.8,
         max_per_address: int = MAX_PER_ADDRESS,
+        opens_per_second: float = OPENS_PER_SECOND,
     ):
         self.models = models
         self.keys = keys
         self.max_streams = max_streams
         self.max_per_address = max_per_address  # unkeyed servers only
+        self.opens_per_second = opens_per_second  # per client, after a burst of 8 x that
         self.idle_timeout = idle_timeout
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
@@ -185,6 +187,7 @@ class HintServer:
         # Per client (key id, or address on an unkeyed server), proven ones only:
         self._opens: dict[object, tuple[float, float]] = {}  # (tokens, when)
         self._penalty: dict[object, float] = {}  # opens refused until
+        self._replies = (UNPROVEN_REPLIES, time.monotonic())  # (tokens, when)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -303,6 +306,9 @@ class HintServer:
         of the datagram it answers, when the address is not proven (no amplification)."""
         key = self.keys.get(packet.key_id) if self.keys and packet.key_id else None
         counts = stream.stats if stream else self.stats  # a stream's are its worker's own
+        if limit and not self._may_reply():
+            counts["replies_withheld"] += 1
+            return
         data = p.encode_within(packet, limit, key) if limit else p.encode(packet, key)
         if stream is not None and not stream.proven:
             if stream.credit < len(data):
@@ -314,6 +320,15 @@ class HintServer:
             counts["sent"] += 1
         except OSError:
             counts["send_errors"] += 1
+
+    def _may_reply(self) -> bool:
+        """Replies to unproven addresses are rationed: a flood of HELLOs must not make
+        the server a busy sender (each answer is no larger than its HELLO anyway)."""
+        tokens, when = self._replies
+        now = time.monotonic()
+        tokens = min(UNPROVEN_REPLIES, tokens + (now - when) * UNPROVEN_REPLIES)
+        self._replies = (tokens - 1, now) if tokens >= 1 else (tokens, now)
+        return tokens >= 1
 
     def _handle_safely(self, data: bytes, addr: tuple) -> None:
         """No datagram can raise out of the network thread: count it and go on."""
@@ -332,7 +347,10 @@ class HintServer:
             self.stats["dropped_" + reason.split()[0].lower()] += 1
             self.stats["dropped"] += 1
             if reason.startswith("unsupported version") and (old := p.refuse_version_1(data)):
-                self._send_raw(old, addr)
+                if self._may_reply():
+                    self._send_raw(old, addr)
+                else:
+                    self.stats["replies_withheld"] += 1
             elif reason in ("unauthenticated", "bad MAC") and p.is_hello(data):
                 # Tell a misconfigured client why, in no more bytes than it sent.
                 refuse = p.Packet(p.Type.REFUSE, p.stream_id_of(data), 0, b"authentication failed")
@@ -347,9 +365,6 @@ class HintServer:
         elif packet.type == p.Type.AUDIO:
             self._audio(stream, packet, addr, len(data))
         elif packet.type == p.Type.BYE:
-            if not stream.replay.accept(packet.seq):
-                stream.stats["duplicate"] += 1
-                return
             self._run_steps()  # finish what it sent before
             self.streams.pop(self._stream_key(stream.addr, stream.stream_id, stream.key_id))
             log.info("stream %08x from %s closed: %s", packet.stream_id, addr, dict(stream.stats))
@@ -477,12 +492,13 @@ class HintServer:
             return "a stream of yours was dropped for its rate; wait before opening another"
         if not self.keys and self._streams_from(addr[0]) >= self.max_per_address:
             return f"{addr[0]} has {self.max_per_address} streams open already"
-        tokens, when = self._opens.get(client, (OPENS_BURST, now))
-        tokens = min(OPENS_BURST, tokens + (now - when) * OPENS_PER_SECOND)
+        burst = 8 * self.opens_per_second
+        tokens, when = self._opens.get(client, (burst, now))
+        tokens = min(burst, tokens + (now - when) * self.opens_per_second)
         if tokens < 1:
-            return f"more than {OPENS_PER_SECOND:g} new streams a second"
+            return f"more than {self.opens_per_second:g} new streams a second"
         if len(self._opens) > 4096:  # forget the clients that are back to a full ration
-            self._opens = {c: v for c, v in self._opens.items() if v[0] < OPENS_BURST - 1}
+            self._opens = {c: v for c, v in self._opens.items() if v[0] < burst - 1}
             self._penalty = {c: t for c, t in self._penalty.items() if t > now}
         self._opens[client] = (tokens - 1, now)
         return None
@@ -492,11 +508,14 @@ class HintServer:
 
     def _audio(self, stream: Stream, packet: p.Packet, addr: tuple, size: int) -> None:
         """Check a chunk on the network thread; queue it for this pass's steps."""
+        newest_yet = packet.seq > stream.replay.top
         if not stream.replay.accept(packet.seq):
-            stream.stats["duplicate"] += 1  # nor can a replayed one move the stream
+            stream.stats["duplicate"] += 1
             return
         now = stream.last_seen = time.monotonic()
-        if addr != stream.addr:  # the device moved (or its NAT did): prove it
+        if addr != stream.addr and newest_yet:
+            # The device moved (or its NAT did): prove it. Only the newest chunk can
+            # move a stream, so an older one replayed from elsewhere never does.
             stream.addr, stream.proven, stream.credit = addr, False, 0
             stream.stats["moved"] += 1
         if not stream.proven:

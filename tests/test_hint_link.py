@@ -270,7 +270,7 @@ def test_streams_beyond_the_measured_capacity_are_refused(models):
         models,
         False,
         *("--workers", "1", "--max-load", "0.5"),
-        *("--max-streams", "64", "--max-streams-per-address", "64"),
+        *("--max-streams", "64", "--max-streams-per-address", "64", "--opens-per-second", "100"),
     )
     clients = []
     try:
