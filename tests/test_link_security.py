@@ -341,7 +341,7 @@ def test_a_flood_from_another_process_neither_opens_streams_nor_starves_the_hone
     (tmp_path / "captures").write_text("\n".join(c.hex() for c in captured))
     tool = Path(__file__).parents[1] / "tools" / "link_flood.py"
     attack = subprocess.Popen(
-        [sys.executable, str(tool), "attack", "--server", "%s:%d" % keyed.address]
+        [sys.executable, str(tool), "attack", "--server", "{}:{}".format(*keyed.address)]
         + ["--key-id", "1", "--key", KEYS[1].hex(), "--captures", str(tmp_path / "captures")]
         + ["--rate", "3000", "--seconds", "2", "--out", str(tmp_path / "attack.json")]
         + ["--model", MODEL]
