@@ -256,6 +256,115 @@ def cmd_relay(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    import json
+    import tempfile
+
+    from . import protocol
+    from .loadtest import Target, loadtest
+    from .model_files import load_model_files
+    from .model_select import resolve_model
+
+    try:
+        counts = [int(n) for n in args.streams.split(",")]
+        if not counts or min(counts) < 1:
+            raise ValueError
+    except ValueError:
+        print("kboost-rt: error: --streams takes stream counts, e.g. 1,8,16", file=sys.stderr)
+        return 2
+    if args.server and args.paper_size:
+        print("kboost-rt: error: --paper-size makes its own server; drop --server", file=sys.stderr)
+        return 2
+    key = None
+    if args.key_file:
+        keys = protocol.load_keys(args.key_file)
+        key_id = args.key_id if args.key_id else min(keys)
+        if key_id not in keys:
+            print(f"kboost-rt: error: key id {key_id} is not in {args.key_file}", file=sys.stderr)
+            return 2
+        key = (key_id, keys[key_id])
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.paper_size:
+            path = _paper_size_models(Path(tmp))
+        else:
+            path = resolve_model(args.model)
+        cfg = load_model_files(path).config
+        if cfg.role != "boosted" or cfg.boost is None:
+            print(f"kboost-rt: error: {path}: loadtest needs a boosted model", file=sys.stderr)
+            return 2
+        target = Target(
+            path.name,
+            cfg.net.channels,
+            cfg.boost.delay,
+            protocol.HintEncoding[args.encoding.upper()],
+            key,
+        )
+        print(
+            f"{target.model}, {args.encoding} hints, {args.seconds:g} s per stream count"
+            + ("" if args.server else ", a local server")
+        )
+        header = (
+            f"{'streams':>7} {'on time':>8} {'late':>6} {'lost':>6} {'rtt p50':>8} "
+            f"{'rtt p99':>8} {'up kB/s':>8} {'down kB/s':>9} {'server':>7} {'generator':>9}"
+        )
+        print(header)
+
+        def show(r: dict) -> None:
+            server_cpu = f"{r['server_cpu']:.0%}" if "server_cpu" in r else "-"
+            print(
+                f"{r['streams']:>7} {r['on_time']:>8.1%} {r['late']:>6.1%} {r['lost']:>6.1%} "
+                f"{r['rtt_p50']:>6.1f}ms {r['rtt_p99']:>6.1f}ms "
+                f"{r['up_kBps_per_stream']:>8.1f} {r['down_kBps_per_stream']:>9.1f} "
+                f"{server_cpu:>7} {r['generator_cpu']:>9.0%}",
+                flush=True,
+            )
+
+        try:
+            results = loadtest(
+                target,
+                counts,
+                args.seconds,
+                server=args.server,
+                model_paths=[str(path)],
+                key_file=args.key_file,
+                workers=args.workers,
+                progress=show,
+            )
+        except RuntimeError as e:
+            print(f"kboost-rt: error: {e}", file=sys.stderr)
+            return 2
+    print("(CPU: share of one core; rtt: send to hint arrival; kB/s with IP and UDP headers)")
+    if args.json:
+        doc = {
+            "model": target.model,
+            "encoding": args.encoding,
+            "seconds": args.seconds,
+            "server": "{}:{}".format(*args.server) if args.server else "local",
+            "cpus": os.cpu_count(),
+            "results": results,
+        }
+        Path(args.json).write_text(json.dumps(doc, indent=2))
+    return 0
+
+
+def _paper_size_models(root: Path) -> Path:
+    """The paper's boosted (d = 3) and large models with random weights: what a step
+    costs does not depend on the weights."""
+    import dataclasses
+
+    from .config import PAPER_BOOSTED, PAPER_LARGE
+    from .model_files import random_weights, save_model_files
+
+    boosted = dataclasses.replace(
+        PAPER_BOOSTED,
+        large_model="paper-large",
+        boost=dataclasses.replace(PAPER_BOOSTED.boost, delay=3),
+    )
+    save_model_files(root / "paper-boosted-d3", boosted, random_weights(boosted, 1))
+    save_model_files(root / "paper-large", PAPER_LARGE, random_weights(PAPER_LARGE, 2))
+    return root / "paper-boosted-d3"
+
+
 def cmd_process(args: argparse.Namespace) -> int:
     _select_model(args)
     return _with_local_server(args, lambda: _process(args))
@@ -771,6 +880,44 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--corrupt", type=float, default=0.0)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_relay)
+
+    p = sub.add_parser(
+        "loadtest",
+        help="how many real-time streams a hint server keeps on time (UDP clients "
+        "in a process of their own)",
+    )
+    p.add_argument(
+        "--streams", default="1,8,16,24", help="stream counts to run (default: 1,8,16,24)"
+    )
+    p.add_argument("--seconds", type=float, default=10.0, help="per stream count (default: 10)")
+    p.add_argument(
+        "--encoding",
+        choices=["float32", "float16", "int8"],
+        default="int8",
+        help="hint encoding the streams ask for (default: int8)",
+    )
+    p.add_argument(
+        "--model",
+        default="separate-boosted-d3",
+        metavar="NAME|DIR",
+        help="boosted model the streams run (default: separate-boosted-d3)",
+    )
+    p.add_argument(
+        "--paper-size",
+        action="store_true",
+        help="the paper's model sizes with random weights instead of --model",
+    )
+    p.add_argument(
+        "--server",
+        type=_host_port,
+        metavar="HOST:PORT",
+        help="a running server to test (default: start one with room for every stream)",
+    )
+    p.add_argument("--key-file", help="keys: the streams sign with one (and a local server checks)")
+    p.add_argument("--key-id", type=int, help="which key of --key-file (default: the lowest id)")
+    p.add_argument("--workers", type=int, help="the local server's --workers")
+    p.add_argument("--json", metavar="F", help="write the results here")
+    p.set_defaults(func=cmd_loadtest)
 
     p = sub.add_parser("process", help="stream an audio file through a model, chunk by chunk")
     p.add_argument(

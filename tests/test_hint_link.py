@@ -2,6 +2,7 @@
 fault relay, several keyed streams, garbage floods."""
 
 import dataclasses
+import json
 import re
 import shutil
 import signal
@@ -551,3 +552,37 @@ def test_refusals_are_counted_not_logged_one_by_one(models, server):
     lines = [line for line in out.splitlines() if "refused stream" in line]
     assert 1 <= len(lines) <= 5, lines  # one a second at most
     assert "refused 300," in out  # and the summary counts every one
+
+
+def test_loadtest_counts_every_hint_and_every_byte(models, tmp_path):
+    from kboost_rt import protocol as p
+
+    out = tmp_path / "load.json"
+    result = subprocess.run(
+        [CLI, "loadtest", "--model", str(models / "sep-boosted-d3"), "--streams", "1,3"]
+        + ["--seconds", "1", "--key-file", str(models / "keys"), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    doc = json.loads(out.read_text())
+    assert [r["streams"] for r in doc["results"]] == [1, 3]
+    up, down = p.bytes_per_second(8, 2, HintEncoding.INT8, p.SampleFormat.INT16, keyed=True)
+    for r in doc["results"]:
+        assert r["on_time"] + r["late"] + r["lost"] == pytest.approx(1.0)
+        assert r["rtt_p50"] <= r["rtt_p99"]
+        # Every chunk went up; the downlink is exactly the hints that came back.
+        assert r["up_kBps_per_stream"] == pytest.approx(up / 1e3)
+        assert r["down_kBps_per_stream"] == pytest.approx(down / 1e3 * (1 - r["lost"]))
+        assert 0 < r["server_cpu"] and 0 < r["generator_cpu"]
+    assert "streams  on time" in result.stdout
+
+
+def test_loadtest_says_what_is_wrong_with_its_arguments(models):
+    for args in (["--streams", "0"], ["--streams", "x"], ["--model", str(models / "sep-large")]):
+        result = subprocess.run(
+            [CLI, "loadtest", *args, "--seconds", "0.1"], capture_output=True, text=True
+        )
+        assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+        assert "error:" in result.stderr
