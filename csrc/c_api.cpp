@@ -36,6 +36,8 @@ int kb_abi_version(void) { return KB_ABI_VERSION; }
 
 const char* kb_simd(void) { return kb::kernels().name; }
 
+int kb_select_simd(const char* name) { return name && kb::select_kernels(name) ? 1 : 0; }
+
 kb_engine* kb_engine_create(const kb_config* config, const kb_tensor* tensors, int32_t n_tensors,
                             char* error, size_t error_size) {
   if (!config || (n_tensors > 0 && !tensors)) {

@@ -2,6 +2,11 @@
 
 #include "kernels.h"
 
+#if defined(__aarch64__) && defined(__linux__)
+#include <asm/hwcap.h>
+#include <sys/auxv.h>
+#endif
+
 namespace kb {
 
 std::vector<const char*> available_kernels() {
@@ -15,6 +20,13 @@ std::vector<const char*> available_kernels() {
       names.push_back(avx512::kKernels.name);
   }
 #endif
+#if defined(__aarch64__)
+#if defined(__linux__)
+  if (getauxval(AT_HWCAP) & HWCAP_ASIMD) names.push_back(neon::kKernels.name);
+#else
+  names.push_back(neon::kKernels.name);  // Advanced SIMD is part of every ARMv8-A core
+#endif
+#endif
   return names;
 }
 
@@ -27,6 +39,9 @@ const Kernels* by_name(const char* name) {
       &avx2::kKernels,
       &avx512::kKernels,
 #endif
+#if defined(__aarch64__)
+      &neon::kKernels,
+#endif
   };
   for (const Kernels* k : all)
     if (std::strcmp(k->name, name) == 0) return k;
@@ -36,7 +51,6 @@ const Kernels* by_name(const char* name) {
 const Kernels* g_selected = by_name(available_kernels().back());
 
 }  // namespace
-
 
 const Kernels& kernels() { return *g_selected; }
 

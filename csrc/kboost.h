@@ -69,8 +69,11 @@ typedef struct {
 
 KB_API int kb_abi_version(void);
 
-/* The kernel set in use on this CPU: "avx512", "avx2" or "generic". */
+/* The kernel set in use on this CPU: "avx512", "avx2", "neon" or "generic". */
 KB_API const char* kb_simd(void);
+/* Use another kernel set this CPU runs (for tests and benchmarks; not while
+ * any engine processes): 1 if selected, 0 if this CPU or build lacks it. */
+KB_API int kb_select_simd(const char* name);
 
 /* NULL on failure, with a message in `error` (if not NULL). The tensors are
  * copied into the engine's own layout; the caller may free them after. */

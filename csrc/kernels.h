@@ -1,7 +1,8 @@
 // The hot loops of the native step. Compiled once per kernel set from
-// kernels.cpp: the baseline ISA (generic), AVX2+FMA, and on x86-64 also
-// AVX-512VL; `kernels()` picks the best the CPU runs at run time, so a build
-// never requires the build machine's CPU.
+// kernels.cpp: on x86-64 the baseline (generic, SSE2), AVX2+FMA and
+// AVX-512VL; on aarch64 generic (scalar: built without Advanced SIMD) and
+// NEON. `kernels()` picks the best the CPU runs at run time, so a build never
+// requires the build machine's CPU.
 #pragma once
 
 #include <vector>
@@ -52,7 +53,7 @@ struct Kernels {
 };
 
 const Kernels& kernels();  // the best the running CPU supports, unless select_kernels chose
-// Select a kernel set by name ("generic", "avx2", "avx512"); false if this CPU
+// Select a kernel set by name ("generic", "avx2", "avx512", "neon"); false if this CPU
 // or build lacks it. For tests and benchmarks; not thread-safe with process().
 bool select_kernels(const char* name);
 // Names of the kernel sets this CPU can run, baseline first, best last.
@@ -62,6 +63,9 @@ namespace generic { extern const Kernels kKernels; }
 #if defined(__x86_64__) || defined(_M_X64)
 namespace avx2 { extern const Kernels kKernels; }
 namespace avx512 { extern const Kernels kKernels; }
+#endif
+#if defined(__aarch64__)
+namespace neon { extern const Kernels kKernels; }
 #endif
 
 }  // namespace kb

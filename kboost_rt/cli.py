@@ -105,7 +105,27 @@ def cmd_info(args: argparse.Namespace) -> int:
     print("Parameters:")
     for part, n in parameter_counts(cfg).items():
         print(f"  {part:<15} {n:>12,d}")
+    print(f"Native kernels: {_kernel_choice()}")
     return 0
+
+
+def _kernel_choice() -> str:
+    """Which kernel set the native engine runs here, and why."""
+    import platform
+
+    from . import _native
+
+    sets = _native.kernel_sets()
+    why = {
+        "avx512": "the CPU has AVX-512 F, VL, DQ and BW",
+        "avx2": "the CPU has AVX2 and FMA but not all of AVX-512 F, VL, DQ, BW",
+        "neon": "the CPU has Advanced SIMD (NEON)",
+        "generic": f"no faster set is built for {platform.machine()} or this CPU lacks it",
+    }
+    return (
+        f"{_native.simd()} ({why.get(_native.simd(), 'chosen')}; this CPU runs "
+        f"{', '.join(sets)}; the last is used)"
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

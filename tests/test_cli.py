@@ -27,6 +27,9 @@ def test_info_on_folder_and_preset(tmp_path, capsys):
     assert main(["info", str(tmp_path / "m")]) == 0
     out = capsys.readouterr().out
     assert "weights OK" in out and "2,179,008" in out
+    from kboost_rt import _native
+
+    assert f"Native kernels: {_native.simd()} (" in out  # and why
     assert main(["info", "paper-large"]) == 0
     assert "38,654,112" in capsys.readouterr().out
 

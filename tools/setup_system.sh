@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages kboost-rt needs, only those missing (so a
-# machine that has them needs neither root nor network).
+# machine that has them needs neither root nor network). Arguments name more
+# packages (`make test-aarch64` adds its cross compiler and qemu).
 set -euo pipefail
 
 # jackd2: a real audio/MIDI server (dummy backend) for the live tests;
 # portaudio19-dev: the native audio stream and PyAudio (PortAudio with its JACK host API).
-PACKAGES=(g++ make jackd2 portaudio19-dev)
+PACKAGES=(g++ make jackd2 portaudio19-dev "$@")
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
