@@ -215,6 +215,49 @@ class PyEngine {
     return times;
   }
 
+  // Like time_chunks, with each stage of each step timed inside the real step:
+  // -> (stage names, block indices, ns [N x stages]).
+  py::tuple time_stages(const FloatArray& chunks, const py::object& hints) {
+    const auto& c = engine_->config();
+    require(chunks.ndim() == 3 && chunks.shape(1) == c.channels && chunks.shape(2) == kb::kChunk,
+            "time_stages: chunks must be [N, channels, 128]");
+    const py::ssize_t n = chunks.shape(0);
+    FloatArray hint_arr;
+    if (!hints.is_none()) {
+      hint_arr = FloatArray::ensure(hints);
+      require(hint_arr && hint_arr.ndim() == 3 && hint_arr.shape(0) == n &&
+                  hint_arr.size() == n * hint_size_,
+              "time_stages: hints must be [N, hint_channels, 97]");
+    }
+    std::vector<float> out(static_cast<std::size_t>(c.sources) * c.channels * kb::kChunk);
+    std::vector<float> hint_out(static_cast<std::size_t>(std::max<py::ssize_t>(hint_size_, 1)));
+    const float* in = chunks.data();
+    const float* h = hints.is_none() ? nullptr : hint_arr.data();
+    const bool make = engine_->makes_hints();
+    kb::StageTimes times;
+    std::vector<int64_t> all;
+    {
+      py::gil_scoped_release release;
+      engine_->set_stage_times(&times);
+      for (py::ssize_t i = 0; i < n; ++i) {
+        engine_->process(in + i * c.channels * kb::kChunk, h ? h + i * hint_size_ : nullptr,
+                         out.data(), make ? hint_out.data() : nullptr);
+        all.insert(all.end(), times.ns, times.ns + times.count);
+      }
+      engine_->set_stage_times(nullptr);
+    }
+    py::list names, indices;
+    for (int s = 0; s < times.count; ++s) {
+      names.append(times.name[s]);
+      indices.append(times.index[s]);
+    }
+    const py::ssize_t stages = times.count;
+    py::array_t<int64_t> ns({n, stages});
+    if (stages && static_cast<py::ssize_t>(all.size()) == n * stages)
+      std::copy(all.begin(), all.end(), ns.mutable_data());
+    return py::make_tuple(names, indices, ns);
+  }
+
   kb::Engine& engine() { return *engine_; }
 
  private:
@@ -549,6 +592,9 @@ PYBIND11_MODULE(_native, m) {
            "Run one step into preallocated arrays; releases the GIL.")
       .def("time_chunks", &PyEngine::time_chunks, py::arg("chunks"), py::arg("hints"),
            "Run N chunks back to back in C++; returns ns per step.")
+      .def("time_stages", &PyEngine::time_stages, py::arg("chunks"), py::arg("hints"),
+           "Run N chunks in C++ timing each stage inside the step; returns\n"
+           "(stage names, block indices (-1: none), ns [N, stages]).")
       .def("reset", [](PyEngine& e) { e.engine().reset(); })
       .def_property_readonly("chunks", [](PyEngine& e) { return e.engine().stats().chunks; })
       .def_property_readonly("nonfinite_resets",

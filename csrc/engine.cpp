@@ -64,15 +64,20 @@ void GridBlock::reset() {
   attention_.reset();
 }
 
-void GridBlock::step(float* z) {
+void GridBlock::step(float* z, StageClock& clock, int index) {
   intra_norm_.forward(z, normed_.data(), F);
+  clock.lap("norm", index);
   intra_lstm_.forward(normed_.data(), lstm_out_.data());
+  clock.lap("frequency BiLSTM", index);
   intra_proj_.forward(lstm_out_.data(), F, z, /*accumulate=*/true);  // residual
   inter_norm_.forward(z, normed_.data(), F);
+  clock.lap("projection + norm", index);
   inter_lstm_.step(normed_.data(), lstm_out_.data());
+  clock.lap("time LSTM", index);
   inter_proj_.forward(lstm_out_.data(), F, z, /*accumulate=*/true);
+  clock.lap("projection", index);
   if (has_attention_) {
-    attention_.step(z, z, update_.data());
+    attention_.step(z, z, update_.data(), &clock, index);
     for (int i = 0; i < F * dim_; ++i) z[i] += update_[i];
   }
 }
@@ -96,7 +101,7 @@ void Merge::reset() {
   attention_.reset();
 }
 
-void Merge::step(float* z, const float* hint) {
+void Merge::step(float* z, const float* hint, StageClock& clock, int index) {
   const int n = F * dim_;
   // The feature the hint describes: frame t-d (the oldest in the ring).
   float* past = delay_ ? past_.data() + static_cast<std::size_t>(next_) * n : z;
@@ -107,7 +112,8 @@ void Merge::step(float* z, const float* hint) {
     std::memcpy(past, z, sizeof(float) * n);
     next_ = (next_ + 1) % delay_;
   }
-  attention_.step(z, aligned_.data(), update_.data());
+  clock.lap("merge: FiLM", index);
+  attention_.step(z, aligned_.data(), update_.data(), &clock, index, /*merge=*/true);
   for (int i = 0; i < n; ++i) z[i] += update_[i];
 }
 
@@ -171,6 +177,7 @@ bool Engine::process(const float* input, const float* hint, float* output, float
 
 void Engine::step(const float* input, const float* hint, float* output, float* hint_out) {
   const int m_count = cfg_.channels, s_count = cfg_.sources, hc = cfg_.hint_channels;
+  StageClock clock(stage_times_);
   // STFT -> features [bin x (re, im per mic)].
   analysis_.process(input, bins_in_.data());
   for (int m = 0; m < m_count; ++m) {
@@ -181,8 +188,10 @@ void Engine::step(const float* input, const float* hint, float* output, float* h
       features_[f * 2 * m_count + 2 * m + 1] = im[f];
     }
   }
+  clock.lap("STFT");
   encoder_.step(features_.data(), z_.data());
   encoder_norm_.forward(z_.data(), z_.data(), F);
+  clock.lap("encoder");
 
   if (!merges_.empty()) {
     // Hints arrive as [C_h x bins]; a missing one is zeros, as in training.
@@ -194,11 +203,14 @@ void Engine::step(const float* input, const float* hint, float* output, float* h
     }
   }
   for (std::size_t b = 0; b < blocks_.size(); ++b) {
-    blocks_[b].step(z_.data());
-    if (b < merges_.size()) merges_[b].step(z_.data(), hint_rows_.data());
+    blocks_[b].step(z_.data(), clock, static_cast<int>(b));
+    if (b < merges_.size()) {
+      merges_[b].step(z_.data(), hint_rows_.data(), clock, static_cast<int>(b));
+    }
   }
 
   decoder_.step(z_.data(), maps_.data());
+  clock.lap("decoder");
   const int sc = cfg_.spec_channels();
   for (int p = 0; p < s_count * m_count; ++p) {  // p = s * M + m
     float* re = bins_out_.data() + p * 2 * F;
@@ -209,12 +221,14 @@ void Engine::step(const float* input, const float* hint, float* output, float* h
     }
   }
   synthesis_.process(bins_out_.data(), output);
+  clock.lap("iSTFT");
 
   if (makes_hints()) {
     hint_generator_.step(maps_.data(), hint_made_.data());
     if (hint_out)
       for (int c = 0; c < hc; ++c)
         for (int f = 0; f < F; ++f) hint_out[c * F + f] = hint_made_[f * hc + c];
+    clock.lap("hint generator");
   }
 }
 

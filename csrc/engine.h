@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "layers.h"
+#include "stage_clock.h"
 #include "stft.h"
 
 namespace kb {
@@ -36,7 +37,7 @@ struct EngineConfig {
 class GridBlock {
  public:
   GridBlock(const Weights& w, const EngineConfig& cfg);
-  void step(float* z);  // z [kBins x dim], updated in place
+  void step(float* z, StageClock& clock, int index);  // z [kBins x dim], updated in place
   void reset();
 
  private:
@@ -55,7 +56,8 @@ class GridBlock {
 class Merge {
  public:
   Merge(const Weights& w, const EngineConfig& cfg);
-  void step(float* z, const float* hint);  // z [kBins x dim] in place; hint [kBins x C_h]
+  // z [kBins x dim] in place; hint [kBins x C_h]
+  void step(float* z, const float* hint, StageClock& clock, int index);
   void reset();
 
  private:
@@ -83,6 +85,9 @@ class Engine {
   void reset();
 
   const EngineConfig& config() const { return cfg_; }
+  // Time each stage of every step into `times` (null: stop). Not thread-safe
+  // with process().
+  void set_stage_times(StageTimes* times) { stage_times_ = times; }
   const EngineStats& stats() const { return stats_; }
   bool makes_hints() const { return cfg_.role == Role::kLarge && cfg_.hint_channels > 0; }
 
@@ -91,6 +96,7 @@ class Engine {
 
   EngineConfig cfg_;
   EngineStats stats_;
+  StageTimes* stage_times_ = nullptr;
   StftBank analysis_;
   IstftBank synthesis_;
   CausalConv3x3 encoder_;

@@ -263,7 +263,12 @@ void split_heads(const float* __restrict x, int heads, int e, float* __restrict 
 
 }  // namespace
 
-void FrameAttention::step(const float* q_in, const float* kv_in, float* update) {
+void FrameAttention::step(const float* q_in, const float* kv_in, float* update,
+                          StageClock* clock, int index, bool merge) {
+  static const char* const kLaps[2][4] = {
+      {"attention: q, k, v", "attention: scores", "attention: weighted sum", "attention: out"},
+      {"merge: q, k, v", "merge: scores", "merge: weighted sum", "merge: out"}};
+  const char* const* laps = kLaps[merge ? 1 : 0];
   const int qk = heads_ * e_, dv = dim_ / heads_, per_head = F * e_;
   const std::size_t key_frame = static_cast<std::size_t>(F) * qk;
   query_.forward(q_in, mixed_.data());  // mixed_ is free until the weighted sum
@@ -273,6 +278,7 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   value_.forward(kv_in, values_.data() + static_cast<std::size_t>(next_) * F * dim_);
   next_ = (next_ + 1) % frames_;
   count_ = std::min(count_ + 1, frames_);
+  if (clock) clock->lap(laps[0], index);
 
   // Scores of every valid frame (slots 0..count-1; their order does not matter).
   for (int h = 0; h < heads_; ++h) {
@@ -291,6 +297,7 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   head_sum_.zero();
   for (int s = 0; s < count_; ++s)
     for (int h = 0; h < heads_; ++h) head_sum_[h] += scores_[s * heads_ + h];
+  if (clock) clock->lap(laps[1], index);
 
   // Softmax-weighted sum of the values, all heads at once: per-column weights
   // of every frame, then for each bin one pass over the frames.
@@ -304,7 +311,9 @@ void FrameAttention::step(const float* q_in, const float* kv_in, float* update) 
   float* mixed = mixed_.data();
   kernels().weighted_sum(weight, values_.data(), static_cast<long>(F) * dim_, count_, F, dim_,
                          mixed);
+  if (clock) clock->lap(laps[2], index);
   out_.forward(mixed, update);
+  if (clock) clock->lap(laps[3], index);
 }
 
 }  // namespace kb

@@ -15,6 +15,7 @@
 
 #include "kernels.h"
 #include "signal_path.h"
+#include "stage_clock.h"
 
 namespace kb {
 
@@ -159,7 +160,10 @@ class FrameAttention {
   FrameAttention() = default;
   FrameAttention(const Weights& w, int dim, int heads, int e, int frames);
   // update [kBins x dim] = attention of q_in's frame over kv_in's last frames.
-  void step(const float* q_in, const float* kv_in, float* update);
+  // `clock` (if given) times its projections, scores and weighted sum.
+  // Its laps are named after `what` ("attention" or "merge").
+  void step(const float* q_in, const float* kv_in, float* update, StageClock* clock = nullptr,
+            int index = -1, bool merge = false);
   void reset();
 
  private:

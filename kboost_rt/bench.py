@@ -263,6 +263,7 @@ def run_bench(
     backends: list[str],
     progress: Callable[[str], None] = print,
     models: list[str] = (),
+    breakdown: bool = False,
 ) -> dict:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     import gc
@@ -279,6 +280,7 @@ def run_bench(
     n = mixture.shape[1] // CHUNK
     results = []
     latencies: dict[str, dict[str, np.ndarray]] = {}
+    report_breakdown: list[dict] = []
     subjects = _subjects(configs, list(models))
     for name, config, tensors, _ in subjects:
         if config.role == "large":  # as the server runs it: without the hint generator
@@ -326,6 +328,10 @@ def run_bench(
                     "max_abs_err": float(np.abs(outs - reference).max()),
                 }
             )
+        if breakdown:
+            progress(f"  {name:<8} native         timing each stage")
+            stages = stage_breakdown(config, tensors, chunks, hints)
+            report_breakdown.append({"config": name, **stages})
     from . import _native
 
     _native.select_kernels(_native.kernel_sets()[-1])
@@ -344,6 +350,8 @@ def run_bench(
         "results": results,
         "allocations_per_chunk": allocations,
     }
+    if breakdown:
+        report["breakdown"] = report_breakdown
     if json_path is not None:
         json_path.parent.mkdir(parents=True, exist_ok=True)
         png = json_path.with_suffix(".png")
@@ -351,6 +359,63 @@ def run_bench(
             report["plot"] = str(png)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def stage_breakdown(config, tensors: dict, chunks: np.ndarray, hints: list) -> dict:
+    """Where the native step's time goes: each stage timed inside the real step
+    (the best kernel set, the caches as the whole step leaves them), with the
+    step timed without the stage clock beside it for the clock's own cost."""
+    from . import _native
+    from .engine import NativeEngine
+
+    _native.select_kernels(_native.kernel_sets()[-1])
+    hint_arr = None
+    if config.boost is not None:  # every chunk with a hint: the same work as without
+        c_h = config.boost.hint_channels
+        hint_arr = np.stack(
+            [h if h is not None else np.zeros((c_h, N_BINS), np.float32) for h in hints]
+        )
+    engine = NativeEngine(config, tensors)._engine
+    engine.time_chunks(chunks[:WARMUP], None if hint_arr is None else hint_arr[:WARMUP])
+    names, indices, ns = engine.time_stages(chunks, hint_arr)
+    plain = engine.time_chunks(chunks, hint_arr)
+    per_stage = np.median(ns, axis=0) / 1e3
+    step = float(np.median(ns.sum(axis=1))) / 1e3
+    stages = [
+        {
+            "stage": name if index < 0 else f"{name} [{index}]",
+            "median_us": float(us),
+            "share": float(us / per_stage.sum()),
+        }
+        for name, index, us in zip(names, indices, per_stage, strict=True)
+    ]
+    kinds: dict[str, float] = {}
+    for name, us in zip(names, per_stage, strict=True):
+        kinds[name] = kinds.get(name, 0.0) + float(us)
+    return {
+        "stages": stages,
+        "by_kind": [
+            {"stage": k, "median_us": v, "share": v / per_stage.sum()}
+            for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])
+        ],
+        "step_median_us": step,
+        "step_median_us_unclocked": float(np.median(plain)) / 1e3,
+    }
+
+
+def format_breakdown(report: dict) -> str:
+    lines = []
+    for b in report.get("breakdown", []):
+        lines.append(
+            f"\n{b['config']}: the native step by stage (median us; the stage clock "
+            f"on: {b['step_median_us']:.1f} us a step, off: "
+            f"{b['step_median_us_unclocked']:.1f} us)"
+        )
+        for row in b["by_kind"]:
+            lines.append(f"  {row['stage']:<22}{row['median_us']:>9.1f}{row['share']:>8.1%}")
+        detail = ", ".join(f"{s['stage']} {s['median_us']:.1f}" for s in b["stages"])
+        lines.append(f"  each: {detail}")
+    return "\n".join(lines)
 
 
 def plot_latencies(latencies: dict[str, dict[str, np.ndarray]], path: Path) -> bool:

@@ -145,7 +145,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import BACKENDS, CONFIGS, format_table, run_bench  # needs torch
+    from .bench import BACKENDS, CONFIGS, format_breakdown, format_table, run_bench
 
     configs = [c for c in args.configs.split(",") if c] if args.configs else []
     if args.configs is None:
@@ -173,8 +173,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         backends,
         progress=lambda line: print(line, file=sys.stderr),
         models=args.model or [],
+        breakdown=args.breakdown,
     )
     print(format_table(report))
+    if args.breakdown:
+        print(format_breakdown(report))
     if args.json:
         print(f"\nwrote {args.json}")
     return 0
@@ -818,6 +821,11 @@ def build_parser() -> argparse.ArgumentParser:
         default="native,eager,torchscript,onnxruntime",
         help="comma-separated: native, eager, torchscript, onnxruntime, torch-compile "
         "(compiles for minutes; default: the first four)",
+    )
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="also time each stage of the native step inside the real step (best kernels)",
     )
     p.set_defaults(func=cmd_bench)
 

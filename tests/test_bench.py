@@ -53,6 +53,29 @@ def test_bench_times_a_model_folder_with_its_own_weights(tmp_path, capsys):
     assert "my-small" in capsys.readouterr().out
 
 
+def test_bench_breakdown_times_every_stage_of_the_real_step(tmp_path, capsys):
+    out = tmp_path / "b.json"
+    args = ["bench", "--configs", "boosted,large", "--backends", "native", "--seconds", "0.3",
+            "--breakdown", "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    report = json.loads(out.read_text())
+    by_config = {b["config"]: b for b in report["breakdown"]}
+    boosted, large = by_config["boosted"], by_config["large"]
+    names = [s["stage"] for s in boosted["stages"]]
+    # Every stage of the boosted step, in order, once per chunk.
+    assert names[:2] == ["STFT", "encoder"] and names[-2:] == ["decoder", "iSTFT"]
+    assert names.count("frequency BiLSTM [0]") == 1 and "merge: scores [1]" in names
+    assert "merge: FiLM [2]" not in names  # 3 blocks, 2 merges
+    assert "attention: scores [2]" in [s["stage"] for s in large["stages"]]
+    for b in (boosted, large):
+        assert sum(s["share"] for s in b["stages"]) == pytest.approx(1.0)
+        assert sum(k["median_us"] for k in b["by_kind"]) == pytest.approx(
+            sum(s["median_us"] for s in b["stages"])
+        )
+        assert b["step_median_us"] > 0 and b["step_median_us_unclocked"] > 0
+    assert "the native step by stage" in capsys.readouterr().out
+
+
 def test_bench_rejects_unknown_names(capsys):
     assert main(["bench", "--configs", "huge"]) == 2
     assert "unknown config 'huge'" in capsys.readouterr().err

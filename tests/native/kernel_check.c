@@ -2,8 +2,10 @@
  * (tools/record_kernel_vectors.py, computed on x86-64), with every kernel set
  * this CPU runs. Built and run under qemu by `make test-aarch64`.
  *
- *   kernel_check [--require SET] FILE.kbv ...
+ *   kernel_check [--require SET] [--only SET] [--repeat N] FILE.kbv ...
  *
+ * --repeat runs the chunks N times per set (for perf or callgrind: the
+ * instructions of one chunk are those of the run over N x chunks).
  * Prints one line per file and kernel set, the largest error of the outputs
  * (and made hints), and exits 1 if any exceeds 1e-4, if a file is malformed,
  * or if a --require'd kernel set is missing. */
@@ -74,6 +76,9 @@ static double now_seconds(void) {
 }
 
 /* 0: all within tolerance; 1: a kernel set is off; 2: the file is malformed. */
+static int g_repeat = 1;
+static const char* g_only = NULL;
+
 static int check_file(const char* path, const char* const* sets, int n_sets) {
   size_t size = 0;
   uint8_t* data = read_file(path, &size);
@@ -154,11 +159,11 @@ static int check_file(const char* path, const char* const* sets, int n_sets) {
   float* out = malloc(4 * out_n);
   float* made = malloc(4 * hint_n + 4);
   for (int s = 0; engine && s < n_sets; ++s) {
-    if (!kb_select_simd(sets[s])) continue;
-    kb_engine_reset(engine);
+    if ((g_only && strcmp(g_only, sets[s]) != 0) || !kb_select_simd(sets[s])) continue;
     double worst = 0.0, worst_hint = 0.0;
     double start = now_seconds();
-    for (uint32_t t = 0; t < chunks; ++t) {
+    for (uint32_t t = 0, rep = 0; t < chunks;) {
+      if (t == 0) kb_engine_reset(engine);
       const float* hint = boosted && has_hint[t] ? hints + t * hint_n : NULL;
       kb_engine_process(engine, input + t * in_n, hint, out, makes_hints ? made : NULL);
       double e = max_error(out, want + t * out_n, out_n);
@@ -167,8 +172,9 @@ static int check_file(const char* path, const char* const* sets, int n_sets) {
         e = max_error(made, want_hints + t * hint_n, hint_n);
         if (!(e <= worst_hint)) worst_hint = e;
       }
+      if (++t == chunks && ++rep < (uint32_t)g_repeat) t = 0;
     }
-    double per_chunk = (now_seconds() - start) / chunks;
+    double per_chunk = (now_seconds() - start) / ((double)chunks * g_repeat);
     int bad = !(worst <= TOLERANCE && worst_hint <= TOLERANCE);
     printf("%-40s %-8s max error %.2e", path, sets[s], worst);
     if (makes_hints) printf(", hints %.2e", worst_hint);
@@ -203,12 +209,21 @@ int main(int argc, char** argv) {
       kb_select_simd(default_simd);
       continue;
     }
+    if (strcmp(argv[i], "--repeat") == 0 && i + 1 < argc) {
+      g_repeat = atoi(argv[++i]);
+      if (g_repeat < 1) g_repeat = 1;
+      continue;
+    }
+    if (strcmp(argv[i], "--only") == 0 && i + 1 < argc) {
+      g_only = argv[++i];
+      continue;
+    }
     int s = check_file(argv[i], sets, n_sets);
     if (s > status) status = s;
     ++files;
   }
   if (!files) {
-    fprintf(stderr, "usage: kernel_check [--require SET] FILE.kbv ...\n");
+    fprintf(stderr, "usage: kernel_check [--require SET] [--only SET] [--repeat N] FILE.kbv ...\n");
     return 2;
   }
   printf("default kernel set on this CPU: %s\n", default_simd);
