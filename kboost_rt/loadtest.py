@@ -201,7 +201,18 @@ class _LocalServer:
     """`kboost-rt serve` with room for `streams` streams from this one address."""
 
     def __init__(self, models: list[str], streams: int, key_file: str | None, workers: int | None):
-        cmd = [sys.executable, "-m", "kboost_rt", "serve", "--port", "0", "--report-every", "0"]
+        # -P: the installed package, never a source tree in the working directory
+        cmd = [
+            sys.executable,
+            "-P",
+            "-m",
+            "kboost_rt",
+            "serve",
+            "--port",
+            "0",
+            "--report-every",
+            "0",
+        ]
         for m in models:
             cmd += ["--model", m]
         cmd += ["--max-streams", str(streams), "--max-streams-per-address", str(streams)]
@@ -245,7 +256,7 @@ def run_generator(server: tuple[str, int], target: Target, streams: int, seconds
         json.dump(spec, f)  # the key travels in a private file, not on the command line
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "kboost_rt.loadtest", f.name],
+            [sys.executable, "-P", "-m", "kboost_rt.loadtest", f.name],
             capture_output=True,
             text=True,
             timeout=seconds + 60,
