@@ -138,7 +138,11 @@ std::unique_ptr<kb::Engine> build_engine(const py::dict& config, const py::dict&
     map.emplace(name, ref);
     keep.push_back(a);
   }
-  return std::make_unique<kb::Engine>(engine_config(config), map);
+  const kb::EngineConfig cfg = engine_config(config);
+  // Packing the weights is plain C++: other Python threads (the hint server's
+  // network thread) run meanwhile.
+  py::gil_scoped_release release;
+  return std::make_unique<kb::Engine>(cfg, map);
 }
 
 // Owns the engine; checks shapes, then runs the step without the GIL.

@@ -23,7 +23,7 @@ import select
 import socket
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,7 +83,7 @@ class Stream:
     key_id: int
     model: ServedModel
     hello: p.Hello
-    engine: NativeEngine
+    engine: NativeEngine | None  # None while it is being built
     next_seq: int = 0
     last_seen: float = field(default_factory=time.monotonic)
     replay: p.ReplayWindow = field(default_factory=p.ReplayWindow)
@@ -178,6 +178,10 @@ class HintServer:
             if not model.step_seconds:
                 model.measure()
         self._pool = ThreadPoolExecutor(workers, "kboost-step") if workers > 1 else None
+        # New streams' engines are built here, off the network thread (packing a
+        # large model's weights takes milliseconds); WELCOME goes out when done.
+        self._admission = ThreadPoolExecutor(1, "kboost-admit")
+        self._opened: deque[tuple[Stream, p.Packet | None, str]] = deque()
         # stream key -> this pass's chunks: (seq, samples, silent steps before it
         # or -1 to reset the model first)
         self._work: dict[tuple, list[tuple[int, np.ndarray, int]]] = {}
@@ -202,6 +206,7 @@ class HintServer:
             while not self._stop.is_set():
                 for data, addr in self._drain():
                     self._handle_safely(data, addr)
+                self._welcome_built()
                 self._run_steps()
                 now = time.monotonic()
                 self._expire(now)
@@ -209,6 +214,7 @@ class HintServer:
                     last_report = now
                     log.info(self.summary_line())
         finally:
+            self._admission.shutdown()
             if self._pool:
                 self._pool.shutdown()
             self.sock.close()
@@ -285,10 +291,31 @@ class HintServer:
             self._send(stream, packet, stream.addr)
         return len(chunks)
 
+    def _build(self, stream: Stream, welcome: p.Packet) -> None:
+        """On the admission thread: the new stream's engine, then its WELCOME."""
+        try:
+            stream.engine = stream.model.engine()
+            self._opened.append((stream, welcome, ""))
+        except Exception as e:
+            self._opened.append((stream, None, f"{type(e).__name__}: {e}"))
+
+    def _welcome_built(self) -> None:
+        while self._opened:
+            stream, welcome, error = self._opened.popleft()
+            key = self._stream_key(stream.addr, stream.stream_id, stream.key_id)
+            if self.streams.get(key) is not stream:
+                continue  # gone meanwhile (expired, or a BYE)
+            if welcome is None:
+                self._drop(stream, "streams_failed", f"its engine could not be built: {error}")
+            else:
+                self._send(None, welcome, stream.addr)
+
     def _drain(self) -> list[tuple[bytes, tuple]]:
-        """Everything that is ready (up to DRAIN), waiting at most 50 ms for the first."""
+        """Everything that is ready (up to DRAIN), waiting at most 50 ms for the first
+        (5 ms while a new stream's engine is being built)."""
         batch: list[tuple[bytes, tuple]] = []
-        if not select.select([self.sock], [], [], 0.05)[0]:
+        building = any(s.engine is None for s in self.streams.values())
+        if not select.select([self.sock], [], [], 0.005 if building else 0.05)[0]:
             return batch
         while len(batch) < DRAIN:
             try:
@@ -463,9 +490,13 @@ class HintServer:
                 )
             if (why := self._may_open(addr, packet.key_id)) is not None:
                 return self._refuse(packet, addr, why)
-            self.streams[key] = Stream(
-                addr, packet.stream_id, packet.key_id, model, hello.settings(), model.engine()
-            )
+        welcome = p.Welcome(
+            cfg.boost.hint_channels, cfg.boost.delay, hello.encoding, hello.sample_format
+        )
+        answer = p.Packet(p.Type.WELCOME, packet.stream_id, 0, welcome.pack(), packet.key_id)
+        if existing is None:
+            stream = Stream(addr, packet.stream_id, packet.key_id, model, hello.settings(), None)
+            self.streams[key] = stream  # it counts towards every limit from now on
             self.stats["streams_opened"] += 1
             log.info(
                 "stream %08x from %s: %s, %s hints",
@@ -474,12 +505,9 @@ class HintServer:
                 hello.model,
                 hello.encoding.name.lower(),
             )
-        welcome = p.Welcome(
-            cfg.boost.hint_channels, cfg.boost.delay, hello.encoding, hello.sample_format
-        )
-        self._send(
-            None, p.Packet(p.Type.WELCOME, packet.stream_id, 0, welcome.pack(), packet.key_id), addr
-        )
+            self._admission.submit(self._build, stream, answer)
+        elif existing.engine is not None:  # a lost WELCOME: say it again
+            self._send(None, answer, addr)
 
     def _client(self, addr: tuple, key_id: int) -> object:
         return key_id if self.keys else addr[0]
@@ -508,6 +536,9 @@ class HintServer:
 
     def _audio(self, stream: Stream, packet: p.Packet, addr: tuple, size: int) -> None:
         """Check a chunk on the network thread; queue it for this pass's steps."""
+        if stream.engine is None:
+            stream.stats["before_welcome"] += 1  # the device sends only after WELCOME
+            return
         newest_yet = packet.seq > stream.replay.top
         if not stream.replay.accept(packet.seq):
             stream.stats["duplicate"] += 1

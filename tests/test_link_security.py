@@ -368,6 +368,39 @@ def test_a_flood_from_another_process_neither_opens_streams_nor_starves_the_hone
     honest.close()
 
 
+def test_a_new_streams_engine_is_built_off_the_network_thread(server):
+    open_one = Peer(server)
+    open_one.hello()
+    (model,) = server.models.values()
+    release = threading.Event()
+    build = model.engine
+
+    def slow_engine():  # a build that lasts until the test says so
+        release.wait(10)
+        return build()
+
+    model.engine = slow_engine
+    try:
+        newcomer = Peer(server)
+        newcomer.send(p.Type.HELLO, payload=HELLO.pack())
+        cookie = newcomer.recv().payload
+        newcomer.send(p.Type.HELLO, payload=dataclasses.replace(HELLO, cookie=cookie).pack())
+        # While its engine is built, the open stream is served as ever ...
+        for seq in range(5):
+            open_one.audio(seq)
+            assert open_one.recv().seq == seq
+        assert newcomer.recv_all(0.1) == []  # ... and the newcomer waits for its WELCOME
+        release.set()
+        assert newcomer.recv().type == p.Type.WELCOME
+        newcomer.audio(0)
+        assert newcomer.recv().type == p.Type.HINT
+    finally:
+        release.set()
+        model.engine = build
+    open_one.close()
+    newcomer.close()
+
+
 def test_no_exception_leaves_the_network_thread(server, monkeypatch):
     peer = Peer(server)
     peer.hello()
