@@ -190,72 +190,39 @@ class PyEngine {
   // back to back in C++ and returns each step's wall time in nanoseconds:
   // the kernel's own cost, without the Python call around it.
   py::array_t<int64_t> time_chunks(const FloatArray& chunks, const py::object& hints) {
-    const auto& c = engine_->config();
-    require(chunks.ndim() == 3 && chunks.shape(1) == c.channels && chunks.shape(2) == kb::kChunk,
-            "time_chunks: chunks must be [N, channels, 128]");
-    const py::ssize_t n = chunks.shape(0);
-    FloatArray hint_arr;
-    if (!hints.is_none()) {
-      hint_arr = FloatArray::ensure(hints);
-      require(hint_arr && hint_arr.ndim() == 3 && hint_arr.shape(0) == n &&
-                  hint_arr.size() == n * hint_size_,
-              "time_chunks: hints must be [N, hint_channels, 97]");
-    }
-    py::array_t<int64_t> times(n);
-    std::vector<float> out(static_cast<std::size_t>(c.sources) * c.channels * kb::kChunk);
-    std::vector<float> hint_out(static_cast<std::size_t>(std::max<py::ssize_t>(hint_size_, 1)));
+    py::array_t<int64_t> times(chunks.ndim() == 3 ? chunks.shape(0) : 0);
     int64_t* t = times.mutable_data();
-    const float* in = chunks.data();
-    const float* h = hints.is_none() ? nullptr : hint_arr.data();
-    const bool make = engine_->makes_hints();
-    py::gil_scoped_release release;
-    for (py::ssize_t i = 0; i < n; ++i) {
+    run_chunks("time_chunks", chunks, hints, [&](py::ssize_t i, auto&& run) {
       const auto start = std::chrono::steady_clock::now();
-      engine_->process(in + i * c.channels * kb::kChunk, h ? h + i * hint_size_ : nullptr,
-                       out.data(), make ? hint_out.data() : nullptr);
+      run();
       t[i] = std::chrono::duration_cast<std::chrono::nanoseconds>(
                  std::chrono::steady_clock::now() - start).count();
-    }
+    });
     return times;
   }
 
   // Like time_chunks, with each stage of each step timed inside the real step:
   // -> (stage names, block indices, ns [N x stages]).
   py::tuple time_stages(const FloatArray& chunks, const py::object& hints) {
-    const auto& c = engine_->config();
-    require(chunks.ndim() == 3 && chunks.shape(1) == c.channels && chunks.shape(2) == kb::kChunk,
-            "time_stages: chunks must be [N, channels, 128]");
-    const py::ssize_t n = chunks.shape(0);
-    FloatArray hint_arr;
-    if (!hints.is_none()) {
-      hint_arr = FloatArray::ensure(hints);
-      require(hint_arr && hint_arr.ndim() == 3 && hint_arr.shape(0) == n &&
-                  hint_arr.size() == n * hint_size_,
-              "time_stages: hints must be [N, hint_channels, 97]");
-    }
-    std::vector<float> out(static_cast<std::size_t>(c.sources) * c.channels * kb::kChunk);
-    std::vector<float> hint_out(static_cast<std::size_t>(std::max<py::ssize_t>(hint_size_, 1)));
-    const float* in = chunks.data();
-    const float* h = hints.is_none() ? nullptr : hint_arr.data();
-    const bool make = engine_->makes_hints();
     kb::StageTimes times;
     std::vector<int64_t> all;
-    {
-      py::gil_scoped_release release;
-      engine_->set_stage_times(&times);
-      for (py::ssize_t i = 0; i < n; ++i) {
-        engine_->process(in + i * c.channels * kb::kChunk, h ? h + i * hint_size_ : nullptr,
-                         out.data(), make ? hint_out.data() : nullptr);
+    engine_->set_stage_times(&times);
+    try {
+      run_chunks("time_stages", chunks, hints, [&](py::ssize_t, auto&& run) {
+        run();
         all.insert(all.end(), times.ns, times.ns + times.count);
-      }
+      });
+    } catch (...) {
       engine_->set_stage_times(nullptr);
+      throw;
     }
+    engine_->set_stage_times(nullptr);
     py::list names, indices;
     for (int s = 0; s < times.count; ++s) {
       names.append(times.name[s]);
       indices.append(times.index[s]);
     }
-    const py::ssize_t stages = times.count;
+    const py::ssize_t n = chunks.shape(0), stages = times.count;
     py::array_t<int64_t> ns({n, stages});
     if (stages && static_cast<py::ssize_t>(all.size()) == n * stages)
       std::copy(all.begin(), all.end(), ns.mutable_data());
@@ -265,6 +232,35 @@ class PyEngine {
   kb::Engine& engine() { return *engine_; }
 
  private:
+  // Checks chunks [N, channels, 128] and hints [N, hint_channels, 97] (or None),
+  // then runs them back to back without the GIL: step(i, run) for each chunk i,
+  // where run() is that chunk's engine step.
+  template <typename Step>
+  void run_chunks(const char* what, const FloatArray& chunks, const py::object& hints, Step step) {
+    const auto& c = engine_->config();
+    require(chunks.ndim() == 3 && chunks.shape(1) == c.channels && chunks.shape(2) == kb::kChunk,
+            std::string(what) + ": chunks must be [N, channels, 128]");
+    const py::ssize_t n = chunks.shape(0);
+    FloatArray hint_arr;
+    if (!hints.is_none()) {
+      hint_arr = FloatArray::ensure(hints);
+      require(hint_arr && hint_arr.ndim() == 3 && hint_arr.shape(0) == n &&
+                  hint_arr.size() == n * hint_size_,
+              std::string(what) + ": hints must be [N, hint_channels, 97]");
+    }
+    std::vector<float> out(static_cast<std::size_t>(c.sources) * c.channels * kb::kChunk);
+    std::vector<float> hint_out(static_cast<std::size_t>(std::max<py::ssize_t>(hint_size_, 1)));
+    const float* in = chunks.data();
+    const float* h = hints.is_none() ? nullptr : hint_arr.data();
+    const bool make = engine_->makes_hints();
+    py::gil_scoped_release release;
+    for (py::ssize_t i = 0; i < n; ++i)
+      step(i, [&] {
+        engine_->process(in + i * c.channels * kb::kChunk, h ? h + i * hint_size_ : nullptr,
+                         out.data(), make ? hint_out.data() : nullptr);
+      });
+  }
+
   std::unique_ptr<kb::Engine> engine_;
   py::ssize_t hint_size_ = 0;
 };
