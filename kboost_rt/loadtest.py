@@ -45,7 +45,10 @@ class Target:
     key: tuple[int, bytes] | None = None
 
 
-class _Stream:
+class DeviceStream:
+    """One device's stream over its own UDP socket: the handshake (cookie
+    included), chunks out, and the arrival time of every hint."""
+
     def __init__(self, index: int, server: tuple[str, int], target: Target):
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.connect(server)
@@ -109,7 +112,7 @@ class _Stream:
 def generate(server: tuple[str, int], target: Target, streams: int, seconds: float) -> dict:
     """Open `streams` streams, run them at real time for `seconds`, and count."""
     selector = selectors.DefaultSelector()
-    all_streams = [_Stream(i, server, target) for i in range(streams)]
+    all_streams = [DeviceStream(i, server, target) for i in range(streams)]
     for s in all_streams:
         selector.register(s.sock, selectors.EVENT_READ, s)
     deadline = time.monotonic() + 10.0
@@ -159,7 +162,9 @@ def generate(server: tuple[str, int], target: Target, streams: int, seconds: flo
     return _count(all_streams, target.delay, chunks, seconds, cpu)
 
 
-def _count(streams: list[_Stream], delay: int, chunks: int, seconds: float, cpu: float) -> dict:
+def _count(
+    streams: list[DeviceStream], delay: int, chunks: int, seconds: float, cpu: float
+) -> dict:
     on_time = late = lost = 0
     rtts = []
     budget = delay * CHUNK_SECONDS

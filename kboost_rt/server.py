@@ -16,7 +16,6 @@ server needs no torch.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import select
@@ -77,6 +76,31 @@ class ServedModel:
 
 
 @dataclass
+class TokenBucket:
+    """`rate` tokens a second, at most `burst` saved up (full at first unless
+    `tokens` says otherwise)."""
+
+    rate: float
+    burst: float
+    tokens: float = -1.0
+    when: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        if self.tokens < 0:
+            self.tokens = self.burst
+
+    def take(self, n: float = 1.0, now: float | None = None) -> bool:
+        """Spend `n` tokens, or refuse (and spend nothing)."""
+        now = time.monotonic() if now is None else now
+        self.tokens = min(self.burst, self.tokens + (now - self.when) * self.rate)
+        self.when = now
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
+
+
+@dataclass
 class Stream:
     addr: tuple
     stream_id: int
@@ -93,19 +117,18 @@ class Stream:
     proven: bool = True
     credit: int = 0
     retry_sent: float = float("-inf")
-    tokens: float = FIRST_STEPS  # model steps it may still ask for now
-    strikes: float = 0.0
-    refilled: float = field(default_factory=time.monotonic)
+    # Model steps it may ask for: real time plus a burst.
+    steps: TokenBucket = field(
+        default_factory=lambda: TokenBucket(CHUNKS_PER_SECOND * RATE_SLACK, BURST, FIRST_STEPS)
+    )
+    strikes: float = 0.0  # throttled chunks, decaying at half real time
+    struck: float = field(default_factory=time.monotonic)
 
-    def take_steps(self, steps: int, now: float) -> bool:
-        """Spend `steps` of the stream's budget (real time plus a burst), or refuse."""
-        elapsed, self.refilled = now - self.refilled, now
-        self.tokens = min(BURST, self.tokens + elapsed * CHUNKS_PER_SECOND * RATE_SLACK)
-        self.strikes = max(0.0, self.strikes - elapsed * CHUNKS_PER_SECOND / 2)
-        if self.tokens < steps:
-            return False
-        self.tokens -= steps
-        return True
+    def strike(self, now: float) -> bool:
+        """Count one throttled chunk; True once there have been too many lately."""
+        decay = (now - self.struck) * CHUNKS_PER_SECOND / 2
+        self.strikes, self.struck = max(0.0, self.strikes - decay) + 1, now
+        return self.strikes > STRIKES
 
 
 def load_served_models(
@@ -189,9 +212,9 @@ class HintServer:
         self._logged_at: dict[str, float] = {}
         self._unlogged: Counter = Counter()
         # Per client (key id, or address on an unkeyed server), proven ones only:
-        self._opens: dict[object, tuple[float, float]] = {}  # (tokens, when)
+        self._opens: dict[object, TokenBucket] = {}  # streams it may open
         self._penalty: dict[object, float] = {}  # opens refused until
-        self._replies = (UNPROVEN_REPLIES, time.monotonic())  # (tokens, when)
+        self._replies = TokenBucket(UNPROVEN_REPLIES, UNPROVEN_REPLIES)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -260,8 +283,10 @@ class HintServer:
             self._penalty[self._client(stream.addr, stream.key_id)] = time.monotonic() + PENALTY
         log.warning("stream %08x from %s dropped: %s", stream.stream_id, stream.addr, reason)
         if stream.proven:
-            refuse = p.Packet(p.Type.REFUSE, stream.stream_id, 0, reason.encode()[:200])
-            self._send(None, dataclasses.replace(refuse, key_id=stream.key_id), stream.addr)
+            refuse = p.Packet(
+                p.Type.REFUSE, stream.stream_id, 0, reason.encode()[:200], stream.key_id
+            )
+            self._send(None, refuse, stream.addr)
 
     def _step(self, stream: Stream, chunks: list[tuple[int, np.ndarray, int]]) -> int:
         """Run one stream's chunks and send their hints (on a worker thread). Nothing
@@ -328,34 +353,33 @@ class HintServer:
                 break
         return batch
 
-    def _send(self, stream: Stream | None, packet: p.Packet, addr: tuple, limit: int = 0) -> None:
-        """Send `packet`, signed under its key id on a keyed server. `limit`: the size
-        of the datagram it answers, when the address is not proven (no amplification)."""
+    def _send(self, stream: Stream | None, packet: p.Packet, addr: tuple, limit: int = 0) -> int:
+        """Send `packet`, signed under its key id on a keyed server; the bytes sent.
+        `limit`: the size of the datagram it answers, when the address is not proven
+        (no amplification)."""
         key = self.keys.get(packet.key_id) if self.keys and packet.key_id else None
         counts = stream.stats if stream else self.stats  # a stream's are its worker's own
-        if limit and not self._may_reply():
-            counts["replies_withheld"] += 1
-            return
         data = p.encode_within(packet, limit, key) if limit else p.encode(packet, key)
         if stream is not None and not stream.proven:
             if stream.credit < len(data):
                 counts["held_unproven"] += 1
-                return
+                return 0
             stream.credit -= len(data)
+        return self._transmit(data, addr, counts, rationed=bool(limit))
+
+    def _transmit(self, data: bytes, addr: tuple, counts: Counter, rationed: bool) -> int:
+        # Replies to unproven addresses are rationed: a flood of HELLOs must not make
+        # the server a busy sender (each answer is no larger than its HELLO anyway).
+        if rationed and not self._replies.take():
+            counts["replies_withheld"] += 1
+            return 0
         try:
             self.sock.sendto(data, addr)
-            counts["sent"] += 1
         except OSError:
             counts["send_errors"] += 1
-
-    def _may_reply(self) -> bool:
-        """Replies to unproven addresses are rationed: a flood of HELLOs must not make
-        the server a busy sender (each answer is no larger than its HELLO anyway)."""
-        tokens, when = self._replies
-        now = time.monotonic()
-        tokens = min(UNPROVEN_REPLIES, tokens + (now - when) * UNPROVEN_REPLIES)
-        self._replies = (tokens - 1, now) if tokens >= 1 else (tokens, now)
-        return tokens >= 1
+            return 0
+        counts["sent"] += 1
+        return len(data)
 
     def _handle_safely(self, data: bytes, addr: tuple) -> None:
         """No datagram can raise out of the network thread: count it and go on."""
@@ -374,10 +398,7 @@ class HintServer:
             self.stats["dropped_" + reason.split()[0].lower()] += 1
             self.stats["dropped"] += 1
             if reason.startswith("unsupported version") and (old := p.refuse_version_1(data)):
-                if self._may_reply():
-                    self._send_raw(old, addr)
-                else:
-                    self.stats["replies_withheld"] += 1
+                self._transmit(old, addr, self.stats, rationed=True)
             elif reason in ("unauthenticated", "bad MAC") and p.is_hello(data):
                 # Tell a misconfigured client why, in no more bytes than it sent.
                 refuse = p.Packet(p.Type.REFUSE, p.stream_id_of(data), 0, b"authentication failed")
@@ -399,13 +420,6 @@ class HintServer:
             self.stats["dropped_unexpected_type"] += 1
             self.stats["dropped"] += 1
 
-    def _send_raw(self, data: bytes, addr: tuple) -> None:
-        try:
-            self.sock.sendto(data, addr)
-            self.stats["sent"] += 1
-        except OSError:
-            self.stats["send_errors"] += 1
-
     def _refuse(self, packet: p.Packet, addr: tuple, reason: str, limit: int = 0) -> None:
         self.stats["refused"] += 1
         self._log_limited(
@@ -420,8 +434,7 @@ class HintServer:
         self.stats["retries"] += 1
         cookie = self.cookies.issue(addr, packet.stream_id, packet.key_id, time.monotonic())
         retry = p.Packet(p.Type.RETRY, packet.stream_id, 0, cookie, packet.key_id)
-        self._send(None, retry, addr, limit)
-        return p.HEADER.size + len(cookie) + (p.MAC_SIZE if packet.key_id else 0)
+        return self._send(None, retry, addr, limit)
 
     def _hello(self, packet: p.Packet, addr: tuple, size: int) -> None:
         try:
@@ -520,15 +533,14 @@ class HintServer:
             return "a stream of yours was dropped for its rate; wait before opening another"
         if not self.keys and self._streams_from(addr[0]) >= self.max_per_address:
             return f"{addr[0]} has {self.max_per_address} streams open already"
-        burst = 8 * self.opens_per_second
-        tokens, when = self._opens.get(client, (burst, now))
-        tokens = min(burst, tokens + (now - when) * self.opens_per_second)
-        if tokens < 1:
-            return f"more than {self.opens_per_second:g} new streams a second"
         if len(self._opens) > 4096:  # forget the clients that are back to a full ration
-            self._opens = {c: v for c, v in self._opens.items() if v[0] < burst - 1}
+            self._opens = {c: b for c, b in self._opens.items() if b.tokens < b.burst - 1}
             self._penalty = {c: t for c, t in self._penalty.items() if t > now}
-        self._opens[client] = (tokens - 1, now)
+        opens = self._opens.setdefault(
+            client, TokenBucket(self.opens_per_second, 8 * self.opens_per_second, when=now)
+        )
+        if not opens.take(1, now):
+            return f"more than {self.opens_per_second:g} new streams a second"
         return None
 
     def _streams_from(self, host: str) -> int:
@@ -567,12 +579,11 @@ class HintServer:
             stream.stats["bad_audio"] += 1
             return
         gap = packet.seq - newest - 1
-        fill = gap if gap <= MAX_GAP and stream.take_steps(gap + 1, now) else -1
-        if fill < 0 and not stream.take_steps(1, now):
+        fill = gap if gap <= MAX_GAP and stream.steps.take(gap + 1, now) else -1
+        if fill < 0 and not stream.steps.take(1, now):
             # Over real time plus the burst: throttled, and dropped if it goes on.
             stream.stats["throttled"] += 1
-            stream.strikes += 1
-            if stream.strikes > STRIKES:
+            if stream.strike(now):
                 self._drop(
                     stream,
                     "streams_throttled",

@@ -37,6 +37,7 @@ import numpy as np
 from kboost_rt import protocol as p
 from kboost_rt.client import HintClient
 from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE
+from kboost_rt.loadtest import DeviceStream, Target
 from kboost_rt.model_files import random_weights, save_model_files
 from kboost_rt.signal_path import CHUNK, SAMPLE_RATE
 
@@ -54,19 +55,16 @@ class Attacker:
         self, server: tuple[str, int], key_id: int, key: bytes, captures: list[bytes], model: str
     ):
         self.server, self.key_id, self.key = server, key_id, key
-        self.hello_settings = dataclasses.replace(HELLO, model=model)
-        self.keys = {key_id: key}
+        self.target = Target(model, 2, DELAY, p.HintEncoding.INT8, (key_id, key))
         self.captures = captures
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
-        self.stream_id = random.getrandbits(32)
-        self.open = False
+        self.stream: DeviceStream | None = None  # the stream it opened properly
         self.seq = 0
         self.counts: dict[str, int] = {}
         self.refusals: list[str] = []
         self.welcomes = 0  # streams it opened
         self.rng = random.Random(1)
-        self.audio = p.pack_audio(np.zeros((2, CHUNK), np.float32), p.SampleFormat.INT16)
 
     def _send(self, kind: str, data: bytes) -> None:
         try:
@@ -75,33 +73,26 @@ class Attacker:
         except OSError:  # a full socket buffer: the attacker's loss
             self.counts["send_errors"] = self.counts.get("send_errors", 0) + 1
 
-    def _packet(self, ptype: p.Type, payload: bytes, seq: int = 0) -> bytes:
-        return p.encode(p.Packet(ptype, self.stream_id, seq, payload, self.key_id), self.key)
+    def _open(self) -> bool:
+        s = self.stream
+        return s is not None and s.open and s.refused is None
 
-    def hello(self, cookie: bytes = p.NO_COOKIE) -> None:
-        hello = dataclasses.replace(self.hello_settings, cookie=cookie)
-        self._send("hello", self._packet(p.Type.HELLO, hello.pack()))
+    def _reopen(self) -> None:
+        """A fresh stream each time, with the whole handshake."""
+        if self.stream is not None:
+            if self.stream.refused is not None:
+                self.refusals.append(self.stream.refused)
+            self.stream.sock.close()
+        self.stream = DeviceStream(0, self.server, self.target)
+        self.stream.send_hello()
+        self.counts["hello"] = self.counts.get("hello", 0) + 1
 
     def read_replies(self) -> None:
-        while True:
-            try:
-                data = self.sock.recv(p.MAX_DATAGRAM + 1)
-            except (BlockingIOError, InterruptedError, ConnectionRefusedError):
-                return
-            try:
-                packet = p.decode(data, self.keys)
-            except p.PacketError:
-                continue
-            if packet.stream_id != self.stream_id:
-                continue
-            if packet.type == p.Type.RETRY:
-                self.hello(packet.payload)
-            elif packet.type == p.Type.WELCOME:
-                self.open = True
+        if self.stream is not None:
+            was_open = self.stream.open
+            self.stream.receive(time.monotonic())
+            if self.stream.open and not was_open:
                 self.welcomes += 1
-            elif packet.type == p.Type.REFUSE:
-                self.open = False
-                self.refusals.append(packet.payload.decode(errors="replace"))
 
     def one(self) -> None:
         """One datagram of the mix."""
@@ -114,12 +105,15 @@ class Attacker:
         elif r < 0.6 and self.captures:
             self._send("replayed", self.rng.choice(self.captures))
         elif r < 0.7:
-            forged = bytearray(self._packet(p.Type.HELLO, self.hello_settings.pack()))
-            forged[-1] ^= 0xFF
-            forged[8:12] = self.rng.getrandbits(32).to_bytes(4, "little")
-            self._send("forged_hello", bytes(forged))
-        elif self.open:
-            self._send("over_rate", self._packet(p.Type.AUDIO, self.audio, self.seq))
+            hello = dataclasses.replace(HELLO, model=self.target.model)
+            forged = p.encode(
+                p.Packet(p.Type.HELLO, self.rng.getrandbits(32), 0, hello.pack(), self.key_id),
+                self.key,
+            )
+            self._send("forged_hello", forged[:-1] + bytes([forged[-1] ^ 0xFF]))
+        elif self._open():
+            self.stream.send(p.Type.AUDIO, self.seq, self.stream.audio)
+            self.counts["over_rate"] = self.counts.get("over_rate", 0) + 1
             self.seq += 1
         else:
             self._send("garbage", os.urandom(64))
@@ -129,10 +123,9 @@ class Attacker:
         last_hello = float("-inf")
         sent = 0
         while (now := time.monotonic()) - start < seconds:
-            if not self.open and now - last_hello > 0.5:
+            if not self._open() and now - last_hello > 0.5:
                 last_hello = now
-                self.stream_id = random.getrandbits(32)  # a fresh stream each time
-                self.hello()
+                self._reopen()
             self.read_replies()
             for _ in range(50):
                 self.one()
@@ -142,6 +135,8 @@ class Attacker:
                 time.sleep(ahead)
 
     def report(self, seconds: float) -> dict:
+        if self.stream is not None and self.stream.refused is not None:
+            self.refusals.append(self.stream.refused)
         usage = resource.getrusage(resource.RUSAGE_SELF)
         total = sum(v for k, v in self.counts.items() if k != "send_errors")
         return {
