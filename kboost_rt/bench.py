@@ -375,7 +375,7 @@ def stage_breakdown(config, tensors: dict, chunks: np.ndarray, hints: list) -> d
         hint_arr = np.stack(
             [h if h is not None else np.zeros((c_h, N_BINS), np.float32) for h in hints]
         )
-    engine = NativeEngine(config, tensors)._engine
+    engine = NativeEngine(config, tensors)
     engine.time_chunks(chunks[:WARMUP], None if hint_arr is None else hint_arr[:WARMUP])
     names, indices, ns = engine.time_stages(chunks, hint_arr)
     plain = engine.time_chunks(chunks, hint_arr)

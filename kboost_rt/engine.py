@@ -145,6 +145,13 @@ class NativeEngine:
         step's wall time in ns, without the Python call around it."""
         return self._engine.time_chunks(chunks, hints)
 
+    def time_stages(
+        self, chunks: np.ndarray, hints: np.ndarray | None = None
+    ) -> tuple[list[str], list[int], np.ndarray]:
+        """Like time_chunks, each stage of each step timed inside the real step:
+        (stage names, block indices (-1: none), ns [N, stages])."""
+        return self._engine.time_stages(chunks, hints)
+
     def process_into(
         self,
         chunk: np.ndarray,
