@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "no_denormals.h"
+
 namespace kb {
 namespace {
 
@@ -160,6 +162,7 @@ bool Engine::process(const float* input, const float* hint, float* output, float
   const std::size_t out_n = static_cast<std::size_t>(cfg_.spec_channels() / 2) * kChunk;
   const std::size_t hint_n = static_cast<std::size_t>(cfg_.hint_channels) * F;
   ++stats_.chunks;
+  const ScopedNoDenormals flush;
   bool ok = all_finite(input, static_cast<std::size_t>(cfg_.channels) * kChunk) &&
             (hint == nullptr || all_finite(hint, hint_n));
   if (ok) {

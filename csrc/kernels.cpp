@@ -1,8 +1,12 @@
 // Compiled once per ISA; KB_ISA names the namespace (see CMakeLists.txt).
-// Plain loops written so the compiler vectorises them; no intrinsics needed.
+// Plain loops over GCC vector types; the AVX-512 set adds a few intrinsics
+// (masked loads, vscalefps) where the vector types cannot say it.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #include "kernels.h"
 
@@ -34,13 +38,22 @@ typedef int32_t v16i __attribute__((vector_size(64)));
 
 inline vf load(const float* p) { return *reinterpret_cast<const vfu*>(p); }
 inline void store(float* p, vf v) { *reinterpret_cast<vfu*>(p) = v; }
-inline vf splat(float x) { return vf{} + x; }
+// x in every lane, as one broadcast load. (`vf{} + x` is not x for x = -0, so
+// the compiler keeps a scalar add before the broadcast; x - 0 is always x.)
+template <typename V>
+inline V broadcast(float x) {
+  return x - V{};
+}
+inline vf splat(float x) { return broadcast<vf>(x); }
 
 // exp with a degree-6 polynomial on [-ln2/2, ln2/2] and exponent bit tricks; about 2 ulp.
-template <typename V, typename VI>
+// kClamp = false where the caller has already limited x to a safe range.
+template <typename V, typename VI, bool kClamp = true>
 inline V exp_poly(V x) {
-  x = x < -87.f ? V{} - 87.f : x;
-  x = x > 88.f ? V{} + 88.f : x;
+  if (kClamp) {
+    x = x < -87.f ? V{} - 87.f : x;
+    x = x > 88.f ? V{} + 88.f : x;
+  }
   const float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
   const V n = (x * 1.44269504088896341f + kRound) - kRound;
   V r = x - n * 0.693145751953125f;
@@ -53,6 +66,11 @@ inline V exp_poly(V x) {
   p = p * r + 1.f;
   p = p * r + 1.f;
   VI bits;
+#ifdef __AVX512F__
+  if constexpr (sizeof(V) == 64) {
+    return (V)_mm512_scalef_ps((__m512)p, (__m512)n);
+  } else
+#endif
   if constexpr (sizeof(V) == sizeof(float)) {
     bits = (static_cast<VI>(n) + 127) << 23;
     float scale;
@@ -133,9 +151,78 @@ inline void gemm_rows(const float* a, int k, const float* b, int n, const float*
     gemm_block4<R>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
 }
 
+#ifdef __AVX512F__
+// The AVX-512 set builds with 256-bit vectors preferred (no wide-vector
+// surprises in plain loops); its GEMMs use 16-float vectors explicitly.
+// R rows x W 16-float vectors of columns, for widths that are whole 16-float vectors.
+template <int R, int W>
+inline void gemm_block16(const float* __restrict a, int k, const float* __restrict b, int n,
+                         const float* __restrict bias, float* __restrict c, bool accumulate) {
+  auto ld = [](const float* p) { v16 v; std::memcpy(&v, p, sizeof v); return v; };
+  v16 acc[R][W];
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) {
+      acc[r][w] = accumulate ? ld(c + r * n + 16 * w) : v16{};
+      if (bias) acc[r][w] += ld(bias + 16 * w);
+    }
+  for (int p = 0; p < k; ++p) {
+    v16 bp[W];
+    for (int w = 0; w < W; ++w) bp[w] = ld(b + p * n + 16 * w);
+    for (int r = 0; r < R; ++r) {
+      const v16 x = broadcast<v16>(a[r * k + p]);
+      for (int w = 0; w < W; ++w) acc[r][w] += x * bp[w];
+    }
+  }
+  for (int r = 0; r < R; ++r)
+    for (int w = 0; w < W; ++w) std::memcpy(c + r * n + 16 * w, &acc[r][w], sizeof(v16));
+}
+
+// 9 to 15 columns: one masked 16-float vector per row (masked loads never read past b).
+template <int R>
+inline void gemm_block16_narrow(const float* __restrict a, int k, const float* __restrict b,
+                                int n, const float* __restrict bias, float* __restrict c,
+                                bool accumulate) {
+  const __mmask16 m = static_cast<__mmask16>((1u << n) - 1);
+  __m512 acc[R];
+  for (int r = 0; r < R; ++r) {
+    acc[r] = accumulate ? _mm512_maskz_loadu_ps(m, c + r * n) : _mm512_setzero_ps();
+    if (bias) acc[r] = _mm512_add_ps(acc[r], _mm512_maskz_loadu_ps(m, bias));
+  }
+  for (int p = 0; p < k; ++p) {
+    const __m512 bp = _mm512_maskz_loadu_ps(m, b + p * n);
+    for (int r = 0; r < R; ++r)
+      acc[r] = _mm512_fmadd_ps(_mm512_set1_ps(a[r * k + p]), bp, acc[r]);
+  }
+  for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(c + r * n, m, acc[r]);
+}
+
+template <int R>
+inline void gemm_rows16(const float* a, int k, const float* b, int n, const float* bias,
+                        float* c, bool accumulate) {
+  int j = 0;
+  for (; j + 32 <= n; j += 32)
+    gemm_block16<R, 2>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
+  for (; j + 16 <= n; j += 16)
+    gemm_block16<R, 1>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
+}
+#endif
+
 void gemm(const float* a, int rows, int k, const float* b, int n, const float* bias, float* c,
           bool accumulate) {
   int r = 0;
+#ifdef __AVX512F__
+  if (n % 16 == 0) {
+    for (; r + 4 <= rows; r += 4) gemm_rows16<4>(a + r * k, k, b, n, bias, c + r * n, accumulate);
+    for (; r < rows; ++r) gemm_rows16<1>(a + r * k, k, b, n, bias, c + r * n, accumulate);
+    return;
+  }
+  if (n > 8 && n < 16) {
+    for (; r + 4 <= rows; r += 4)
+      gemm_block16_narrow<4>(a + r * k, k, b, n, bias, c + r * n, accumulate);
+    for (; r < rows; ++r) gemm_block16_narrow<1>(a + r * k, k, b, n, bias, c + r * n, accumulate);
+    return;
+  }
+#endif
   if (n <= kL)  // one vector of columns: eight rows at a time for eight independent chains
     for (; r + 8 <= rows; r += 8) gemm_rows<8>(a + r * k, k, b, n, bias, c + r * n, accumulate);
   for (; r + 4 <= rows; r += 4) gemm_rows<4>(a + r * k, k, b, n, bias, c + r * n, accumulate);
@@ -165,7 +252,7 @@ inline __attribute__((always_inline)) void lstm_cell_vec(const float* g, int h, 
   auto e = [](V x) {
     x = x < -25.f ? V{} - 25.f : x;
     x = x > 25.f ? V{} + 25.f : x;
-    return exp_poly<V, VI>(-x);
+    return exp_poly<V, VI, false>(-x);
   };
   const V ei = 1.f + e(ld(g + j));
   const V ef = 1.f + e(ld(g + h + j));
@@ -257,7 +344,7 @@ void bilstm_fixed(const float* __restrict x, int dim, const float* __restrict wi
         }
         const float* xt = x + t[d] * dim;
         for (int p = 0; p < dim; ++p) {
-          const V xp = V{} + xt[p];
+          const V xp = broadcast<V>(xt[p]);
           const float* wp = wih_t + p * 8 * H + d * 4 * H + L * wb;
           for (int w = 0; w < B; ++w) acc[d][P - 1][w] += xp * ld(wp + L * w);
         }
@@ -265,7 +352,7 @@ void bilstm_fixed(const float* __restrict x, int dim, const float* __restrict wi
       for (int p = 0; p < H; p += P)
         for (int d = 0; d < 2; ++d)
           for (int q = 0; q < P; ++q) {
-            const V hp = V{} + h[d][p + q];
+            const V hp = broadcast<V>(h[d][p + q]);
             const float* wp = whh[d] + (p + q) * 4 * H + L * wb;
             for (int w = 0; w < B; ++w) acc[d][q][w] += hp * ld(wp + L * w);
           }
@@ -336,6 +423,24 @@ void weighted_sum(const float* __restrict weights, const float* __restrict value
   const int n = rows * dim;
   for (int i = 0; i < n; ++i) out[i] = 0.f;
   int s = 0;
+#ifdef __AVX512F__
+  if (dim == 16) {  // a row is one 16-float vector: four frames' weights stay in registers
+    auto ld = [](const float* p) { v16 v; std::memcpy(&v, p, sizeof v); return v; };
+    for (; s + 4 <= count; s += 4) {
+      const float* v = values + s * frame_stride;
+      const v16 w0 = ld(weights + s * 16), w1 = ld(weights + s * 16 + 16),
+                w2 = ld(weights + s * 16 + 32), w3 = ld(weights + s * 16 + 48);
+      for (int f = 0; f < rows; ++f) {
+        v16 acc = ld(out + f * 16);
+        acc += w0 * ld(v + f * 16);
+        acc += w1 * ld(v + frame_stride + f * 16);
+        acc += w2 * ld(v + 2 * frame_stride + f * 16);
+        acc += w3 * ld(v + 3 * frame_stride + f * 16);
+        std::memcpy(out + f * 16, &acc, sizeof acc);
+      }
+    }
+  }
+#endif
   if (dim % kL == 0) {
     for (; s + 4 <= count; s += 4) {
       const float* v = values + s * frame_stride;
@@ -501,7 +606,7 @@ void lstm_rows_fixed(const float* __restrict x, int dim, const float* __restrict
       V wv[G];
       for (int w = 0; w < G; ++w) wv[w] = ld(wih_t + p * 4 * H + L * w);
       for (int r = 0; r < R; ++r) {
-        const V xp = V{} + x[(r0 + r) * dim + p];
+        const V xp = broadcast<V>(x[(r0 + r) * dim + p]);
         for (int w = 0; w < G; ++w) acc[r][w] += xp * wv[w];
       }
     }
@@ -509,7 +614,7 @@ void lstm_rows_fixed(const float* __restrict x, int dim, const float* __restrict
       V wv[G];
       for (int w = 0; w < G; ++w) wv[w] = ld(whh_t + p * 4 * H + L * w);
       for (int r = 0; r < R; ++r) {
-        const V hp = V{} + h[(r0 + r) * H + p];
+        const V hp = broadcast<V>(h[(r0 + r) * H + p]);
         for (int w = 0; w < G; ++w) acc[r][w] += hp * wv[w];
       }
     }
