@@ -12,6 +12,7 @@
 #include <thread>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "engine.h"
@@ -32,6 +33,13 @@ namespace {
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw std::invalid_argument(message);
+}
+
+// For the per-chunk calls: the message is built only when the check fails, so
+// a call that passes allocates nothing.
+template <typename Message, typename = std::enable_if_t<std::is_invocable_v<Message>>>
+void require(bool ok, Message&& message) {
+  if (!ok) throw std::invalid_argument(message());
 }
 
 // [channels, samples] -> [channels, frames, 97]; frame k is samples
@@ -114,14 +122,15 @@ kb::EngineConfig engine_config(const py::dict& d) {
 // The data of a numpy array the engine may write into directly: float32,
 // C-contiguous, writeable and of this shape; null otherwise (never a
 // converted copy, whose writes the caller would not see).
-float* writable_floats(const py::object& obj, const std::vector<py::ssize_t>& shape) {
+float* writable_floats(const py::object& obj, std::initializer_list<py::ssize_t> shape) {
   if (!py::isinstance<py::array>(obj)) return nullptr;
   auto a = obj.cast<py::array>();
   if (!a.dtype().is(py::dtype::of<float>()) || !(a.flags() & py::array::c_style) ||
       !a.writeable() || a.ndim() != static_cast<py::ssize_t>(shape.size()))
     return nullptr;
-  for (std::size_t i = 0; i < shape.size(); ++i)
-    if (a.shape(i) != shape[i]) return nullptr;
+  py::ssize_t i = 0;
+  for (const py::ssize_t n : shape)
+    if (a.shape(i++) != n) return nullptr;
   return static_cast<float*>(a.mutable_data());
 }
 
@@ -159,7 +168,9 @@ class PyEngine {
                     const py::object& hint_out) {
     const auto& c = engine_->config();
     require(chunk.ndim() == 2 && chunk.shape(0) == c.channels && chunk.shape(1) == kb::kChunk,
-            "process: chunk must be [" + std::to_string(c.channels) + ", 128] float32");
+            [&] {
+              return "process: chunk must be [" + std::to_string(c.channels) + ", 128] float32";
+            });
     float* out_ptr = writable_floats(out_obj, {c.sources, c.channels, kb::kChunk});
     require(out_ptr != nullptr,
             "process: out must be a writeable C-contiguous float32 [sources, channels, 128] "
@@ -171,7 +182,9 @@ class PyEngine {
       hint_arr = FloatArray::ensure(hint);
       require(hint_arr && hint_arr.ndim() == 2 && hint_arr.shape(0) == c.hint_channels &&
                   hint_arr.shape(1) == kb::kBins,
-              "process: hint must be [" + std::to_string(c.hint_channels) + ", 97]");
+              [&] {
+                return "process: hint must be [" + std::to_string(c.hint_channels) + ", 97]";
+              });
       hint_ptr = hint_arr.data();
     }
     float* hint_out_ptr = nullptr;
@@ -265,12 +278,14 @@ class PyEngine {
   py::ssize_t hint_size_ = 0;
 };
 
-float* require_floats(const py::object& obj, const std::vector<py::ssize_t>& shape,
-                      const std::string& what) {
+float* require_floats(const py::object& obj, std::initializer_list<py::ssize_t> shape,
+                      const char* what) {
   float* p = writable_floats(obj, shape);
-  std::string dims;
-  for (auto d : shape) dims += (dims.empty() ? "" : ", ") + std::to_string(d);
-  require(p != nullptr, what + " must be a writeable C-contiguous float32 [" + dims + "] array");
+  require(p != nullptr, [&] {
+    std::string dims;
+    for (auto d : shape) dims += (dims.empty() ? "" : ", ") + std::to_string(d);
+    return std::string(what) + " must be a writeable C-contiguous float32 [" + dims + "] array";
+  });
   return p;
 }
 
@@ -313,7 +328,7 @@ class PyProcessor {
   void process(const FloatArray& chunk, const py::object& mix, const py::object& sources) {
     const int m = processor_->channels(), s = processor_->sources();
     require(chunk.ndim() == 2 && chunk.shape(0) == m && chunk.shape(1) == kb::kChunk,
-            "process: chunk must be [" + std::to_string(m) + ", 128] float32");
+            [&] { return "process: chunk must be [" + std::to_string(m) + ", 128] float32"; });
     float* mix_ptr = require_floats(mix, {m, kb::kChunk}, "process: mix");
     float* src_ptr =
         sources.is_none() ? nullptr : require_floats(sources, {s, m, kb::kChunk}, "process: sources");

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#ifdef __AVX512F__
+#ifdef __AVX2__
 #include <immintrin.h>
 #endif
 
@@ -46,14 +46,27 @@ inline V broadcast(float x) {
 }
 inline vf splat(float x) { return broadcast<vf>(x); }
 
+// x limited to [lo, hi], NaN kept; one min and one max where the ISA has them
+// (the plain ternaries compile to a compare and a blend each).
+template <typename V>
+inline V clamp(V x, float lo, float hi) {
+#ifdef __AVX512F__
+  if constexpr (sizeof(V) == 64)
+    return (V)_mm512_min_ps(_mm512_set1_ps(hi), _mm512_max_ps(_mm512_set1_ps(lo), (__m512)x));
+#endif
+#ifdef __AVX2__
+  if constexpr (sizeof(V) == 32)
+    return (V)_mm256_min_ps(_mm256_set1_ps(hi), _mm256_max_ps(_mm256_set1_ps(lo), (__m256)x));
+#endif
+  x = x < lo ? V{} + lo : x;
+  return x > hi ? V{} + hi : x;
+}
+
 // exp with a degree-6 polynomial on [-ln2/2, ln2/2] and exponent bit tricks; about 2 ulp.
 // kClamp = false where the caller has already limited x to a safe range.
 template <typename V, typename VI, bool kClamp = true>
 inline V exp_poly(V x) {
-  if (kClamp) {
-    x = x < -87.f ? V{} - 87.f : x;
-    x = x > 88.f ? V{} + 88.f : x;
-  }
+  if (kClamp) x = clamp(x, -87.f, 88.f);
   const float kRound = 12582912.f;  // 1.5 * 2^23: adding it rounds to an integer
   const V n = (x * 1.44269504088896341f + kRound) - kRound;
   V r = x - n * 0.693145751953125f;
@@ -205,6 +218,19 @@ inline void gemm_rows16(const float* a, int k, const float* b, int n, const floa
   for (; j + 16 <= n; j += 16)
     gemm_block16<R, 1>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
 }
+
+template <int R>
+inline void gemm_rows16_wide(const float* a, int k, const float* b, int n, const float* bias,
+                             float* c, bool accumulate) {
+  constexpr int W = 8 / R;
+  int j = 0;
+  for (; j + 16 * W <= n; j += 16 * W)
+    gemm_block16<R, W>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
+  for (; j + 32 <= n; j += 32)
+    gemm_block16<R, 2>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
+  for (; j + 16 <= n; j += 16)
+    gemm_block16<R, 1>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
+}
 #endif
 
 void gemm(const float* a, int rows, int k, const float* b, int n, const float* bias, float* c,
@@ -213,7 +239,10 @@ void gemm(const float* a, int rows, int k, const float* b, int n, const float* b
 #ifdef __AVX512F__
   if (n % 16 == 0) {
     for (; r + 4 <= rows; r += 4) gemm_rows16<4>(a + r * k, k, b, n, bias, c + r * n, accumulate);
-    for (; r < rows; ++r) gemm_rows16<1>(a + r * k, k, b, n, bias, c + r * n, accumulate);
+    // One to three rows (the STFT's channels): wider blocks for enough independent chains.
+    for (; r + 2 <= rows; r += 2)
+      gemm_rows16_wide<2>(a + r * k, k, b, n, bias, c + r * n, accumulate);
+    for (; r < rows; ++r) gemm_rows16_wide<1>(a + r * k, k, b, n, bias, c + r * n, accumulate);
     return;
   }
   if (n > 8 && n < 16) {
@@ -249,11 +278,7 @@ inline __attribute__((always_inline)) void lstm_cell_vec(const float* g, int h, 
                                                          float* hidden) {
   auto ld = [](const float* p) { V v; std::memcpy(&v, p, sizeof v); return v; };
   auto st = [](float* p, V v) { std::memcpy(p, &v, sizeof v); };
-  auto e = [](V x) {
-    x = x < -25.f ? V{} - 25.f : x;
-    x = x > 25.f ? V{} + 25.f : x;
-    return exp_poly<V, VI, false>(-x);
-  };
+  auto e = [](V x) { return exp_poly<V, VI, false>(-clamp(x, -25.f, 25.f)); };
   const V ei = 1.f + e(ld(g + j));
   const V ef = 1.f + e(ld(g + h + j));
   const V eu = e(2.f * ld(g + 2 * h + j));
@@ -362,10 +387,8 @@ void bilstm_fixed(const float* __restrict x, int dim, const float* __restrict wi
     }
     lstm_cell_inline(g[0], H, c[0], h[0]);
     lstm_cell_inline(g[1], H, c[1], h[1]);
-    for (int j = 0; j < H; ++j) {
-      out[t[0] * 2 * H + j] = h[0][j];
-      out[t[1] * 2 * H + H + j] = h[1][j];
-    }
+    std::memcpy(out + t[0] * 2 * H, h[0], sizeof h[0]);  // whole vectors, not lane by lane
+    std::memcpy(out + t[1] * 2 * H + H, h[1], sizeof h[1]);
   }
 }
 
@@ -501,8 +524,43 @@ void dot_many(const float* __restrict q, const float* __restrict keys, long key_
   for (; s < count; ++s) out[s * out_stride] = dot(q, keys + s * key_stride, n);
 }
 
+#ifdef __AVX512F__
+inline float sum_lanes(__m512 v) {
+  __m256 low;  // (GCC 12's _mm512_castps512_ps256 warns of an uninitialised value)
+  std::memcpy(&low, &v, sizeof low);
+  const __m256 a = _mm256_add_ps(low, _mm512_extractf32x8_ps(v, 1));
+  __m128 b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_add_ss(b, _mm_movehdup_ps(b)));
+}
+#endif
+
 void channel_norm(const float* x, float* y, int rows, int dim, const float* __restrict gamma,
                   const float* __restrict beta, float eps) {
+#ifdef __AVX512F__
+  if (dim % 16 == 0) {  // whole 16-float vectors per row, reduced in registers
+    for (int r = 0; r < rows; ++r) {
+      const float* xr = x + r * dim;
+      float* yr = y + r * dim;  // may alias x (in-place use)
+      __m512 lanes = _mm512_setzero_ps(), lanes_sq = _mm512_setzero_ps();
+      for (int c = 0; c < dim; c += 16) {
+        const __m512 v = _mm512_loadu_ps(xr + c);
+        lanes = _mm512_add_ps(lanes, v);
+        lanes_sq = _mm512_fmadd_ps(v, v, lanes_sq);
+      }
+      const float mean = sum_lanes(lanes) / dim;
+      const float var = sum_lanes(lanes_sq) / dim - mean * mean;
+      const __m512 m = _mm512_set1_ps(mean);
+      const __m512 inv = _mm512_set1_ps(1.f / std::sqrt((var > 0.f ? var : 0.f) + eps));
+      for (int c = 0; c < dim; c += 16) {
+        const __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_loadu_ps(xr + c), m), inv);
+        _mm512_storeu_ps(yr + c, _mm512_fmadd_ps(v, _mm512_loadu_ps(gamma + c),
+                                                 _mm512_loadu_ps(beta + c)));
+      }
+    }
+    return;
+  }
+#endif
   for (int r = 0; r < rows; ++r) {
     const float* xr = x + r * dim;
     float* yr = y + r * dim;  // may alias x (in-place use)

@@ -23,53 +23,89 @@ std::array<float, kWindow> hamming_window() {
   return w;
 }
 
-// [kWindow x 2 kPadded]: column f < 97 gives re of bin f, kPadded + f its im.
-const std::vector<float>& analysis_table() {
-  static const std::vector<float> table = [] {
-    std::vector<float> t(kWindow * 2 * kPadded, 0.f);
+// The periodic Hamming window is symmetric (w[N - n] = w[n]) and so are the
+// DFT's cosines, while its sines are antisymmetric. So each transform folds
+// the window's two halves first and multiplies by half-size tables:
+//   re[f] = sum_{n=0}^{96} w[n] (x[n] + x[N-n]) cos(2 pi f n / N)
+//   im[f] = -sum_{n=1}^{95} w[n] (x[n] - x[N-n]) sin(2 pi f n / N)
+// (n = 0 and n = 96 are their own mirror images and count once),
+// and the inverse computes C[n] and S[n] for n <= 96 only, since
+// frame[n] = w[n] (C[n] - S[n]) and frame[N - n] = w[n] (C[n] + S[n]).
+// Half the arithmetic and half the table bytes of a full DFT matrix.
+const FoldedTables& folded_tables() {
+  static const FoldedTables tables = [] {
+    FoldedTables t;
     const auto w = hamming_window();
-    for (int n = 0; n < kWindow; ++n)
+    t.window.assign(w.begin(), w.end());
+    t.analysis_cos.assign(kHalf * kColumns, 0.f);
+    t.analysis_sin.assign(kSines * kColumns, 0.f);
+    t.synthesis_cos.assign(kBins * kColumns, 0.f);
+    t.synthesis_sin.assign(kBins * kColumns, 0.f);
+    for (int n = 0; n < kHalf; ++n)
       for (int f = 0; f < kBins; ++f) {
         const long k = static_cast<long>(f) * n;
-        t[n * 2 * kPadded + f] = static_cast<float>(w[n] * cos_step(k));
-        t[n * 2 * kPadded + kPadded + f] = static_cast<float>(-w[n] * sin_step(k));
+        t.analysis_cos[n * kColumns + f] = static_cast<float>(w[n] * cos_step(k));
+        if (n >= 1 && n <= kSines)
+          t.analysis_sin[(n - 1) * kColumns + f] = static_cast<float>(-w[n] * sin_step(k));
       }
-    return t;
-  }();
-  return table;
-}
-
-// [2 kBins x kWindow]: rows are re bins then im bins; window, 1/N and the
-// one-sided bin weight folded in.
-const std::vector<float>& synthesis_table() {
-  static const std::vector<float> table = [] {
-    std::vector<float> t(2 * kBins * kWindow);
-    const auto w = hamming_window();
     for (int f = 0; f < kBins; ++f) {
       // One-sided inverse real DFT: DC and Nyquist count once, the rest twice;
       // the imaginary parts of DC and Nyquist drop out (sin = 0 there).
       const double weight = (f == 0 || f == kBins - 1) ? 1.0 : 2.0;
-      for (int n = 0; n < kWindow; ++n) {
+      for (int n = 0; n < kHalf; ++n) {
         const long k = static_cast<long>(f) * n;
-        t[f * kWindow + n] = static_cast<float>(w[n] * weight * cos_step(k) / kWindow);
-        t[(kBins + f) * kWindow + n] = static_cast<float>(-w[n] * weight * sin_step(k) / kWindow);
+        t.synthesis_cos[f * kColumns + n] = static_cast<float>(weight * cos_step(k) / kWindow);
+        t.synthesis_sin[f * kColumns + n] = static_cast<float>(weight * sin_step(k) / kWindow);
       }
     }
     return t;
   }();
-  return table;
+  return tables;
 }
 
-StftAnalyzer::StftAnalyzer() : table_(&analysis_table()), bins_(2 * kPadded) {}
+namespace {
+
+// windows [channels x kWindow] -> re, im [channels x kColumns] (bins < 97 valid).
+void analyze_windows(const FoldedTables& t, const float* windows, int channels, float* even,
+                     float* odd, float* re, float* im) {
+  for (int c = 0; c < channels; ++c) {
+    const float* x = windows + c * kWindow;
+    float* e = even + c * kHalf;
+    float* o = odd + c * kSines;
+    e[0] = x[0];
+    e[kHalf - 1] = x[kHalf - 1];
+    for (int n = 1; n <= kSines; ++n) {
+      e[n] = x[n] + x[kWindow - n];
+      o[n - 1] = x[n] - x[kWindow - n];
+    }
+  }
+  kernels().gemm(even, channels, kHalf, t.analysis_cos.data(), kColumns, nullptr, re, false);
+  kernels().gemm(odd, channels, kSines, t.analysis_sin.data(), kColumns, nullptr, im, false);
+}
+
+}  // namespace
+
+StftAnalyzer::StftAnalyzer()
+    : tables_(&folded_tables()),
+      even_(kHalf),
+      odd_(kSines),
+      re_(kColumns),
+      im_(kColumns) {}
 
 void StftAnalyzer::analyze(const float* frame, float* re, float* im) const {
-  kernels().gemm(frame, 1, kWindow, table_->data(), 2 * kPadded, nullptr, bins_.data(), false);
-  std::memcpy(re, bins_.data(), sizeof(float) * kBins);
-  std::memcpy(im, bins_.data() + kPadded, sizeof(float) * kBins);
+  analyze_windows(*tables_, frame, 1, even_.data(), odd_.data(), re_.data(), im_.data());
+  std::memcpy(re, re_.data(), sizeof(float) * kBins);
+  std::memcpy(im, im_.data(), sizeof(float) * kBins);
 }
 
 StftBank::StftBank(int channels)
-    : channels_(channels), table_(&analysis_table()), windows_(channels * kWindow, 0.f) {}
+    : channels_(channels),
+      tables_(&folded_tables()),
+      windows_(channels * kWindow, 0.f),
+      even_(channels * kHalf),
+      odd_(channels * kSines),
+      re_(channels * kColumns),
+      im_(channels * kColumns) {}
 
 void StftBank::reset() { std::fill(windows_.begin(), windows_.end(), 0.f); }
 
@@ -79,13 +115,22 @@ void StftBank::process(const float* chunks, float* bins) {
     std::memmove(w, w + kChunk, kLookahead * sizeof(float));
     std::memcpy(w + kLookahead, chunks + c * kChunk, kChunk * sizeof(float));
   }
-  kernels().gemm(windows_.data(), channels_, kWindow, table_->data(), 2 * kPadded, nullptr, bins,
-                 false);
+  analyze_windows(*tables_, windows_.data(), channels_, even_.data(), odd_.data(), re_.data(),
+                  im_.data());
+  for (int c = 0; c < channels_; ++c) {
+    std::memcpy(bins + c * 2 * kPadded, re_.data() + c * kColumns, sizeof(float) * kBins);
+    std::memcpy(bins + c * 2 * kPadded + kPadded, im_.data() + c * kColumns,
+                sizeof(float) * kBins);
+  }
 }
 
 IstftBank::IstftBank(int channels)
     : channels_(channels),
-      table_(&synthesis_table()),
+      tables_(&folded_tables()),
+      re_(channels * kBins),
+      im_(channels * kBins),
+      cos_part_(channels * kColumns),
+      sin_part_(channels * kColumns),
       frames_(channels * kWindow),
       tails_(channels * kLookahead, 0.f) {
   const auto w = hamming_window();
@@ -99,10 +144,21 @@ IstftBank::IstftBank(int channels)
 void IstftBank::reset() { std::fill(tails_.begin(), tails_.end(), 0.f); }
 
 void IstftBank::process(const float* bins, float* out) {
-  kernels().gemm(bins, channels_, 2 * kBins, table_->data(), kWindow, nullptr, frames_.data(),
-                 false);
   for (int c = 0; c < channels_; ++c) {
-    const float* frame = frames_.data() + c * kWindow;
+    std::memcpy(re_.data() + c * kBins, bins + c * 2 * kBins, sizeof(float) * kBins);
+    std::memcpy(im_.data() + c * kBins, bins + c * 2 * kBins + kBins, sizeof(float) * kBins);
+  }
+  const FoldedTables& t = *tables_;
+  kernels().gemm(re_.data(), channels_, kBins, t.synthesis_cos.data(), kColumns, nullptr,
+                 cos_part_.data(), false);
+  kernels().gemm(im_.data(), channels_, kBins, t.synthesis_sin.data(), kColumns, nullptr,
+                 sin_part_.data(), false);
+  for (int c = 0; c < channels_; ++c) {
+    const float* cs = cos_part_.data() + c * kColumns;
+    const float* sn = sin_part_.data() + c * kColumns;
+    float* frame = frames_.data() + c * kWindow;
+    for (int n = 0; n < kHalf; ++n) frame[n] = t.window[n] * (cs[n] - sn[n]);
+    for (int n = 1; n <= kSines; ++n) frame[kWindow - n] = t.window[n] * (cs[n] + sn[n]);
     float* tail = tails_.data() + c * kLookahead;
     float* o = out + c * kChunk;
     for (int i = 0; i < kChunk; ++i) {

@@ -14,7 +14,10 @@ Backends:
 The configs are the paper sizes with random (seeded) weights, or any model
 folder (`--model`: shipped, trained by `kboost-rt train`) with its own
 weights; timing does not depend on them. The audio is a generated
-two-talker mixture; boosted models get a hint on 2 of 3 chunks. Each
+two-talker mixture; boosted models get a hint on 2 of 3 chunks. The
+backends take turns over the audio, 50 chunks at a time, so that a machine
+whose speed drifts (shared VMs do, by a third and more) slows them alike;
+each turn's first chunk is run but not timed. Each
 backend's misses of the 8 ms deadline are counted, and with `--json` a PNG
 of the per-chunk latency distributions (CDF per backend) is written beside it.
 """
@@ -42,6 +45,7 @@ DEADLINE_US = 1e6 * CHUNK / SAMPLE_RATE  # one chunk: 8 ms
 # as "native-<set>" (e.g. native-avx2), so machines without AVX-512 can be judged.
 CONFIGS = {"small": "paper-small", "boosted": "paper-boosted", "large": "paper-large"}
 WARMUP = 30
+BLOCK = 50  # chunks per turn when the backends take turns
 
 Step = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 
@@ -92,7 +96,7 @@ def _native_step(model, tensors, config, kernels: str | None = None) -> Step:
     from . import _native
     from .engine import NativeEngine
 
-    _native.select_kernels(kernels or _native.kernel_sets()[-1])
+    name = kernels or _native.kernel_sets()[-1]
     engine = NativeEngine(config, tensors)
     out = np.zeros((config.net.sources, config.net.channels, CHUNK), np.float32)
 
@@ -100,6 +104,7 @@ def _native_step(model, tensors, config, kernels: str | None = None) -> Step:
         engine.process_into(chunk, hint, out)
         return out
 
+    step.prepare = lambda: _native.select_kernels(name)  # the kernel set is process-wide
     return step
 
 
@@ -229,15 +234,28 @@ def _makers(backends: list[str]) -> dict[str, Callable]:
     return makers
 
 
-def _time(step: Step, chunks: np.ndarray, hints: list) -> tuple[np.ndarray, np.ndarray]:
-    outs = np.zeros((len(chunks), *step(chunks[0], hints[0]).shape), np.float32)
-    times = np.zeros(len(chunks))
-    for i in range(len(chunks)):
-        start = time.perf_counter_ns()
-        out = step(chunks[i], hints[i])
-        times[i] = time.perf_counter_ns() - start
-        outs[i] = out
-    return times / 1e3, outs
+def _time(steps: dict[str, Step], chunks: np.ndarray, hints: list) -> dict[str, tuple]:
+    """Every backend over the same chunks, taking turns a block at a time, so
+    that a machine whose speed drifts (a shared VM) slows all of them alike.
+    Each backend's first chunk of a turn runs untimed (NaN): its caches then
+    hold another backend's data. -> backend: (times in us, outputs)."""
+    n = len(chunks)
+    times = {b: np.full(n, np.nan) for b in steps}
+    outs: dict[str, np.ndarray] = {}
+    for start in range(0, n, BLOCK):
+        for backend, step in steps.items():
+            prepare = getattr(step, "prepare", None)
+            if prepare is not None:
+                prepare()
+            for i in range(start, min(start + BLOCK, n)):
+                begin = time.perf_counter_ns()
+                out = step(chunks[i], hints[i])
+                if i > start:
+                    times[backend][i] = (time.perf_counter_ns() - begin) / 1e3
+                if backend not in outs:
+                    outs[backend] = np.zeros((n, *out.shape), np.float32)
+                outs[backend][i] = out
+    return {b: (times[b], outs[b]) for b in steps}
 
 
 def _subjects(configs: list[str], models: list[str]) -> list[tuple[str, object, dict, str]]:
@@ -296,26 +314,27 @@ def run_bench(
         if config.boost is not None:
             h = rng.standard_normal((n, config.boost.hint_channels, N_BINS)).astype(np.float32)
             hints = [h[i] if i % 3 else None for i in range(n)]
-        reference = None
+        steps, unavailable = {}, []
         for backend, make in _makers(backends).items():
             progress(f"  {name:<8} {backend:<14} building")
             try:
-                _time(make(model, tensors, config), warm, hints[:WARMUP])
-                step = make(model, tensors, config)  # fresh state
+                _time({backend: make(model, tensors, config)}, warm, hints[:WARMUP])
+                steps[backend] = make(model, tensors, config)  # fresh state
             except Exception as e:  # a backend that cannot run here is reported, not fatal
                 progress(f"  {name:<8} {backend:<14} unavailable: {type(e).__name__}: {e}")
-                results.append({"config": name, "backend": backend, "error": str(e)})
-                continue
-            progress(f"  {name:<8} {backend:<14} timing {n} chunks")
-            gc.collect()
-            gc.disable()
-            try:
-                times, outs = _time(step, chunks, hints)
-            finally:
-                gc.enable()
-            if backend == "eager":
-                reference = outs
+                unavailable.append({"config": name, "backend": backend, "error": str(e)})
+        progress(f"  {name:<8} timing {n} chunks, {len(steps)} backends taking turns")
+        gc.collect()
+        gc.disable()
+        try:
+            timed = _time(steps, chunks, hints)
+        finally:
+            gc.enable()
+        reference = timed["eager"][1] if "eager" in timed else None
+        for backend, (times, outs) in timed.items():
+            times = times[~np.isnan(times)]
             latencies.setdefault(name, {})[backend] = times
+            err = float("nan") if reference is None else float(np.abs(outs - reference).max())
             results.append(
                 {
                     "config": name,
@@ -325,9 +344,10 @@ def run_bench(
                     "p999_us": float(np.percentile(times, 99.9)),
                     "max_us": float(times.max()),
                     "deadline_misses": int((times > DEADLINE_US).sum()),
-                    "max_abs_err": float(np.abs(outs - reference).max()),
+                    "max_abs_err": err,
                 }
             )
+        results.extend(unavailable)
         if breakdown:
             progress(f"  {name:<8} native         timing each stage")
             stages = stage_breakdown(config, tensors, chunks, hints)

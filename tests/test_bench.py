@@ -79,3 +79,30 @@ def test_bench_breakdown_times_every_stage_of_the_real_step(tmp_path, capsys):
 def test_bench_rejects_unknown_names(capsys):
     assert main(["bench", "--configs", "huge"]) == 2
     assert "unknown config 'huge'" in capsys.readouterr().err
+
+
+def test_backends_take_turns_and_each_turns_first_chunk_is_untimed():
+    import numpy as np
+
+    from kboost_rt.bench import BLOCK, _time
+
+    calls = []
+
+    def backend(name):
+        def step(chunk, hint):
+            calls.append((name, int(chunk[0])))
+            return np.full(2, chunk[0], np.float32)
+
+        step.prepare = lambda: calls.append((name, "prepare"))
+        return step
+
+    n = 2 * BLOCK + 7
+    chunks = np.arange(n, dtype=np.float32)[:, None]
+    timed = _time({"a": backend("a"), "b": backend("b")}, chunks, [None] * n)
+    turns = [c for c in calls if c[1] == "prepare"]
+    assert turns == [("a", "prepare"), ("b", "prepare")] * 3  # a, b, a, b, a, b
+    assert [i for name, i in calls if name == "b" and i != "prepare"] == list(range(n))
+    for times, outs in timed.values():
+        assert np.isnan(times[[0, BLOCK, 2 * BLOCK]]).all()  # first of each turn
+        assert np.isfinite(np.delete(times, [0, BLOCK, 2 * BLOCK])).all()
+        assert (outs[:, 0] == np.arange(n)).all()  # every chunk ran, in order

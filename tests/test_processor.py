@@ -216,7 +216,10 @@ def test_fallback_needs_a_small_model_a_link_and_a_positive_count():
 def test_processor_matches_the_recorded_reference():
     """The output the processor gave, in Python, before it moved into C++
     (tools/record_processor_reference.py): losses, the fallback taking over and
-    handing back, and parameter changes on the way, to 1e-6."""
+    handing back, and parameter changes on the way, to 5e-6: the native step's
+    own float rounding has since changed (the STFT's folded tables moved the
+    output by up to 1.3e-6), while any difference in what the processor does
+    (gains, crossfades, a wrong hint) is far larger."""
     sys.path.insert(0, str(TOOLS))
     try:
         import record_processor_reference as recorded
@@ -236,8 +239,8 @@ def test_processor_matches_the_recorded_reference():
         if t >= d and arrived[t - d]:
             link.deliver(t - d, hints[t - d])
         sources, mix = processor.process(x[t])
-        assert np.allclose(sources, reference["sources"][t], rtol=0, atol=1e-6), t
-        assert np.allclose(mix, reference["mixes"][t], rtol=0, atol=1e-6), t
+        assert np.allclose(sources, reference["sources"][t], rtol=0, atol=5e-6), t
+        assert np.allclose(mix, reference["mixes"][t], rtol=0, atol=5e-6), t
     assert processor.chunks_on_small > 0 and processor.hints_used > 0
 
 
