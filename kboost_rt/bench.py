@@ -15,9 +15,9 @@ The configs are the paper sizes with random (seeded) weights, or any model
 folder (`--model`: shipped, trained by `kboost-rt train`) with its own
 weights; timing does not depend on them. The audio is a generated
 two-talker mixture; boosted models get a hint on 2 of 3 chunks. The
-backends take turns over the audio, 50 chunks at a time, so that a machine
-whose speed drifts (shared VMs do, by a third and more) slows them alike;
-each turn's first chunk is run but not timed. Each
+backends take turns over the audio, 125 chunks (1 s of audio) at a time, so
+that a machine whose speed drifts (shared VMs do, by a third and more) slows
+them alike; each turn's first chunk is run but not timed. Each
 backend's misses of the 8 ms deadline are counted, and with `--json` a PNG
 of the per-chunk latency distributions (CDF per backend) is written beside it.
 """
@@ -45,7 +45,7 @@ DEADLINE_US = 1e6 * CHUNK / SAMPLE_RATE  # one chunk: 8 ms
 # as "native-<set>" (e.g. native-avx2), so machines without AVX-512 can be judged.
 CONFIGS = {"small": "paper-small", "boosted": "paper-boosted", "large": "paper-large"}
 WARMUP = 30
-BLOCK = 50  # chunks per turn when the backends take turns
+BLOCK = 125  # chunks per turn (1 s of audio) when the backends take turns
 
 Step = Callable[[np.ndarray, np.ndarray | None], np.ndarray]
 

@@ -30,6 +30,8 @@ from .signal_path import CHUNK, N_BINS, SAMPLE_RATE
 
 log = logging.getLogger("kboost_rt.client")
 
+RETRY_INTERVAL = 0.1  # s between HELLOs that answer a RETRY while streaming
+
 
 class LinkError(RuntimeError):
     """The server refused the stream or never answered."""
@@ -81,6 +83,8 @@ class HintClient:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._warned = False
+        self._cookie_taken = -RETRY_INTERVAL
+        self._refusal_logged = -1.0
 
     # ---- set-up (not from the audio thread) ----
     def connect(self, timeout: float = 2.0) -> p.Welcome:
@@ -131,11 +135,17 @@ class HintClient:
             self._counts["send_errors"] += 1
 
     def _take_cookie(self, packet: p.Packet) -> None:
-        """The server wants this address proven: HELLO again, with its cookie."""
+        """The server wants this address proven, or does not know this stream (it
+        restarted, or is another backend): HELLO again, with its cookie, at most
+        every RETRY_INTERVAL seconds (a RETRY can answer every chunk)."""
         try:
             cookie = p.unpack_cookie(packet.payload)
         except p.PacketError:
             return
+        now = time.monotonic()
+        if now - self._cookie_taken < RETRY_INTERVAL:
+            return
+        self._cookie_taken = now
         self.hello = dataclasses.replace(self.hello, cookie=cookie)
         self._counts["cookies"] += 1
         self._send_hello()
@@ -215,10 +225,12 @@ class HintClient:
                     continue
                 if packet.type == p.Type.REFUSE:
                     self._counts["refused"] += 1
-                    log.warning(
-                        "the hint server dropped this stream: %s; the model runs without hints",
-                        packet.payload.decode(errors="replace"),
-                    )
+                    if time.monotonic() - self._refusal_logged >= 1.0:  # it may repeat
+                        self._refusal_logged = time.monotonic()
+                        log.warning(
+                            "the hint server dropped this stream: %s; the model runs without hints",
+                            packet.payload.decode(errors="replace"),
+                        )
                     continue
                 if packet.type != p.Type.HINT:
                     raise p.PacketError("not a hint")

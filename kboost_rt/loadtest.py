@@ -100,7 +100,7 @@ class DeviceStream:
                 self.send_hello()
             elif packet.type == p.Type.WELCOME:
                 self.open = True
-            elif packet.type == p.Type.REFUSE:
+            elif packet.type == p.Type.REFUSE and self.refused is None:  # the first reason
                 self.refused = packet.payload.decode(errors="replace")
             elif packet.type == p.Type.HINT and self.open:
                 self.down_bytes += len(data) + p.UDP_IP_OVERHEAD

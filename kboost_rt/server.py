@@ -410,6 +410,11 @@ class HintServer:
         if stream is None:
             self.stats["dropped_unknown_stream"] += 1
             self.stats["dropped"] += 1
+            if packet.type == p.Type.AUDIO:
+                # A device that streams to a server which does not know its stream (this
+                # one restarted, or a router sent it to another backend): a cookie lets
+                # it open the stream again here, in no more bytes than it sent.
+                self._retry(packet, addr, len(data))
         elif packet.type == p.Type.AUDIO:
             self._audio(stream, packet, addr, len(data))
         elif packet.type == p.Type.BYE:

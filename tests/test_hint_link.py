@@ -514,6 +514,42 @@ def test_the_small_model_takes_over_when_the_server_dies(models, tmp_path):
     assert not np.allclose(outputs[90], wants[90], atol=1e-3)  # the boosted model, before
 
 
+def test_a_device_reopens_its_stream_on_a_restarted_server(models):
+    """A server that does not know a stream answers its chunks with a cookie, so a
+    device whose server restarted (or whose router chose another backend) gets
+    its hints again without being told to reconnect."""
+    first = Server(models, False, "--max-load", "1000")
+    client = HintClient(first.address, "sep-boosted-d3", 2, DELAY)
+    client.connect()
+    x = mixture(1.0)
+    sent = 0
+
+    def stream_until_a_hint_for_chunk(first: int, timeout: float = 30.0) -> None:
+        """Chunks at real time until the hint of chunk `first` or a later one has
+        come back, however slow the machine."""
+        nonlocal sent
+        deadline = time.monotonic() + timeout
+        while client._arrived.top < first and time.monotonic() < deadline:
+            t = sent % 125
+            client.send_chunk(sent, np.ascontiguousarray(x[:, t * CHUNK : (t + 1) * CHUNK]))
+            client.take_hint(sent)
+            sent += 1
+            time.sleep(CHUNK / SAMPLE_RATE)
+        assert client._arrived.top >= first, f"no hint in {timeout} s: {client.stats()}"
+
+    second = None
+    try:
+        stream_until_a_hint_for_chunk(0)
+        first.stop()
+        second = Server(models, False, "--max-load", "1000", "--port", str(first.address[1]))
+        stream_until_a_hint_for_chunk(sent)  # sent after the first server had gone
+        assert client._counts["cookies"] >= 2  # the handshake's, and the second server's
+    finally:
+        client.close()
+        out = second.stop() if second is not None else ""
+    assert f"stream {client.stream_id:08x}" in out
+
+
 def test_a_repeated_hello_cannot_change_an_open_stream(models, server):
     from kboost_rt import protocol as p
 
