@@ -209,25 +209,18 @@ inline void gemm_block16_narrow(const float* __restrict a, int k, const float* _
   for (int r = 0; r < R; ++r) _mm512_mask_storeu_ps(c + r * n, m, acc[r]);
 }
 
+// R rows at a time in blocks of 8 / R vectors: enough independent chains even
+// for one to three rows (the STFT's channels).
 template <int R>
 inline void gemm_rows16(const float* a, int k, const float* b, int n, const float* bias,
                         float* c, bool accumulate) {
-  int j = 0;
-  for (; j + 32 <= n; j += 32)
-    gemm_block16<R, 2>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
-  for (; j + 16 <= n; j += 16)
-    gemm_block16<R, 1>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
-}
-
-template <int R>
-inline void gemm_rows16_wide(const float* a, int k, const float* b, int n, const float* bias,
-                             float* c, bool accumulate) {
   constexpr int W = 8 / R;
   int j = 0;
   for (; j + 16 * W <= n; j += 16 * W)
     gemm_block16<R, W>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
-  for (; j + 32 <= n; j += 32)
-    gemm_block16<R, 2>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
+  if (W > 2)
+    for (; j + 32 <= n; j += 32)
+      gemm_block16<R, 2>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
   for (; j + 16 <= n; j += 16)
     gemm_block16<R, 1>(a, k, b + j, n, bias ? bias + j : nullptr, c + j, accumulate);
 }
@@ -239,10 +232,8 @@ void gemm(const float* a, int rows, int k, const float* b, int n, const float* b
 #ifdef __AVX512F__
   if (n % 16 == 0) {
     for (; r + 4 <= rows; r += 4) gemm_rows16<4>(a + r * k, k, b, n, bias, c + r * n, accumulate);
-    // One to three rows (the STFT's channels): wider blocks for enough independent chains.
-    for (; r + 2 <= rows; r += 2)
-      gemm_rows16_wide<2>(a + r * k, k, b, n, bias, c + r * n, accumulate);
-    for (; r < rows; ++r) gemm_rows16_wide<1>(a + r * k, k, b, n, bias, c + r * n, accumulate);
+    for (; r + 2 <= rows; r += 2) gemm_rows16<2>(a + r * k, k, b, n, bias, c + r * n, accumulate);
+    for (; r < rows; ++r) gemm_rows16<1>(a + r * k, k, b, n, bias, c + r * n, accumulate);
     return;
   }
   if (n > 8 && n < 16) {

@@ -225,8 +225,9 @@ class HintClient:
                     continue
                 if packet.type == p.Type.REFUSE:
                     self._counts["refused"] += 1
-                    if time.monotonic() - self._refusal_logged >= 1.0:  # it may repeat
-                        self._refusal_logged = time.monotonic()
+                    now = time.monotonic()
+                    if now - self._refusal_logged >= 1.0:  # it may repeat
+                        self._refusal_logged = now
                         log.warning(
                             "the hint server dropped this stream: %s; the model runs without hints",
                             packet.payload.decode(errors="replace"),
