@@ -134,8 +134,8 @@ float* writable_floats(const py::object& obj, std::initializer_list<py::ssize_t>
   return static_cast<float*>(a.mutable_data());
 }
 
-std::unique_ptr<kb::Engine> build_engine(const py::dict& config, const py::dict& tensors) {
-  // Keep float32 C-contiguous copies alive only while the engine packs them.
+std::shared_ptr<const kb::Model> build_model(const py::dict& config, const py::dict& tensors) {
+  // Keep float32 C-contiguous copies alive only while the model packs them.
   std::vector<FloatArray> keep;
   kb::TensorMap map;
   for (auto item : tensors) {
@@ -151,17 +151,32 @@ std::unique_ptr<kb::Engine> build_engine(const py::dict& config, const py::dict&
   // Packing the weights is plain C++: other Python threads (the hint server's
   // network thread) run meanwhile.
   py::gil_scoped_release release;
-  return std::make_unique<kb::Engine>(cfg, map);
+  return std::make_shared<const kb::Model>(cfg, map);
 }
 
-// Owns the engine; checks shapes, then runs the step without the GIL.
+std::unique_ptr<kb::Engine> build_engine(const py::dict& config, const py::dict& tensors) {
+  return std::make_unique<kb::Engine>(build_model(config, tensors));
+}
+
+// A model's packed weights, shared by the engines made from it.
+struct PyModel {
+  std::shared_ptr<const kb::Model> model;
+};
+
+// Owns the engine (one stream of a model); checks shapes, then runs the step
+// without the GIL.
 class PyEngine {
  public:
-  PyEngine(const py::dict& config, const py::dict& tensors) {
-    engine_ = build_engine(config, tensors);
+  explicit PyEngine(std::shared_ptr<const kb::Model> model) {
+    {
+      py::gil_scoped_release release;  // zeroing a large model's rings takes a while
+      engine_ = std::make_unique<kb::Engine>(std::move(model));
+    }
     const auto& c = engine_->config();
     hint_size_ = static_cast<py::ssize_t>(c.hint_channels) * kb::kBins;
   }
+  PyEngine(const py::dict& config, const py::dict& tensors)
+      : PyEngine(build_model(config, tensors)) {}
 
   // chunk [channels, 128]; hint [hint_channels, 97] or None; out [sources, channels, 128].
   void process_into(const FloatArray& chunk, const py::object& hint, const py::object& out_obj,
@@ -598,10 +613,23 @@ PYBIND11_MODULE(_native, m) {
   m.def("select_kernels", [](const std::string& name) { return kb::select_kernels(name.c_str()); },
         py::arg("name"), "Use another kernel set (tests, benchmarks); False if unavailable.");
 
+  py::class_<PyModel>(m, "Model",
+                      "Packed weights of a model, read-only: any number of Engines on any\n"
+                      "threads share one. Build it with kboost_rt.engine.NativeModel.")
+      .def(py::init([](const py::dict& config, const py::dict& tensors) {
+             return PyModel{build_model(config, tensors)};
+           }),
+           py::arg("config"), py::arg("tensors"))
+      .def_property_readonly("weight_bytes", [](const PyModel& m) { return m.model->weight_bytes(); })
+      .def_property_readonly("makes_hints", [](const PyModel& m) { return m.model->makes_hints(); })
+      .def("__eq__", [](const PyModel& a, const PyModel& b) { return a.model == b.model; });
+
   py::class_<PyEngine>(m, "Engine",
                        "Native streaming step of a small, boosted or large model.\n"
                        "Build it with kboost_rt.engine.NativeEngine rather than directly.")
       .def(py::init<const py::dict&, const py::dict&>(), py::arg("config"), py::arg("tensors"))
+      .def(py::init([](const PyModel& m) { return std::make_unique<PyEngine>(m.model); }),
+           py::arg("model"), "A new stream of a shared model.")
       .def("process_into", &PyEngine::process_into, py::arg("chunk"), py::arg("hint"),
            py::arg("out"), py::arg("hint_out") = py::none(),
            "Run one step into preallocated arrays; releases the GIL.")
@@ -614,7 +642,9 @@ PYBIND11_MODULE(_native, m) {
       .def_property_readonly("chunks", [](PyEngine& e) { return e.engine().stats().chunks; })
       .def_property_readonly("nonfinite_resets",
                              [](PyEngine& e) { return e.engine().stats().nonfinite_resets; })
-      .def_property_readonly("makes_hints", [](PyEngine& e) { return e.engine().makes_hints(); });
+      .def_property_readonly("makes_hints", [](PyEngine& e) { return e.engine().makes_hints(); })
+      .def_property_readonly("state_bytes", [](PyEngine& e) { return e.engine().state_bytes(); })
+      .def_property_readonly("model", [](PyEngine& e) { return PyModel{e.engine().model()}; });
 
   py::class_<kb::HintLink, std::shared_ptr<kb::HintLink>>(
       m, "HintLink",

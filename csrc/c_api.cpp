@@ -10,6 +10,10 @@
 #include "kboost.h"
 #include "processor.h"
 
+struct kb_model {
+  std::shared_ptr<const kb::Model> model;
+};
+
 struct kb_engine {
   std::unique_ptr<kb::Engine> engine;
 };
@@ -30,6 +34,46 @@ void set_error(char* error, size_t size, const char* message) {
 
 }  // namespace
 
+namespace {
+
+// Shared by kb_model_create and kb_engine_create: the checked config and
+// tensors, packed into a model.
+std::shared_ptr<const kb::Model> make_model(const char* what, const kb_config* config,
+                                            const kb_tensor* tensors, int32_t n_tensors) {
+  if (!config || (n_tensors > 0 && !tensors))
+    throw std::invalid_argument(std::string(what) + ": config and tensors are required");
+  if (config->role < KB_ROLE_SMALL || config->role > KB_ROLE_BOOSTED)
+    throw std::invalid_argument(std::string(what) + ": unknown role");
+  kb::EngineConfig c;
+  c.role = static_cast<kb::Role>(config->role);
+#define KB_COPY(field) c.field = config->field;
+  KB_ENGINE_CONFIG_INT_FIELDS(KB_COPY)
+#undef KB_COPY
+  kb::TensorMap map;
+  for (int32_t i = 0; i < n_tensors; ++i) {
+    const kb_tensor& t = tensors[i];
+    if (!t.name || !t.data || t.ndim < 0 || (t.ndim > 0 && !t.shape))
+      throw std::invalid_argument("tensor " + std::to_string(i) + " is malformed");
+    map[t.name] = kb::TensorRef{t.data, std::vector<int64_t>(t.shape, t.shape + t.ndim)};
+  }
+  return std::make_shared<const kb::Model>(c, map);
+}
+
+// Runs make(), turning any exception into NULL and a message.
+template <typename Make>
+auto guarded(const char* what, char* error, size_t error_size, Make make) -> decltype(make()) {
+  try {
+    return make();
+  } catch (const std::exception& e) {
+    set_error(error, error_size, e.what());
+  } catch (...) {
+    set_error(error, error_size, (std::string(what) + ": unknown error").c_str());
+  }
+  return nullptr;
+}
+
+}  // namespace
+
 extern "C" {
 
 int kb_abi_version(void) { return KB_ABI_VERSION; }
@@ -38,36 +82,37 @@ const char* kb_simd(void) { return kb::kernels().name; }
 
 int kb_select_simd(const char* name) { return name && kb::select_kernels(name) ? 1 : 0; }
 
+
+kb_model* kb_model_create(const kb_config* config, const kb_tensor* tensors, int32_t n_tensors,
+                          char* error, size_t error_size) {
+  return guarded("kb_model_create", error, error_size, [&] {
+    return new kb_model{make_model("kb_model_create", config, tensors, n_tensors)};
+  });
+}
+
+size_t kb_model_weight_bytes(const kb_model* model) {
+  return model ? model->model->weight_bytes() : 0;
+}
+
+void kb_model_destroy(kb_model* model) { delete model; }
+
 kb_engine* kb_engine_create(const kb_config* config, const kb_tensor* tensors, int32_t n_tensors,
                             char* error, size_t error_size) {
-  if (!config || (n_tensors > 0 && !tensors)) {
-    set_error(error, error_size, "kb_engine_create: config and tensors are required");
-    return nullptr;
-  }
-  if (config->role < KB_ROLE_SMALL || config->role > KB_ROLE_BOOSTED) {
-    set_error(error, error_size, "kb_engine_create: unknown role");
-    return nullptr;
-  }
-  try {
-    kb::EngineConfig c;
-    c.role = static_cast<kb::Role>(config->role);
-#define KB_COPY(field) c.field = config->field;
-    KB_ENGINE_CONFIG_INT_FIELDS(KB_COPY)
-#undef KB_COPY
-    kb::TensorMap map;
-    for (int32_t i = 0; i < n_tensors; ++i) {
-      const kb_tensor& t = tensors[i];
-      if (!t.name || !t.data || t.ndim < 0 || (t.ndim > 0 && !t.shape))
-        throw std::invalid_argument("tensor " + std::to_string(i) + " is malformed");
-      map[t.name] = kb::TensorRef{t.data, std::vector<int64_t>(t.shape, t.shape + t.ndim)};
-    }
-    return new kb_engine{std::make_unique<kb::Engine>(c, map)};
-  } catch (const std::exception& e) {
-    set_error(error, error_size, e.what());
-  } catch (...) {
-    set_error(error, error_size, "kb_engine_create: unknown error");
-  }
-  return nullptr;
+  return guarded("kb_engine_create", error, error_size, [&] {
+    auto model = make_model("kb_engine_create", config, tensors, n_tensors);
+    return new kb_engine{std::make_unique<kb::Engine>(std::move(model))};
+  });
+}
+
+kb_engine* kb_engine_create_from_model(const kb_model* model, char* error, size_t error_size) {
+  return guarded("kb_engine_create_from_model", error, error_size, [&]() -> kb_engine* {
+    if (!model) throw std::invalid_argument("kb_engine_create_from_model: model is NULL");
+    return new kb_engine{std::make_unique<kb::Engine>(model->model)};
+  });
+}
+
+size_t kb_engine_state_bytes(const kb_engine* engine) {
+  return engine ? engine->engine->state_bytes() : 0;
 }
 
 int kb_engine_process(kb_engine* engine, const float* input, const float* hint, float* output,

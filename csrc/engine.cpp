@@ -52,35 +52,43 @@ GridBlock::GridBlock(const Weights& w, const EngineConfig& cfg)
       intra_proj_(w / "intra_proj", 2 * cfg.hidden, cfg.dim),
       inter_proj_(w / "inter_proj", cfg.hidden, cfg.dim),
       inter_lstm_(w / "inter_lstm", cfg.dim, cfg.hidden),
-      has_attention_(cfg.attention_heads > 0),
-      normed_(static_cast<std::size_t>(F) * cfg.dim),
-      lstm_out_(static_cast<std::size_t>(F) * 2 * cfg.hidden),
-      update_(static_cast<std::size_t>(F) * cfg.dim) {
+      has_attention_(cfg.attention_heads > 0) {
   if (has_attention_)
     attention_ = FrameAttention(w / "attention", cfg.dim, cfg.attention_heads, cfg.attention_e,
                                 cfg.attention_frames);
 }
 
-void GridBlock::reset() {
-  inter_lstm_.reset();
-  attention_.reset();
+GridBlock::State GridBlock::new_state() const {
+  State s{intra_lstm_.new_state(), inter_lstm_.new_state(), {}, {}, {}, {}};
+  if (has_attention_) s.attention = attention_.new_state();
+  s.normed = Buffer(static_cast<std::size_t>(F) * dim_);
+  s.lstm_out = Buffer(static_cast<std::size_t>(F) * 2 * hidden_);
+  s.update = Buffer(static_cast<std::size_t>(F) * dim_);
+  return s;
 }
 
-void GridBlock::step(float* z, StageClock& clock, int index) {
-  intra_norm_.forward(z, normed_.data(), F);
+void GridBlock::State::reset() {
+  inter_lstm.reset();
+  attention.reset();
+}
+
+void GridBlock::step(State& s, float* z, StageClock& clock, int index) const {
+  float* normed = s.normed.data();
+  float* lstm_out = s.lstm_out.data();
+  intra_norm_.forward(z, normed, F);
   clock.lap("norm", index);
-  intra_lstm_.forward(normed_.data(), lstm_out_.data());
+  intra_lstm_.forward(s.intra_lstm, normed, lstm_out);
   clock.lap("frequency BiLSTM", index);
-  intra_proj_.forward(lstm_out_.data(), F, z, /*accumulate=*/true);  // residual
-  inter_norm_.forward(z, normed_.data(), F);
+  intra_proj_.forward(lstm_out, F, z, /*accumulate=*/true);  // residual
+  inter_norm_.forward(z, normed, F);
   clock.lap("projection + norm", index);
-  inter_lstm_.step(normed_.data(), lstm_out_.data());
+  inter_lstm_.step(s.inter_lstm, normed, lstm_out);
   clock.lap("time LSTM", index);
-  inter_proj_.forward(lstm_out_.data(), F, z, /*accumulate=*/true);
+  inter_proj_.forward(lstm_out, F, z, /*accumulate=*/true);
   clock.lap("projection", index);
   if (has_attention_) {
-    attention_.step(z, z, update_.data(), &clock, index);
-    for (int i = 0; i < F * dim_; ++i) z[i] += update_[i];
+    attention_.step(s.attention, z, z, s.update.data(), &clock, index);
+    for (int i = 0; i < F * dim_; ++i) z[i] += s.update[i];
   }
 }
 
@@ -91,40 +99,41 @@ Merge::Merge(const Weights& w, const EngineConfig& cfg)
       delay_(cfg.delay),
       scale_(w / "scale", cfg.hint_channels, cfg.dim),
       shift_(w / "shift", cfg.hint_channels, cfg.dim),
-      attention_(w / "attention", cfg.dim, cfg.merge_heads, cfg.merge_e, cfg.merge_frames),
-      past_(static_cast<std::size_t>(cfg.delay) * F * cfg.dim),
-      film_scale_(static_cast<std::size_t>(F) * cfg.dim),
-      aligned_(static_cast<std::size_t>(F) * cfg.dim),
-      update_(static_cast<std::size_t>(F) * cfg.dim) {}
+      attention_(w / "attention", cfg.dim, cfg.merge_heads, cfg.merge_e, cfg.merge_frames) {}
 
-void Merge::reset() {
-  past_.zero();
-  next_ = 0;
-  attention_.reset();
+Merge::State Merge::new_state() const {
+  const std::size_t n = static_cast<std::size_t>(F) * dim_;
+  return {0, Buffer(delay_ * n), Buffer(n), Buffer(n), Buffer(n), attention_.new_state()};
 }
 
-void Merge::step(float* z, const float* hint, StageClock& clock, int index) {
+void Merge::State::reset() {
+  past.zero();
+  next = 0;
+  attention.reset();
+}
+
+void Merge::step(State& s, float* z, const float* hint, StageClock& clock, int index) const {
   const int n = F * dim_;
+  float* aligned = s.aligned.data();
+  const float* film_scale = s.film_scale.data();
   // The feature the hint describes: frame t-d (the oldest in the ring).
-  float* past = delay_ ? past_.data() + static_cast<std::size_t>(next_) * n : z;
-  scale_.forward(hint, F, film_scale_.data());
-  shift_.forward(hint, F, aligned_.data());
-  for (int i = 0; i < n; ++i) aligned_[i] += past[i] * film_scale_[i];
+  float* past = delay_ ? s.past.data() + static_cast<std::size_t>(s.next) * n : z;
+  scale_.forward(hint, F, s.film_scale.data());
+  shift_.forward(hint, F, aligned);
+  for (int i = 0; i < n; ++i) aligned[i] += past[i] * film_scale[i];
   if (delay_) {
     std::memcpy(past, z, sizeof(float) * n);
-    next_ = (next_ + 1) % delay_;
+    s.next = (s.next + 1) % delay_;
   }
   clock.lap("merge: FiLM", index);
-  attention_.step(z, aligned_.data(), update_.data(), &clock, index, /*merge=*/true);
-  for (int i = 0; i < n; ++i) z[i] += update_[i];
+  attention_.step(s.attention, z, aligned, s.update.data(), &clock, index, /*merge=*/true);
+  for (int i = 0; i < n; ++i) z[i] += s.update[i];
 }
 
-// ---- Engine ----------------------------------------------------------------
+// ---- Model -----------------------------------------------------------------
 
-Engine::Engine(const EngineConfig& cfg, const TensorMap& tensors)
-    : cfg_((check_config(cfg), cfg)),
-      analysis_(cfg.channels),
-      synthesis_(cfg.spec_channels() / 2) {
+Model::Model(const EngineConfig& cfg, const TensorMap& tensors) : cfg_((check_config(cfg), cfg)) {
+  const BufferTally tally;
   const bool boosted = cfg.role == Role::kBoosted;
   const Weights root(tensors);
   const Weights net = boosted ? root / "small" : root;
@@ -136,9 +145,29 @@ Engine::Engine(const EngineConfig& cfg, const TensorMap& tensors)
     for (int b = 0; b + 1 < cfg.blocks; ++b)
       merges_.emplace_back(root / "merges" / std::to_string(b), cfg);
   decoder_ = CausalConv3x3(net / "decoder", cfg.dim, cfg.spec_channels(), true);
-  if (cfg.role == Role::kLarge && cfg.hint_channels > 0)
+  if (makes_hints())
     hint_generator_ = CausalConv3x3(root / "hint_generator", cfg.spec_channels(),
                                     cfg.hint_channels, false);
+  weight_bytes_ = tally.bytes();
+}
+
+// ---- Engine ----------------------------------------------------------------
+
+Engine::Engine(const EngineConfig& cfg, const TensorMap& tensors)
+    : Engine(std::make_shared<const Model>(cfg, tensors)) {}
+
+Engine::Engine(std::shared_ptr<const Model> model) : model_(std::move(model)) {
+  if (!model_) throw std::invalid_argument("engine: no model");
+  const BufferTally tally;
+  const Model& m = *model_;
+  const EngineConfig& cfg = m.config();
+  analysis_ = StftBank(cfg.channels);
+  synthesis_ = IstftBank(cfg.spec_channels() / 2);
+  encoder_ = m.encoder_.new_state();
+  for (const auto& b : m.blocks_) blocks_.push_back(b.new_state());
+  for (const auto& g : m.merges_) merges_.push_back(g.new_state());
+  decoder_ = m.decoder_.new_state();
+  hint_generator_ = m.hint_generator_.new_state();
   bins_in_ = Buffer(static_cast<std::size_t>(cfg.channels) * 2 * kPadded);
   features_ = Buffer(static_cast<std::size_t>(F) * 2 * cfg.channels);
   bins_out_ = Buffer(static_cast<std::size_t>(cfg.spec_channels()) * F);
@@ -146,6 +175,7 @@ Engine::Engine(const EngineConfig& cfg, const TensorMap& tensors)
   maps_ = Buffer(static_cast<std::size_t>(F) * cfg.spec_channels());
   hint_rows_ = Buffer(static_cast<std::size_t>(F) * std::max(cfg.hint_channels, 1));
   hint_made_ = Buffer(static_cast<std::size_t>(F) * std::max(cfg.hint_channels, 1));
+  state_bytes_ = tally.bytes();
 }
 
 void Engine::reset() {
@@ -159,11 +189,12 @@ void Engine::reset() {
 }
 
 bool Engine::process(const float* input, const float* hint, float* output, float* hint_out) {
-  const std::size_t out_n = static_cast<std::size_t>(cfg_.spec_channels() / 2) * kChunk;
-  const std::size_t hint_n = static_cast<std::size_t>(cfg_.hint_channels) * F;
+  const EngineConfig& cfg = config();
+  const std::size_t out_n = static_cast<std::size_t>(cfg.spec_channels() / 2) * kChunk;
+  const std::size_t hint_n = static_cast<std::size_t>(cfg.hint_channels) * F;
   ++stats_.chunks;
   const ScopedNoDenormals flush;
-  bool ok = all_finite(input, static_cast<std::size_t>(cfg_.channels) * kChunk) &&
+  bool ok = all_finite(input, static_cast<std::size_t>(cfg.channels) * kChunk) &&
             (hint == nullptr || all_finite(hint, hint_n));
   if (ok) {
     step(input, hint, output, hint_out);
@@ -179,24 +210,26 @@ bool Engine::process(const float* input, const float* hint, float* output, float
 }
 
 void Engine::step(const float* input, const float* hint, float* output, float* hint_out) {
-  const int m_count = cfg_.channels, s_count = cfg_.sources, hc = cfg_.hint_channels;
+  const Model& m = *model_;
+  const EngineConfig& cfg = m.config();
+  const int m_count = cfg.channels, s_count = cfg.sources, hc = cfg.hint_channels;
   StageClock clock(stage_times_);
   // STFT -> features [bin x (re, im per mic)].
   analysis_.process(input, bins_in_.data());
-  for (int m = 0; m < m_count; ++m) {
-    const float* re = bins_in_.data() + m * 2 * kPadded;
+  for (int mic = 0; mic < m_count; ++mic) {
+    const float* re = bins_in_.data() + mic * 2 * kPadded;
     const float* im = re + kPadded;
     for (int f = 0; f < F; ++f) {
-      features_[f * 2 * m_count + 2 * m] = re[f];
-      features_[f * 2 * m_count + 2 * m + 1] = im[f];
+      features_[f * 2 * m_count + 2 * mic] = re[f];
+      features_[f * 2 * m_count + 2 * mic + 1] = im[f];
     }
   }
   clock.lap("STFT");
-  encoder_.step(features_.data(), z_.data());
-  encoder_norm_.forward(z_.data(), z_.data(), F);
+  m.encoder_.step(encoder_, features_.data(), z_.data());
+  m.encoder_norm_.forward(z_.data(), z_.data(), F);
   clock.lap("encoder");
 
-  if (!merges_.empty()) {
+  if (!m.merges_.empty()) {
     // Hints arrive as [C_h x bins]; a missing one is zeros, as in training.
     if (hint) {
       for (int c = 0; c < hc; ++c)
@@ -205,16 +238,15 @@ void Engine::step(const float* input, const float* hint, float* output, float* h
       hint_rows_.zero();
     }
   }
-  for (std::size_t b = 0; b < blocks_.size(); ++b) {
-    blocks_[b].step(z_.data(), clock, static_cast<int>(b));
-    if (b < merges_.size()) {
-      merges_[b].step(z_.data(), hint_rows_.data(), clock, static_cast<int>(b));
-    }
+  for (std::size_t b = 0; b < m.blocks_.size(); ++b) {
+    m.blocks_[b].step(blocks_[b], z_.data(), clock, static_cast<int>(b));
+    if (b < m.merges_.size())
+      m.merges_[b].step(merges_[b], z_.data(), hint_rows_.data(), clock, static_cast<int>(b));
   }
 
-  decoder_.step(z_.data(), maps_.data());
+  m.decoder_.step(decoder_, z_.data(), maps_.data());
   clock.lap("decoder");
-  const int sc = cfg_.spec_channels();
+  const int sc = cfg.spec_channels();
   for (int p = 0; p < s_count * m_count; ++p) {  // p = s * M + m
     float* re = bins_out_.data() + p * 2 * F;
     float* im = re + F;
@@ -227,7 +259,7 @@ void Engine::step(const float* input, const float* hint, float* output, float* h
   clock.lap("iSTFT");
 
   if (makes_hints()) {
-    hint_generator_.step(maps_.data(), hint_made_.data());
+    m.hint_generator_.step(hint_generator_, maps_.data(), hint_made_.data());
     if (hint_out)
       for (int c = 0; c < hc; ++c)
         for (int f = 0; f < F; ++f) hint_out[c * F + f] = hint_made_[f * hc + c];

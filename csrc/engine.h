@@ -1,9 +1,12 @@
 // The streaming engine: one 8 ms step of the small, boosted or large model.
-// Built once from a config and named tensors (PyTorch layouts and names, as
-// in a model folder); process() and reset() never allocate, lock or throw.
+// A Model is built once from a config and named tensors (PyTorch layouts and
+// names, as in a model folder); an Engine is one stream of it. process() and
+// reset() never allocate, lock or throw.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "layers.h"
@@ -36,9 +39,16 @@ struct EngineConfig {
 
 class GridBlock {
  public:
+  struct State {
+    FreqBiLstm::State intra_lstm;
+    TimeLstm::State inter_lstm;
+    FrameAttention::State attention;  // empty without attention
+    Buffer normed, lstm_out, update;
+    void reset();
+  };
   GridBlock(const Weights& w, const EngineConfig& cfg);
-  void step(float* z, StageClock& clock, int index);  // z [kBins x dim], updated in place
-  void reset();
+  State new_state() const;
+  void step(State& s, float* z, StageClock& clock, int index) const;  // z [kBins x dim] in place
 
  private:
   int dim_, hidden_;
@@ -48,24 +58,28 @@ class GridBlock {
   TimeLstm inter_lstm_;
   bool has_attention_;
   FrameAttention attention_;
-  Buffer normed_, lstm_out_, update_;
 };
 
 // FiLM of the delayed hint onto the block's own output of frame t-d, then
 // cross-attention from the current features onto those aligned frames.
 class Merge {
  public:
+  struct State {
+    int next = 0;
+    Buffer past;  // ring of the last `delay` frames of z: [delay x kBins x dim]
+    Buffer film_scale, aligned, update;
+    FrameAttention::State attention;
+    void reset();
+  };
   Merge(const Weights& w, const EngineConfig& cfg);
+  State new_state() const;
   // z [kBins x dim] in place; hint [kBins x C_h]
-  void step(float* z, const float* hint, StageClock& clock, int index);
-  void reset();
+  void step(State& s, float* z, const float* hint, StageClock& clock, int index) const;
 
  private:
-  int dim_, delay_, next_ = 0;
+  int dim_, delay_;
   Linear scale_, shift_;
   FrameAttention attention_;
-  Buffer past_;  // ring of the last `delay` frames of z: [delay x kBins x dim]
-  Buffer film_scale_, aligned_, update_;
 };
 
 struct EngineStats {
@@ -73,9 +87,35 @@ struct EngineStats {
   uint64_t nonfinite_resets = 0;  // chunks with NaN/Inf in input, hint or output
 };
 
+// A model's packed weights: built once, then read-only, so any number of
+// streams (Engines) on any threads share one (whisper.cpp's model / state
+// split). Holds no state of any stream.
+class Model {
+ public:
+  Model(const EngineConfig& cfg, const TensorMap& tensors);
+  const EngineConfig& config() const { return cfg_; }
+  bool makes_hints() const { return cfg_.role == Role::kLarge && cfg_.hint_channels > 0; }
+  std::size_t weight_bytes() const { return weight_bytes_; }
+
+ private:
+  friend class Engine;
+  EngineConfig cfg_;
+  CausalConv3x3 encoder_;
+  ChannelNorm encoder_norm_;
+  std::vector<GridBlock> blocks_;
+  std::vector<Merge> merges_;
+  CausalConv3x3 decoder_;
+  CausalConv3x3 hint_generator_;
+  std::size_t weight_bytes_ = 0;
+};
+
+// One stream of a model: everything a stream carries from chunk to chunk
+// (STFT overlap, convolution history, LSTM states, attention rings) and its
+// scratch, sized once.
 class Engine {
  public:
-  Engine(const EngineConfig& cfg, const TensorMap& tensors);
+  explicit Engine(std::shared_ptr<const Model> model);
+  Engine(const EngineConfig& cfg, const TensorMap& tensors);  // with a model of its own
 
   // input [channels x 128], planar; hint [hint_channels x 97] or null (boosted);
   // output [sources x channels x 128]; hint_out [hint_channels x 97] or null
@@ -84,27 +124,27 @@ class Engine {
   bool process(const float* input, const float* hint, float* output, float* hint_out);
   void reset();
 
-  const EngineConfig& config() const { return cfg_; }
+  const EngineConfig& config() const { return model_->config(); }
+  const std::shared_ptr<const Model>& model() const { return model_; }
+  std::size_t state_bytes() const { return state_bytes_; }  // this stream's own
   // Time each stage of every step into `times` (null: stop). Not thread-safe
   // with process().
   void set_stage_times(StageTimes* times) { stage_times_ = times; }
   const EngineStats& stats() const { return stats_; }
-  bool makes_hints() const { return cfg_.role == Role::kLarge && cfg_.hint_channels > 0; }
+  bool makes_hints() const { return model_->makes_hints(); }
 
  private:
   void step(const float* input, const float* hint, float* output, float* hint_out);
 
-  EngineConfig cfg_;
+  std::shared_ptr<const Model> model_;
   EngineStats stats_;
   StageTimes* stage_times_ = nullptr;
+  std::size_t state_bytes_ = 0;
   StftBank analysis_;
   IstftBank synthesis_;
-  CausalConv3x3 encoder_;
-  ChannelNorm encoder_norm_;
-  std::vector<GridBlock> blocks_;
-  std::vector<Merge> merges_;
-  CausalConv3x3 decoder_;
-  CausalConv3x3 hint_generator_;
+  CausalConv3x3::State encoder_, decoder_, hint_generator_;
+  std::vector<GridBlock::State> blocks_;
+  std::vector<Merge::State> merges_;
   Buffer bins_in_, features_, z_, maps_, bins_out_, hint_rows_, hint_made_;
 };
 

@@ -7,6 +7,11 @@
  * allocates, locks or blocks. One engine must not be used from two threads
  * at once.
  *
+ * The model (ABI 3): the packed weights alone, read-only once built. Any
+ * number of engines, on any threads, can share one model; each engine is
+ * then one stream's state (a server's streams, a plugin's instances), and
+ * costs kb_engine_state_bytes instead of the weights again.
+ *
  * The processor (ABI 2): what a plugin host runs in its audio callback. It
  * owns an engine (and the small-model fallback), takes hints from a hint
  * link, and mixes under live parameters with one-chunk ramps. The link is two
@@ -33,7 +38,7 @@ extern "C" {
 #define KB_API __attribute__((visibility("default")))
 #endif
 
-#define KB_ABI_VERSION 2
+#define KB_ABI_VERSION 3
 #define KB_SAMPLE_RATE 16000
 #define KB_CHUNK 128
 #define KB_BINS 97
@@ -60,6 +65,7 @@ typedef struct {
   const int64_t* shape;
 } kb_tensor;
 
+typedef struct kb_model kb_model;
 typedef struct kb_engine kb_engine;
 
 typedef struct {
@@ -79,6 +85,20 @@ KB_API int kb_select_simd(const char* name);
  * copied into the engine's own layout; the caller may free them after. */
 KB_API kb_engine* kb_engine_create(const kb_config* config, const kb_tensor* tensors,
                                    int32_t n_tensors, char* error, size_t error_size);
+
+/* ---- the model / state split (ABI 3) ---- */
+
+/* The packed weights; NULL on failure, with a message in `error`. The
+ * tensors are copied; the caller may free them after. */
+KB_API kb_model* kb_model_create(const kb_config* config, const kb_tensor* tensors,
+                                 int32_t n_tensors, char* error, size_t error_size);
+/* A new stream of `model` from zeroed state. The engine keeps the model's
+ * weights alive: kb_model_destroy may come before its engines'. */
+KB_API kb_engine* kb_engine_create_from_model(const kb_model* model, char* error,
+                                              size_t error_size);
+KB_API size_t kb_model_weight_bytes(const kb_model* model);
+KB_API size_t kb_engine_state_bytes(const kb_engine* engine); /* its own, not the model's */
+KB_API void kb_model_destroy(kb_model* model);
 
 /* input: [channels][128] planar. hint: [hint_channels][97] or NULL (boosted
  * only; NULL = no hint arrived). output: [sources][channels][128].

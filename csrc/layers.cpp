@@ -23,10 +23,13 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 
 // ---- Buffer, Weights ------------------------------------------------------
 
+thread_local std::size_t Buffer::allocated_ = 0;
+
 Buffer::Buffer(std::size_t n) : size_(n) {
   const std::size_t bytes = ((n * sizeof(float) + 63) / 64) * 64;
   void* p = std::aligned_alloc(64, bytes ? bytes : 64);
   if (!p) throw std::bad_alloc();
+  allocated_ += bytes ? bytes : 64;
   data_.reset(static_cast<float*>(p));
   zero();
 }
@@ -79,9 +82,7 @@ CausalConv3x3::CausalConv3x3(const Weights& w, int c_in, int c_out, bool transpo
     : c_in_(c_in),
       c_out_(c_out),
       weight_(9 * static_cast<std::size_t>(c_in) * c_out),
-      bias_(c_out),
-      history_(2 * static_cast<std::size_t>(F) * c_in),
-      columns_(static_cast<std::size_t>(F) * 9 * c_in) {
+      bias_(c_out) {
   const float* src = transposed ? w.get("weight", {c_in, c_out, 3, 3})
                                 : w.get("weight", {c_out, c_in, 3, 3});
   // Column (kt, kf, c): frame t-2+kt, bin f-1+kf, input channel c.
@@ -97,13 +98,17 @@ CausalConv3x3::CausalConv3x3(const Weights& w, int c_in, int c_out, bool transpo
   std::memcpy(bias_.data(), w.get("bias", {c_out}), sizeof(float) * c_out);
 }
 
-void CausalConv3x3::reset() { history_.zero(); }
+CausalConv3x3::State CausalConv3x3::new_state() const {
+  return {Buffer(2 * static_cast<std::size_t>(F) * c_in_),
+          Buffer(static_cast<std::size_t>(F) * 9 * c_in_)};
+}
 
-void CausalConv3x3::step(const float* x, float* y) {
+void CausalConv3x3::step(State& s, const float* x, float* y) const {
   const int frame = F * c_in_, width = 9 * c_in_;
-  const float* frames[3] = {history_.data(), history_.data() + frame, x};
+  float* history = s.history.data();
+  const float* frames[3] = {history, history + frame, x};
   // im2col: row f holds frames t-2..t at bins f-1..f+1 (zeros past the edges).
-  float* __restrict cols = columns_.data();
+  float* __restrict cols = s.columns.data();
   for (int kt = 0; kt < 3; ++kt) {
     const float* __restrict src = frames[kt];
     for (int f = 0; f < F; ++f)
@@ -118,8 +123,8 @@ void CausalConv3x3::step(const float* x, float* y) {
       }
   }
   kernels().gemm(cols, F, width, weight_.data(), c_out_, bias_.data(), y, false);
-  std::memcpy(history_.data(), history_.data() + frame, sizeof(float) * frame);
-  std::memcpy(history_.data() + frame, x, sizeof(float) * frame);
+  std::memcpy(history, history + frame, sizeof(float) * frame);
+  std::memcpy(history + frame, x, sizeof(float) * frame);
 }
 
 // ---- LSTMs -----------------------------------------------------------------
@@ -135,10 +140,7 @@ void pack_recurrent(const float* whh, int hidden, float* out) {
 }  // namespace
 
 FreqBiLstm::FreqBiLstm(const Weights& w, int dim, int hidden)
-    : dim_(dim),
-      hidden_(hidden),
-      gates_(static_cast<std::size_t>(F) * 8 * hidden),
-      step_gates_(6 * hidden) {
+    : dim_(dim), hidden_(hidden) {
   const int g = 4 * hidden;
   std::vector<float> wih(static_cast<std::size_t>(2) * g * dim), bias(2 * g);
   const char* suffix[2] = {"", "_reverse"};
@@ -155,23 +157,23 @@ FreqBiLstm::FreqBiLstm(const Weights& w, int dim, int hidden)
   input_ = Linear(wih.data(), bias.data(), dim, 2 * g);
 }
 
-void FreqBiLstm::forward(const float* x, float* y) {
+FreqBiLstm::State FreqBiLstm::new_state() const {
+  return {Buffer(static_cast<std::size_t>(F) * 8 * hidden_), Buffer(6 * hidden_)};
+}
+
+void FreqBiLstm::forward(State& s, const float* x, float* y) const {
   const int h = hidden_, g = 4 * h;
   if (kernels().bilstm(x, dim_, input_.weight_t(), input_.bias(), F, recurrent_[0].data(),
                        recurrent_[1].data(), h, y))
     return;
-  input_.forward(x, F, gates_.data());
+  input_.forward(x, F, s.gates.data());
   for (int d = 0; d < 2; ++d)
-    kernels().lstm_sequence(gates_.data() + d * g, 2 * g, F, d == 1, recurrent_[d].data(), h,
-                            y + d * h, 2 * h, step_gates_.data());
+    kernels().lstm_sequence(s.gates.data() + d * g, 2 * g, F, d == 1, recurrent_[d].data(), h,
+                            y + d * h, 2 * h, s.step_gates.data());
 }
 
 TimeLstm::TimeLstm(const Weights& w, int dim, int hidden)
-    : hidden_(hidden),
-      recurrent_(static_cast<std::size_t>(hidden) * 4 * hidden),
-      gates_(static_cast<std::size_t>(F) * 4 * hidden),
-      h_(static_cast<std::size_t>(F) * hidden),
-      c_(static_cast<std::size_t>(F) * hidden) {
+    : hidden_(hidden), recurrent_(static_cast<std::size_t>(hidden) * 4 * hidden) {
   const int g = 4 * hidden;
   const float* bi = w.get("bias_ih_l0", {g});
   const float* bh = w.get("bias_hh_l0", {g});
@@ -181,21 +183,21 @@ TimeLstm::TimeLstm(const Weights& w, int dim, int hidden)
   pack_recurrent(w.get("weight_hh_l0", {g, hidden}), hidden, recurrent_.data());
 }
 
-void TimeLstm::reset() {
-  h_.zero();
-  c_.zero();
+TimeLstm::State TimeLstm::new_state() const {
+  const std::size_t n = static_cast<std::size_t>(F) * hidden_;
+  return {Buffer(4 * n), Buffer(n), Buffer(n)};
 }
 
-void TimeLstm::step(const float* x, float* y) {
+void TimeLstm::step(State& s, const float* x, float* y) const {
   const int h = hidden_, g = 4 * h;
   const Kernels& k = kernels();
   if (!k.lstm_rows(x, input_.in(), input_.weight_t(), recurrent_.data(), input_.bias(), F, h,
-                   c_.data(), h_.data())) {
-    input_.forward(x, F, gates_.data());
-    k.gemm(h_.data(), F, h, recurrent_.data(), g, nullptr, gates_.data(), true);
-    k.lstm_cells(gates_.data(), F, h, c_.data(), h_.data());
+                   s.c.data(), s.h.data())) {
+    input_.forward(x, F, s.gates.data());
+    k.gemm(s.h.data(), F, h, recurrent_.data(), g, nullptr, s.gates.data(), true);
+    k.lstm_cells(s.gates.data(), F, h, s.c.data(), s.h.data());
   }
-  std::memcpy(y, h_.data(), sizeof(float) * F * h);
+  std::memcpy(y, s.h.data(), sizeof(float) * F * h);
 }
 
 // ---- Attention -------------------------------------------------------------
@@ -206,8 +208,7 @@ HeadProjection::HeadProjection(const Weights& w, int in, int heads, int per_head
       map_(w, in, heads * per_head),
       gamma_(static_cast<std::size_t>(F) * heads * per_head),
       beta_(static_cast<std::size_t>(F) * heads * per_head),
-      slope_(heads * per_head),
-      scratch_(2 * heads * per_head) {
+      slope_(heads * per_head) {
   const int width = heads * per_head;
   const float* prelu = w.get("prelu", {heads});
   for (int c = 0; c < width; ++c) slope_[c] = prelu[c / per_head];
@@ -220,11 +221,10 @@ HeadProjection::HeadProjection(const Weights& w, int in, int heads, int per_head
     }
 }
 
-void HeadProjection::forward(const float* x, float* y) const {
-  const int width = heads_ * per_head_;
+void HeadProjection::forward(const float* x, float* y, float* scratch) const {
   map_.forward(x, F, y);
-  kernels().head_norm(y, F, width, per_head_, slope_.data(), gamma_.data(), beta_.data(), kEps,
-                      scratch_.data());
+  kernels().head_norm(y, F, width(), per_head_, slope_.data(), gamma_.data(), beta_.data(), kEps,
+                      scratch);
 }
 
 FrameAttention::FrameAttention(const Weights& w, int dim, int heads, int e, int frames)
@@ -236,20 +236,21 @@ FrameAttention::FrameAttention(const Weights& w, int dim, int heads, int e, int 
       query_(w / "query", dim, heads, e),
       key_(w / "key", dim, heads, e),
       value_(w / "value", dim, heads, dim / heads),
-      out_(w / "out", dim, 1, dim),
-      q_(static_cast<std::size_t>(F) * heads * e),
-      keys_(static_cast<std::size_t>(frames) * F * heads * e),
-      values_(static_cast<std::size_t>(frames) * F * dim),
-      scores_(static_cast<std::size_t>(frames) * heads),
-      partial_(heads * e),
-      head_max_(heads),
-      head_sum_(heads),
-      column_weight_(static_cast<std::size_t>(frames) * dim),
-      mixed_(static_cast<std::size_t>(F) * std::max(dim, heads * e)) {}
+      out_(w / "out", dim, 1, dim) {}
 
-void FrameAttention::reset() {
-  count_ = 0;
-  next_ = 0;
+FrameAttention::State FrameAttention::new_state() const {
+  const std::size_t qk = static_cast<std::size_t>(heads_) * e_;
+  State s;
+  s.keys = Buffer(static_cast<std::size_t>(frames_) * F * qk);
+  s.values = Buffer(static_cast<std::size_t>(frames_) * F * dim_);
+  s.q = Buffer(F * qk);
+  s.scores = Buffer(static_cast<std::size_t>(frames_) * heads_);
+  s.head_max = Buffer(heads_);
+  s.head_sum = Buffer(heads_);
+  s.column_weight = Buffer(static_cast<std::size_t>(frames_) * dim_);
+  s.mixed = Buffer(F * std::max<std::size_t>(dim_, qk));
+  s.norm_scratch = Buffer(2 * std::max<std::size_t>(dim_, qk));
+  return s;
 }
 
 namespace {
@@ -263,56 +264,62 @@ void split_heads(const float* __restrict x, int heads, int e, float* __restrict 
 
 }  // namespace
 
-void FrameAttention::step(const float* q_in, const float* kv_in, float* update,
-                          StageClock* clock, int index, bool merge) {
+void FrameAttention::step(State& st, const float* q_in, const float* kv_in, float* update,
+                          StageClock* clock, int index, bool merge) const {
   static const char* const kLaps[2][4] = {
       {"attention: q, k, v", "attention: scores", "attention: weighted sum", "attention: out"},
       {"merge: q, k, v", "merge: scores", "merge: weighted sum", "merge: out"}};
   const char* const* laps = kLaps[merge ? 1 : 0];
   const int qk = heads_ * e_, dv = dim_ / heads_, per_head = F * e_;
   const std::size_t key_frame = static_cast<std::size_t>(F) * qk;
-  query_.forward(q_in, mixed_.data());  // mixed_ is free until the weighted sum
-  split_heads(mixed_.data(), heads_, e_, q_.data());
-  key_.forward(kv_in, mixed_.data());
-  split_heads(mixed_.data(), heads_, e_, keys_.data() + next_ * key_frame);
-  value_.forward(kv_in, values_.data() + static_cast<std::size_t>(next_) * F * dim_);
-  next_ = (next_ + 1) % frames_;
-  count_ = std::min(count_ + 1, frames_);
+  float* mixed = st.mixed.data();  // free until the weighted sum
+  float* norm_scratch = st.norm_scratch.data();
+  float* scores = st.scores.data();
+  float* head_max = st.head_max.data();
+  float* head_sum = st.head_sum.data();
+  query_.forward(q_in, mixed, norm_scratch);
+  split_heads(mixed, heads_, e_, st.q.data());
+  key_.forward(kv_in, mixed, norm_scratch);
+  split_heads(mixed, heads_, e_, st.keys.data() + st.next * key_frame);
+  value_.forward(kv_in, st.values.data() + static_cast<std::size_t>(st.next) * F * dim_,
+                 norm_scratch);
+  st.next = (st.next + 1) % frames_;
+  st.count = std::min(st.count + 1, frames_);
+  const int count = st.count;
   if (clock) clock->lap(laps[0], index);
 
   // Scores of every valid frame (slots 0..count-1; their order does not matter).
   for (int h = 0; h < heads_; ++h) {
-    kernels().dot_many(q_.data() + h * per_head, keys_.data() + h * per_head,
-                       static_cast<long>(key_frame), count_, per_head, scores_.data() + h, heads_);
+    kernels().dot_many(st.q.data() + h * per_head, st.keys.data() + h * per_head,
+                       static_cast<long>(key_frame), count, per_head, scores + h, heads_);
     float top = -INFINITY;
-    for (int s = 0; s < count_; ++s) {
-      scores_[s * heads_ + h] *= scale_;
-      top = std::max(top, scores_[s * heads_ + h]);
+    for (int s = 0; s < count; ++s) {
+      scores[s * heads_ + h] *= scale_;
+      top = std::max(top, scores[s * heads_ + h]);
     }
-    head_max_[h] = top;
+    head_max[h] = top;
   }
-  for (int s = 0; s < count_; ++s)
-    for (int h = 0; h < heads_; ++h) scores_[s * heads_ + h] -= head_max_[h];
-  kernels().exp_inplace(scores_.data(), count_ * heads_);
-  head_sum_.zero();
-  for (int s = 0; s < count_; ++s)
-    for (int h = 0; h < heads_; ++h) head_sum_[h] += scores_[s * heads_ + h];
+  for (int s = 0; s < count; ++s)
+    for (int h = 0; h < heads_; ++h) scores[s * heads_ + h] -= head_max[h];
+  kernels().exp_inplace(scores, count * heads_);
+  for (int h = 0; h < heads_; ++h) head_sum[h] = 0.f;
+  for (int s = 0; s < count; ++s)
+    for (int h = 0; h < heads_; ++h) head_sum[h] += scores[s * heads_ + h];
   if (clock) clock->lap(laps[1], index);
 
   // Softmax-weighted sum of the values, all heads at once: per-column weights
   // of every frame, then for each bin one pass over the frames.
-  float* __restrict weight = column_weight_.data();
-  for (int h = 0; h < heads_; ++h) head_sum_[h] = 1.f / head_sum_[h];
-  for (int s = 0; s < count_; ++s)
+  float* __restrict weight = st.column_weight.data();
+  for (int h = 0; h < heads_; ++h) head_sum[h] = 1.f / head_sum[h];
+  for (int s = 0; s < count; ++s)
     for (int h = 0; h < heads_; ++h) {
-      const float w = scores_[s * heads_ + h] * head_sum_[h];
+      const float w = scores[s * heads_ + h] * head_sum[h];
       for (int j = h * dv; j < (h + 1) * dv; ++j) weight[s * dim_ + j] = w;
     }
-  float* mixed = mixed_.data();
-  kernels().weighted_sum(weight, values_.data(), static_cast<long>(F) * dim_, count_, F, dim_,
+  kernels().weighted_sum(weight, st.values.data(), static_cast<long>(F) * dim_, count, F, dim_,
                          mixed);
   if (clock) clock->lap(laps[2], index);
-  out_.forward(mixed, update);
+  out_.forward(mixed, update, norm_scratch);
   if (clock) clock->lap(laps[3], index);
 }
 

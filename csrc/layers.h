@@ -1,6 +1,8 @@
 // One small class per layer of the streaming step. Construction packs the
-// weights (PyTorch layouts in) into the layout the hot path wants and sizes
-// every buffer; step() and reset() never allocate.
+// weights (PyTorch layouts in) into the layout the hot path wants; a layer is
+// then read-only, so one set of weights serves many streams on many threads.
+// What a stream carries from step to step (and its scratch) is the layer's
+// State, made by new_state(); step() and reset() never allocate.
 //
 // A frame of features is row-major [kBins x channels]: one row per frequency
 // bin, so per-bin maps over all 97 bins are single matrix products.
@@ -32,11 +34,24 @@ class Buffer {
   void zero();
 
  private:
+  friend class BufferTally;
+  static thread_local std::size_t allocated_;  // bytes made on this thread, ever
   struct Free {
     void operator()(float* p) const;
   };
   std::unique_ptr<float[], Free> data_;
   std::size_t size_ = 0;
+};
+
+// The bytes of the Buffers made on this thread while it lives: how big a
+// model's weights and a stream's state are.
+class BufferTally {
+ public:
+  BufferTally() : start_(Buffer::allocated_) {}
+  std::size_t bytes() const { return Buffer::allocated_ - start_; }
+
+ private:
+  std::size_t start_;
 };
 
 struct TensorRef {
@@ -94,47 +109,59 @@ class ChannelNorm {
 // ConvTranspose2d layout and the layer is the causal transposed convolution.
 class CausalConv3x3 {
  public:
+  struct State {
+    Buffer history;  // frames t-2, t-1: [2 x kBins x c_in]
+    Buffer columns;  // [kBins x 9 c_in]
+    void reset() { history.zero(); }
+  };
   CausalConv3x3() = default;
   CausalConv3x3(const Weights& w, int c_in, int c_out, bool transposed);
-  void step(const float* x, float* y);  // x [kBins x c_in], y [kBins x c_out]
-  void reset();
+  State new_state() const;
+  void step(State& s, const float* x, float* y) const;  // x [kBins x c_in], y [kBins x c_out]
 
  private:
   int c_in_ = 0, c_out_ = 0;
   Buffer weight_;   // [(3 frames x 3 bins x c_in) x c_out]
   Buffer bias_;
-  Buffer history_;  // frames t-2, t-1: [2 x kBins x c_in]
-  Buffer columns_;  // [kBins x 9 c_in]
 };
 
 // Bidirectional LSTM across the bins of one frame; no state across frames.
 class FreqBiLstm {
  public:
+  struct State {  // scratch only
+    Buffer gates;       // [kBins x 8 hidden]
+    Buffer step_gates;  // of the recurrence
+  };
   FreqBiLstm() = default;
   FreqBiLstm(const Weights& w, int dim, int hidden);
-  void forward(const float* x, float* y);  // x [kBins x dim] -> y [kBins x 2 hidden]
+  State new_state() const;
+  void forward(State& s, const float* x, float* y) const;  // [kBins x dim] -> [kBins x 2 hidden]
 
  private:
   int dim_ = 0, hidden_ = 0;
   Linear input_;             // dim -> 8 hidden: forward gates | reverse gates
   Buffer recurrent_[2];      // W_hh^T per direction: [hidden x 4 hidden]
-  Buffer gates_;             // [kBins x 8 hidden]
-  Buffer step_gates_;         // scratch of the recurrence
 };
 
 // LSTM across time, one (h, c) per bin, all bins at once.
 class TimeLstm {
  public:
+  struct State {
+    Buffer gates, h, c;  // [kBins x 4 hidden], [kBins x hidden] twice
+    void reset() {
+      h.zero();
+      c.zero();
+    }
+  };
   TimeLstm() = default;
   TimeLstm(const Weights& w, int dim, int hidden);
-  void step(const float* x, float* y);  // x [kBins x dim] -> y [kBins x hidden] (= h)
-  void reset();
+  State new_state() const;
+  void step(State& s, const float* x, float* y) const;  // [kBins x dim] -> [kBins x hidden] (= h)
 
  private:
   int hidden_ = 0;
   Linear input_;
   Buffer recurrent_;  // [hidden x 4 hidden]
-  Buffer gates_, h_, c_;
 };
 
 // 1x1 map to heads x per_head channels, PReLU per head, LayerNorm over
@@ -143,42 +170,46 @@ class HeadProjection {
  public:
   HeadProjection() = default;
   HeadProjection(const Weights& w, int in, int heads, int per_head);
-  void forward(const float* x, float* y) const;
+  // scratch: 2 * width() floats (per-column statistics)
+  void forward(const float* x, float* y, float* scratch) const;
+  int width() const { return heads_ * per_head_; }
 
  private:
   int heads_ = 0, per_head_ = 0;
   Linear map_;
   Buffer gamma_, beta_;  // [kBins x heads*per_head]
   Buffer slope_;         // PReLU slope of each column's head: [heads*per_head]
-  mutable Buffer scratch_;  // per-column statistics
 };
 
 // Causal local multi-head attention over frames, with a ring buffer of the
 // last `frames` keys and values. Self-attention when q_in == kv_in.
 class FrameAttention {
  public:
+  struct State {
+    int count = 0, next = 0;  // valid frames in the rings, slot to write next
+    Buffer keys;              // ring: [frames x heads x kBins*e]
+    Buffer values;            // ring: [frames x kBins x dim]
+    Buffer q;                 // [heads x kBins*e]
+    Buffer scores;            // [frames x heads]
+    Buffer head_max, head_sum;  // [heads]
+    Buffer column_weight;     // [frames x dim]
+    Buffer mixed;  // [kBins x max(dim, heads*e)]: projections, then the weighted sum
+    Buffer norm_scratch;      // the projections' statistics
+    void reset() { count = next = 0; }
+  };
   FrameAttention() = default;
   FrameAttention(const Weights& w, int dim, int heads, int e, int frames);
+  State new_state() const;
   // update [kBins x dim] = attention of q_in's frame over kv_in's last frames.
-  // `clock` (if given) times its projections, scores and weighted sum.
-  // Its laps are named after `what` ("attention" or "merge").
-  void step(const float* q_in, const float* kv_in, float* update, StageClock* clock = nullptr,
-            int index = -1, bool merge = false);
-  void reset();
+  // `clock` (if given) times its projections, scores and weighted sum, in
+  // laps named "merge: ..." if `merge`, else "attention: ...".
+  void step(State& s, const float* q_in, const float* kv_in, float* update,
+            StageClock* clock = nullptr, int index = -1, bool merge = false) const;
 
  private:
   int dim_ = 0, heads_ = 0, e_ = 0, frames_ = 0;
-  int count_ = 0, next_ = 0;  // valid frames in the ring, slot to write next
   float scale_ = 0.f;
   HeadProjection query_, key_, value_, out_;
-  Buffer q_;        // [heads x kBins*e]
-  Buffer keys_;     // ring: [frames x heads x kBins*e]
-  Buffer values_;   // ring: [frames x kBins x dim]
-  Buffer scores_;   // [frames x heads]
-  Buffer partial_;  // [heads*e]
-  Buffer head_max_, head_sum_;  // [heads]
-  Buffer column_weight_;  // [dim]
-  Buffer mixed_;    // [kBins x max(dim, heads*e)]: projections, then the weighted sum
 };
 
 }  // namespace kb

@@ -9,6 +9,13 @@ and without the GIL.
     out = engine.process(chunk, hint)    # boosted: the hint that arrived now
 
 Like the reference models, a stream's output lags its input by 64 samples.
+
+Many streams of one model (a hint server's, a host's plugin instances) share
+its packed weights: build a `NativeModel` once and an engine per stream.
+
+    model = NativeModel.from_folder("models/separate-large",
+                                    hints_for="models/separate-boosted-d3")
+    engines = [model.engine() for _ in range(16)]   # one set of weights
 """
 
 from __future__ import annotations
@@ -66,8 +73,17 @@ def engine_config(config: ModelConfig, hint_channels: int = 0) -> dict[str, int 
     return out
 
 
-class NativeEngine:
-    """A streaming engine for a small, boosted or large model."""
+def _hint_generator_of(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    boosted = load_model_files(path)
+    if boosted.config.role != "boosted":
+        raise ModelFileError(f"{path}: not a boosted model (no hint generator)")
+    return {k: v for k, v in boosted.tensors.items() if k.startswith("hint_generator.")}
+
+
+class NativeModel:
+    """A model's weights, packed once into the native layout and then read-only:
+    any number of engines, on any threads, share one (each engine holds only its
+    stream's state)."""
 
     def __init__(
         self,
@@ -76,7 +92,7 @@ class NativeEngine:
         hint_generator: dict[str, np.ndarray] | None = None,
     ):
         """`hint_generator`: for a large model, the `hint_generator.*` tensors of the
-        boosted model it serves; the engine then also returns each chunk's hint."""
+        boosted model it serves; its engines then also return each chunk's hint."""
         config.validate()
         self.config = config
         tensors = dict(tensors)
@@ -86,12 +102,60 @@ class NativeEngine:
                 raise ValueError("only a large model's engine takes a hint generator")
             tensors.update(hint_generator)
             hint_channels = int(hint_generator["hint_generator.weight"].shape[0])
-        self._engine = _native.Engine(engine_config(config, hint_channels), tensors)
-        net = config.net
-        self.channels, self.sources = net.channels, net.sources
+        self._model = _native.Model(engine_config(config, hint_channels), tensors)
         self.hint_channels = (
             config.boost.hint_channels if config.boost is not None else hint_channels
         )
+
+    @classmethod
+    def from_folder(
+        cls, path: str | os.PathLike, hints_for: str | os.PathLike | None = None
+    ) -> NativeModel:
+        """Load a model folder. For a large model, `hints_for` names the boosted
+        model folder whose hint generator it should run."""
+        files = load_model_files(path)
+        generator = None if hints_for is None else _hint_generator_of(hints_for)
+        return cls(files.config, files.tensors, generator)
+
+    @property
+    def weight_bytes(self) -> int:
+        """Bytes of the packed weights, shared by every engine of this model."""
+        return self._model.weight_bytes
+
+    @property
+    def makes_hints(self) -> bool:
+        return self._model.makes_hints
+
+    def engine(self) -> NativeEngine:
+        """A new stream of this model, from zeroed state."""
+        return NativeEngine(self)
+
+
+class NativeEngine:
+    """A streaming engine (one stream) of a small, boosted or large model."""
+
+    def __init__(
+        self,
+        config: ModelConfig | NativeModel,
+        tensors: dict[str, np.ndarray] | None = None,
+        hint_generator: dict[str, np.ndarray] | None = None,
+    ):
+        """From a config and its tensors (a model of its own), or from a shared
+        `NativeModel` alone. `hint_generator`: see NativeModel."""
+        if isinstance(config, NativeModel):
+            if tensors is not None or hint_generator is not None:
+                raise ValueError("an engine of a NativeModel takes no tensors of its own")
+            model = config
+        elif tensors is None:
+            raise ValueError("NativeEngine needs a config and its tensors, or a NativeModel")
+        else:
+            model = NativeModel(config, tensors, hint_generator)
+        self.model = model
+        self.config = model.config
+        self._engine = _native.Engine(model._model)
+        net = model.config.net
+        self.channels, self.sources = net.channels, net.sources
+        self.hint_channels = model.hint_channels
         self._out = np.zeros((net.sources, net.channels, CHUNK), np.float32)
         self._hint_out = np.zeros((self.hint_channels, N_BINS), np.float32)
 
@@ -101,16 +165,12 @@ class NativeEngine:
     ) -> NativeEngine:
         """Load a model folder. For a large model, `hints_for` names the boosted
         model folder whose hint generator it should run."""
-        files = load_model_files(path)
-        generator = None
-        if hints_for is not None:
-            boosted = load_model_files(hints_for)
-            if boosted.config.role != "boosted":
-                raise ModelFileError(f"{hints_for}: not a boosted model (no hint generator)")
-            generator = {
-                k: v for k, v in boosted.tensors.items() if k.startswith("hint_generator.")
-            }
-        return cls(files.config, files.tensors, generator)
+        return cls(NativeModel.from_folder(path, hints_for))
+
+    @property
+    def state_bytes(self) -> int:
+        """Bytes of this stream's own state and scratch (the weights not counted)."""
+        return self._engine.state_bytes
 
     @property
     def makes_hints(self) -> bool:

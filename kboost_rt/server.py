@@ -2,7 +2,8 @@
 
 One UDP socket serves many device streams. Each stream runs the native large
 engine with the hint generator of the boosted model the device announced,
-chunk by chunk, and sends back one hint per chunk. The network thread parses
+chunk by chunk, and sends back one hint per chunk. The streams of one model
+share its packed weights; a stream owns only its state. The network thread parses
 and checks every datagram; the model steps of different streams run on a pool
 of worker threads (the native step releases the GIL), each stream's chunks in
 order on one worker. Every datagram is parsed by
@@ -30,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol as p
-from .engine import NativeEngine
+from .engine import NativeEngine, NativeModel
 from .model_files import ModelFileError, ModelFiles, load_model_files
 from .signal_path import CHUNK, SAMPLE_RATE
 
@@ -54,12 +55,17 @@ class ServedModel:
     boosted: ModelFiles
     large: ModelFiles
     step_seconds: float = 0.0  # measured cost of one step, for admission
+    # Packed once (by measure(), at start-up) and shared by every stream: a new
+    # stream costs only its own state.
+    native: NativeModel | None = field(default=None, repr=False)
 
     def engine(self) -> NativeEngine:
-        generator = {
-            k: v for k, v in self.boosted.tensors.items() if k.startswith("hint_generator.")
-        }
-        return NativeEngine(self.large.config, self.large.tensors, generator)
+        if self.native is None:
+            generator = {
+                k: v for k, v in self.boosted.tensors.items() if k.startswith("hint_generator.")
+            }
+            self.native = NativeModel(self.large.config, self.large.tensors, generator)
+        return self.native.engine()
 
     def measure(self, chunks: int = 50) -> float:
         """Median time of a fresh engine's steps on noise (the cost does not depend on it)."""
@@ -201,8 +207,9 @@ class HintServer:
             if not model.step_seconds:
                 model.measure()
         self._pool = ThreadPoolExecutor(workers, "kboost-step") if workers > 1 else None
-        # New streams' engines are built here, off the network thread (packing a
-        # large model's weights takes milliseconds); WELCOME goes out when done.
+        # New streams' engines are built here, off the network thread (a paper-size
+        # large model's state is megabytes of attention rings to allocate and
+        # zero); WELCOME goes out when done.
         self._admission = ThreadPoolExecutor(1, "kboost-admit")
         self._opened: deque[tuple[Stream, p.Packet | None, str]] = deque()
         # stream key -> this pass's chunks: (seq, samples, silent steps before it

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from kboost_rt.config import PAPER_BOOSTED, PAPER_SMALL
+from kboost_rt.costs import parameter_counts
 from kboost_rt.engine import NativeEngine, native_library
 from kboost_rt.reference import build_model
 
@@ -22,6 +23,7 @@ typedef struct {
 typedef struct {
   const char* name; const float* data; int32_t ndim; const int64_t* shape;
 } kb_tensor;
+typedef struct kb_model kb_model;
 typedef struct kb_engine kb_engine;
 typedef struct { uint64_t chunks; uint64_t nonfinite_resets; } kb_stats;
 int kb_abi_version(void);
@@ -31,6 +33,11 @@ int kb_engine_process(kb_engine*, const float*, const float*, float*, float*);
 void kb_engine_reset(kb_engine*);
 kb_stats kb_engine_stats(const kb_engine*);
 void kb_engine_destroy(kb_engine*);
+kb_model* kb_model_create(const kb_config*, const kb_tensor*, int32_t, char*, size_t);
+kb_engine* kb_engine_create_from_model(const kb_model*, char*, size_t);
+size_t kb_model_weight_bytes(const kb_model*);
+size_t kb_engine_state_bytes(const kb_engine*);
+void kb_model_destroy(kb_model*);
 typedef struct kb_link kb_link;
 typedef struct kb_processor kb_processor;
 typedef struct { double gain_db; double wet; int32_t source, bypass, boost; } kb_params;
@@ -56,30 +63,38 @@ void kb_processor_destroy(kb_processor*);
 ROLES = {"small": 0, "large": 1, "boosted": 2}
 
 
+def c_model_args(ffi, config, tensors, hint_channels=0):
+    """(kb_config*, kb_tensor[], what must stay alive while they are used)."""
+    from kboost_rt.engine import engine_config
+
+    c = ffi.new("kb_config*")
+    for key, value in engine_config(config, hint_channels).items():
+        setattr(c, key, ROLES[value] if key == "role" else value)
+    keep = []
+    array = ffi.new("kb_tensor[]", len(tensors))
+    for i, (name, t) in enumerate(tensors.items()):
+        t = np.ascontiguousarray(t, np.float32)
+        name_c, shape_c = ffi.new("char[]", name.encode()), ffi.new("int64_t[]", t.shape)
+        keep += [t, name_c, shape_c]
+        array[i] = {
+            "name": name_c,
+            "data": ffi.from_buffer("float[]", t),
+            "ndim": t.ndim,
+            "shape": shape_c,
+        }
+    return c, array, keep
+
+
 class CEngine:
     """A kb_engine driven through cffi, built from a config and tensors."""
 
-    def __init__(self, ffi, lib, config, tensors, hint_channels=0):
-        from kboost_rt.engine import engine_config
-
-        flat = engine_config(config, hint_channels)
-        c = ffi.new("kb_config*")
-        for key, value in flat.items():
-            setattr(c, key, ROLES[value] if key == "role" else value)
-        keep = []
-        array = ffi.new("kb_tensor[]", len(tensors))
-        for i, (name, t) in enumerate(tensors.items()):
-            t = np.ascontiguousarray(t, np.float32)
-            name_c, shape_c = ffi.new("char[]", name.encode()), ffi.new("int64_t[]", t.shape)
-            keep += [t, name_c, shape_c]
-            array[i] = {
-                "name": name_c,
-                "data": ffi.from_buffer("float[]", t),
-                "ndim": t.ndim,
-                "shape": shape_c,
-            }
+    def __init__(self, ffi, lib, config, tensors, hint_channels=0, model=None):
         error = ffi.new("char[512]")
-        self.ptr = lib.kb_engine_create(c, array, len(tensors), error, 512)
+        if model is not None:  # a stream of a shared kb_model
+            self.ptr = lib.kb_engine_create_from_model(model, error, 512)
+        else:
+            c, array, _keep = c_model_args(ffi, config, tensors, hint_channels)
+            self.ptr = lib.kb_engine_create(c, array, len(tensors), error, 512)
         self.error = ffi.string(error).decode()
         self.ffi, self.lib = ffi, lib
 
@@ -106,7 +121,7 @@ def tensors_of(model):
 
 def test_c_abi_matches_the_python_binding(lib):
     ffi, c = lib
-    assert c.kb_abi_version() == 2
+    assert c.kb_abi_version() == 3
     assert ffi.string(c.kb_simd()).decode() in ("generic", "avx2", "avx512")
     torch.manual_seed(0)
     tensors = tensors_of(build_model(PAPER_BOOSTED))
@@ -128,6 +143,38 @@ def test_c_abi_matches_the_python_binding(lib):
     c.kb_engine_reset(engine.ptr)
     c.kb_engine_destroy(engine.ptr)
     assert c.kb_engine_process(ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL, ffi.NULL) == -1
+
+
+def test_engines_of_one_c_model_share_it_and_outlive_it(lib):
+    ffi, c = lib
+    torch.manual_seed(1)
+    tensors = tensors_of(build_model(PAPER_BOOSTED))
+    error = ffi.new("char[512]")
+    config, array, _keep = c_model_args(ffi, PAPER_BOOSTED, tensors)
+    model = c.kb_model_create(config, array, len(tensors), error, 512)
+    assert model != ffi.NULL, ffi.string(error).decode()
+    # The device's parameters, packed (the LSTMs' two biases become one).
+    floats = parameter_counts(PAPER_BOOSTED)["device"]
+    assert 0.9 * 4 * floats <= c.kb_model_weight_bytes(model) <= 1.2 * 4 * floats
+    engines = [CEngine(ffi, c, None, None, model=model) for _ in range(2)]
+    assert all(e.ptr != ffi.NULL for e in engines)
+    assert c.kb_engine_state_bytes(engines[0].ptr) > 0
+    c.kb_model_destroy(model)  # the engines keep the weights
+    alone = [NativeEngine(PAPER_BOOSTED, tensors) for _ in range(2)]
+    rng = np.random.default_rng(2)
+    for _ in range(30):
+        for engine, reference in zip(engines, alone, strict=True):
+            chunk = (0.1 * rng.standard_normal((2, 128))).astype(np.float32)
+            hint = rng.standard_normal((8, 97)).astype(np.float32)
+            rc, out = engine.process(chunk, hint)
+            assert rc == 0 and np.array_equal(out, reference.process(chunk, hint))
+    for engine in engines:
+        c.kb_engine_destroy(engine.ptr)
+    assert c.kb_engine_create_from_model(ffi.NULL, error, 512) == ffi.NULL
+    assert "model is NULL" in ffi.string(error).decode()
+    config.role = 7
+    assert c.kb_model_create(config, array, len(tensors), error, 512) == ffi.NULL
+    assert "unknown role" in ffi.string(error).decode()
 
 
 def test_c_abi_reports_bad_weights(lib):

@@ -1,6 +1,7 @@
 """The native engine against the PyTorch reference, chunk by chunk over 20 s."""
 
 import dataclasses
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 
 from kboost_rt import _native
 from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL, BoostConfig, NetConfig
-from kboost_rt.engine import NativeEngine
+from kboost_rt.engine import NativeEngine, NativeModel
 from kboost_rt.model_files import ModelFileError
 from kboost_rt.reference import BoostedModel, GridNet, build_model, save_model
 from kboost_rt.signal_path import CHUNK, N_BINS
@@ -144,6 +145,43 @@ def test_engine_from_model_folders(tmp_path):
             assert small_engine.process(x[t], hint).shape == (2, 2, CHUNK)
     with pytest.raises(ModelFileError, match="not a boosted model"):
         NativeEngine.from_folder(tmp_path / "large", hints_for=tmp_path / "large")
+
+
+def test_streams_of_one_model_share_its_weights_and_keep_their_own_state():
+    """Engines of one NativeModel, stepped interleaved and from two threads at once
+    on different audio, each equal an engine with a model of its own, bit for bit."""
+    torch.manual_seed(3)
+    large = GridNet(LARGE_TEST).eval()
+    boosted = BoostedModel(NetConfig(), BoostConfig(hint_channels=8, delay=3))
+    generator = {f"hint_generator.{k}": v for k, v in tensors_of(boosted.hint_generator).items()}
+    cfg, tensors = dataclasses.replace(PAPER_LARGE, net=LARGE_TEST), tensors_of(large)
+    shared = NativeModel(cfg, tensors, generator)
+    streams = [audio(2, 150, seed=s) for s in range(3)]
+
+    def alone(x):
+        engine = NativeEngine(cfg, tensors, generator)
+        return [engine.process_with_hint(chunk) for chunk in x]
+
+    wanted = [alone(x) for x in streams]
+    engines = [shared.engine() for _ in streams]
+    assert all(e.model is shared for e in engines) and shared.makes_hints
+    assert 0 < engines[0].state_bytes and 0 < shared.weight_bytes
+    for t in range(150):  # chunk t of every stream before chunk t + 1 of any
+        for engine, x, want in zip(engines, streams, wanted, strict=True):
+            out, hint = engine.process_with_hint(x[t])
+            assert np.array_equal(out, want[t][0]) and np.array_equal(hint, want[t][1])
+
+    def run(x):  # the step releases the GIL: the threads step at the same time
+        engine = shared.engine()
+        return [engine.process_with_hint(chunk) for chunk in x]
+
+    with ThreadPoolExecutor(2) as pool:
+        results = list(pool.map(run, streams[:2]))
+    for got, want in zip(results, wanted, strict=False):
+        for (out, hint), (out_w, hint_w) in zip(got, want, strict=True):
+            assert np.array_equal(out, out_w) and np.array_equal(hint, hint_w)
+    with pytest.raises(ValueError, match="no tensors of its own"):
+        NativeEngine(shared, tensors)
 
 
 @pytest.fixture(scope="module")
