@@ -284,6 +284,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     import tempfile
 
     from . import protocol
+    from .hint_codec import default_encoding
     from .loadtest import Target, loadtest
     from .model_files import load_model_files
     from .model_select import resolve_model
@@ -315,15 +316,14 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         if cfg.role != "boosted" or cfg.boost is None:
             print(f"kboost-rt: error: {path}: loadtest needs a boosted model", file=sys.stderr)
             return 2
-        target = Target(
-            path.name,
-            cfg.net.channels,
-            cfg.boost.delay,
-            protocol.HintEncoding[args.encoding.upper()],
-            key,
+        encoding = (
+            default_encoding(path)
+            if args.encoding == "auto"
+            else protocol.HintEncoding[args.encoding.upper()]
         )
+        target = Target(path.name, cfg.net.channels, cfg.boost.delay, encoding, key)
         print(
-            f"{target.model}, {args.encoding} hints, {args.seconds:g} s per stream count"
+            f"{target.model}, {encoding.name.lower()} hints, {args.seconds:g} s per stream count"
             + ("" if args.server else ", a local server")
         )
         header = (
@@ -360,7 +360,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     if args.json:
         doc = {
             "model": target.model,
-            "encoding": args.encoding,
+            "encoding": encoding.name.lower(),
             "seconds": args.seconds,
             "server": "{}:{}".format(*args.server) if args.server else "local",
             "cpus": os.cpu_count(),
@@ -371,12 +371,17 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
 
 
 def _paper_size_models(root: Path) -> Path:
-    """The paper's boosted (d = 3) and large models with random weights: what a step
-    costs does not depend on the weights."""
+    """The paper's boosted (d = 3) and large models with random weights (what a step
+    costs does not depend on the weights), and a hint codec of their hints."""
     import dataclasses
 
+    import numpy as np
+
     from .config import PAPER_BOOSTED, PAPER_LARGE
+    from .engine import NativeEngine
+    from .hint_codec import fit_codec
     from .model_files import random_weights, save_model_files
+    from .signal_path import CHUNK
 
     boosted = dataclasses.replace(
         PAPER_BOOSTED,
@@ -385,6 +390,10 @@ def _paper_size_models(root: Path) -> Path:
     )
     save_model_files(root / "paper-boosted-d3", boosted, random_weights(boosted, 1))
     save_model_files(root / "paper-large", PAPER_LARGE, random_weights(PAPER_LARGE, 2))
+    large = NativeEngine.from_folder(root / "paper-large", hints_for=root / "paper-boosted-d3")
+    noise = (0.1 * np.random.default_rng(0).standard_normal((200, 2, CHUNK))).astype(np.float32)
+    hints = np.array([large.process_with_hint(chunk)[1] for chunk in noise])
+    fit_codec(hints, 96).save(root / "paper-boosted-d3")
     return root / "paper-boosted-d3"
 
 
@@ -461,7 +470,7 @@ def _process(args: argparse.Namespace) -> int:
             Path(args.model),
             args.server,
             _key(args),
-            HintEncoding[args.hints.upper()],
+            None if args.hints == "auto" else HintEncoding[args.hints.upper()],
             progress=not args.quiet,
             params=params,
             mix=args.mix,
@@ -497,8 +506,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print("kboost-rt: error: --delays takes integers, --hint-loss fractions", file=sys.stderr)
         return 2
     encodings = args.hint_encodings.split(",")
-    if any(e not in ("float32", "float16", "int8") for e in encodings):
-        print("kboost-rt: error: --hint-encodings takes float32, float16, int8", file=sys.stderr)
+    if any(e not in ("float32", "float16", "int8", "pca") for e in encodings):
+        print(
+            "kboost-rt: error: --hint-encodings takes float32, float16, int8, pca", file=sys.stderr
+        )
         return 2
     if any(not 0 <= p <= 1 for p in losses):
         print("kboost-rt: error: --hint-loss values must be in [0, 1]", file=sys.stderr)
@@ -566,6 +577,36 @@ def cmd_data(args: argparse.Namespace) -> int:
         return 2
     write_set(cache, args.task, args.split, out, args.count, args.seconds, args.seed)
     print(f"wrote {args.count} {args.task} examples ({args.split} split) to {out}")
+    return 0
+
+
+def cmd_codec(args: argparse.Namespace) -> int:
+    from .model_select import resolve_model
+    from .protocol import HintEncoding, SampleFormat, bytes_per_second
+    from .training.codec_fit import fit_model_codec
+
+    if not 1 <= args.components <= 255:
+        print("kboost-rt: error: --components must be in [1, 255]", file=sys.stderr)
+        return 2
+    for name in args.models:
+        try:
+            folder = resolve_model(name)
+            print(f"{folder}: hints of {args.clips} training clips of {args.seconds:g} s...")
+            codec, kept = fit_model_codec(
+                folder, Path(args.cache), args.components, args.clips, args.seconds
+            )
+        except (ModelFileError, FileNotFoundError, ValueError) as e:
+            print(f"kboost-rt: error: {e}", file=sys.stderr)
+            return 2
+        file = codec.save(folder)
+        down = bytes_per_second(
+            codec.hint_channels, 2, HintEncoding.PCA, SampleFormat.INT16, True, codec
+        )[1]
+        print(
+            f"  wrote {file}: {codec.components} components keep {kept['train']:.2%} of the "
+            f"hints' variance on train, {kept['val']:.2%} on val; pca hints "
+            f"{down / 1e3:.1f} kB/s (keyed, IP and UDP headers included)"
+        )
     return 0
 
 
@@ -920,9 +961,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="per stream count (default: 10)")
     p.add_argument(
         "--encoding",
-        choices=["float32", "float16", "int8"],
-        default="int8",
-        help="hint encoding the streams ask for (default: int8)",
+        choices=["auto", "float32", "float16", "int8", "pca"],
+        default="auto",
+        help="hint encoding the streams ask for; auto: pca where the model has a hint codec, "
+        "else int8 (default: auto)",
     )
     p.add_argument(
         "--model",
@@ -956,9 +998,10 @@ def build_parser() -> argparse.ArgumentParser:
     _link_args(p, "hint server (boosted models); the file is paced at real time")
     p.add_argument(
         "--hints",
-        choices=["float32", "float16", "int8"],
-        default="float32",
-        help="hint encoding on the link (default: float32)",
+        choices=["auto", "float32", "float16", "int8", "pca"],
+        default="auto",
+        help="hint encoding on the link; auto: pca (the model's hint codec, about 23 kB/s) "
+        "where the boosted model has one, else int8 (default: auto)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument(
@@ -1049,7 +1092,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--hint-encodings",
         default="float32",
-        help="hint wire encodings to compare: float32, float16, int8 (default: float32)",
+        help="hint wire encodings to compare: float32, float16, int8, pca (the boosted "
+        "model's hint codec) (default: float32)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the hint losses (default: 0)")
     p.add_argument(
@@ -1120,6 +1164,20 @@ def build_parser() -> argparse.ArgumentParser:
         "mixed in the training process; boosted runs draw from their fixed clip bank)",
     )
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "codec",
+        help="fit a boosted model's hint codec (pca hints) on its large model's hints",
+        description="Fits hint_codec.safetensors into each boosted model folder: the "
+        "principal components of the hints its large model and hint generator make on "
+        "training-split mixtures. `--hints pca` then sends 4 + K bytes a hint.",
+    )
+    p.add_argument("models", nargs="+", metavar="NAME|DIR", help="boosted model folders")
+    p.add_argument("--components", type=int, default=96, help="K, coordinates a hint (default: 96)")
+    p.add_argument("--cache", default="data/cache", help="data cache (default: data/cache)")
+    p.add_argument("--clips", type=int, default=96, help="training clips (default: 96)")
+    p.add_argument("--seconds", type=float, default=4.0, help="seconds a clip (default: 4)")
+    p.set_defaults(func=cmd_codec)
 
     p = sub.add_parser(
         "demo",

@@ -26,6 +26,7 @@ import numpy as np
 
 from . import _native
 from . import protocol as p
+from .hint_codec import HintCodec
 from .signal_path import CHUNK, N_BINS, SAMPLE_RATE
 
 log = logging.getLogger("kboost_rt.client")
@@ -64,7 +65,12 @@ class HintClient:
         encoding: p.HintEncoding = p.HintEncoding.FLOAT32,
         sample_format: p.SampleFormat = p.SampleFormat.FLOAT32,
         key: tuple[int, bytes] | None = None,
+        codec: HintCodec | None = None,
     ):
+        """`codec`: the boosted model's hint codec, needed for pca hints."""
+        if encoding == p.HintEncoding.PCA and codec is None:
+            raise ValueError("pca hints need the boosted model's hint codec")
+        self.codec = codec
         self.server = server
         self.hello = p.Hello(model, channels, delay, encoding, sample_format)
         self.key_id, self.key = key if key else (0, None)
@@ -235,7 +241,9 @@ class HintClient:
                     continue
                 if packet.type != p.Type.HINT:
                     raise p.PacketError("not a hint")
-                hints = p.unpack_hints(packet.payload, self.hint_channels, self.hello.encoding)
+                hints = p.unpack_hints(
+                    packet.payload, self.hint_channels, self.hello.encoding, self.codec
+                )
             except p.PacketError:
                 self._counts["corrupt"] += 1
                 continue

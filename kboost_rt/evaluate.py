@@ -137,10 +137,12 @@ def evaluate(
 ) -> dict:
     """Every model of `task` on the examples in `data`; boosted models at each
     delay, hint loss and hint encoding (the wire format's float32, float16 or
-    int8, packed and unpacked as the link does). With `fallback_after`, the
+    int8, or pca with the boosted model's hint codec; packed and unpacked as
+    the link does). With `fallback_after`, the
     boosted models run with the small-model fallback of `kboost-rt process`
     and `live` where it would run there (their cost then includes the small
     model's)."""
+    from .hint_codec import CODEC_FILE, load_codec
     from .protocol import HintEncoding, pack_hint, unpack_hint
 
     encodings = encodings or ["float32"]
@@ -201,12 +203,17 @@ def evaluate(
             hint_engine.reset()
             made.append(_large_hints(hint_engine, ex.mixture))
         channels_h = boosted.config.boost.hint_channels
+        codec = load_codec(boosted_dir, channels_h)
+        if "pca" in encodings and codec is None:
+            raise ModelFileError(f"{boosted_dir}: pca hints need its {CODEC_FILE}")
         for encoding, loss in itertools.product(encodings, hint_loss):
             wire = HintEncoding[encoding.upper()]
             rng = np.random.default_rng(seed)
             scores = []
             for ex, hints in zip(examples, made, strict=True):
-                sent = [unpack_hint(pack_hint(h, wire), channels_h, wire) for h in hints]
+                sent = [
+                    unpack_hint(pack_hint(h, wire, codec), channels_h, wire, codec) for h in hints
+                ]
                 # The hint of chunk j arrives at chunk j + d unless lost on the way.
                 arriving = [
                     sent[t - delay] if t >= delay and rng.random() >= loss else None

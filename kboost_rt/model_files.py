@@ -100,7 +100,7 @@ def load_model_files(path: str | os.PathLike) -> ModelFiles:
     except (SafetensorError, ValueError, TypeError) as e:
         raise ModelFileError(f"{file}: corrupt or truncated safetensors file ({e})") from None
     validate_tensors(config, tensors, where=str(file))
-    stored = _metadata(blob).get(CHECKSUM_KEY)
+    stored = safetensors_metadata(blob).get(CHECKSUM_KEY)
     if stored is not None and stored != checksum(tensors):
         raise ModelFileError(f"{file}: checksum mismatch, the tensor data is corrupt")
     return ModelFiles(folder, config, tensors)
@@ -150,20 +150,20 @@ def save_model_files(
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     blob = save_safetensors(tensors, metadata={CHECKSUM_KEY: checksum(tensors)})
-    _write_atomic(folder / WEIGHTS_FILE, blob)
+    write_atomic(folder / WEIGHTS_FILE, blob)
     text = json.dumps(config.to_dict(), indent=2) + "\n"
-    _write_atomic(folder / CONFIG_FILE, text.encode())
+    write_atomic(folder / CONFIG_FILE, text.encode())
     return folder
 
 
-def _metadata(blob: bytes) -> dict[str, str]:
+def safetensors_metadata(blob: bytes) -> dict[str, str]:
     # The header was already parsed by safetensors; this only reads its metadata.
     size = int.from_bytes(blob[:8], "little")
     header = json.loads(blob[8 : 8 + size])
     return header.get("__metadata__") or {}
 
 
-def _write_atomic(file: Path, data: bytes) -> None:
+def write_atomic(file: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:

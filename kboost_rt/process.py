@@ -55,7 +55,7 @@ def process_file(
     model: Path,
     server: tuple[str, int] | None = None,
     key: tuple[int, bytes] | None = None,
-    encoding: HintEncoding = HintEncoding.FLOAT32,
+    encoding: HintEncoding | None = None,
     progress: bool = True,
     params: Params | None = None,
     mix: bool = False,

@@ -127,7 +127,7 @@ def open_stream(
     model: str | os.PathLike | ModelFiles,
     server: tuple[str, int] | None = None,
     key: tuple[int, bytes] | None = None,
-    encoding: HintEncoding = HintEncoding.FLOAT32,
+    encoding: HintEncoding | None = None,
     params: Params | LiveParams | None = None,
     fallback_after: int = FALLBACK_AFTER,
 ) -> Stream:
@@ -135,8 +135,10 @@ def open_stream(
     for streaming: with a
     `server`, connect the hint client and set up the small-model fallback
     where it helps (see `fallback.fallback_model`); `fallback_after` 0: never.
+    `encoding` None: pca hints if the model has a hint codec, else int8.
     Raises ValueError for a model that cannot run on the device, LinkError
     when the server refuses or does not answer."""
+    from .hint_codec import CODEC_FILE, default_encoding, load_codec
     from .model_files import load_model_files
     from .model_select import resolve_model
 
@@ -156,8 +158,12 @@ def open_stream(
     if server is not None:
         if cfg.boost is None:
             raise ValueError(f"{model}: --server needs a boosted model")
+        codec = load_codec(folder, cfg.boost.hint_channels)
+        encoding = default_encoding(folder) if encoding is None else encoding
+        if encoding == HintEncoding.PCA and codec is None:
+            raise ValueError(f"{model}: pca hints need the model's {CODEC_FILE}")
         client = HintClient(
-            server, files.name, cfg.net.channels, cfg.boost.delay, encoding, key=key
+            server, files.name, cfg.net.channels, cfg.boost.delay, encoding, key=key, codec=codec
         )
     try:
         if client is not None:

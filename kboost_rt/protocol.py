@@ -18,10 +18,14 @@ import struct
 from dataclasses import dataclass, replace
 from enum import IntEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .signal_path import CHUNK, N_BINS
+
+if TYPE_CHECKING:
+    from .hint_codec import HintCodec
 
 MAGIC = b"KBHL"
 VERSION = 2
@@ -57,6 +61,7 @@ class HintEncoding(IntEnum):
     FLOAT32 = 0
     FLOAT16 = 1
     INT8 = 2  # per-hint float32 scale, then int8 values
+    PCA = 3  # the boosted model's hint codec: float32 scale, then K int8 coordinates
 
 
 @dataclass(frozen=True)
@@ -294,25 +299,40 @@ MAX_HINTS_PER_DATAGRAM = 8
 HINT_COUNT = struct.Struct("<B")  # hints in the datagram; hint i is of chunk seq + i
 
 
-def hint_size(hint_channels: int, encoding: HintEncoding) -> int:
-    """Bytes of one encoded hint."""
+def hint_size(hint_channels: int, encoding: HintEncoding, codec: HintCodec | None = None) -> int:
+    """Bytes of one encoded hint (PCA: of the boosted model's `codec`)."""
     n = hint_channels * N_BINS
+    if encoding == HintEncoding.PCA:
+        return 4 + _codec_for(codec, hint_channels).components
     return {HintEncoding.FLOAT32: 4 * n, HintEncoding.FLOAT16: 2 * n, HintEncoding.INT8: 4 + n}[
         encoding
     ]
 
 
-def hint_payload_size(hint_channels: int, encoding: HintEncoding, count: int = 1) -> int:
-    return HINT_COUNT.size + count * hint_size(hint_channels, encoding)
+def _codec_for(codec: HintCodec | None, hint_channels: int) -> HintCodec:
+    if codec is None:
+        raise PacketError("pca hints need the boosted model's hint codec")
+    if codec.hint_channels != hint_channels:
+        raise PacketError("the hint codec does not fit the stream's hint channels")
+    return codec
+
+
+def hint_payload_size(
+    hint_channels: int, encoding: HintEncoding, count: int = 1, codec: HintCodec | None = None
+) -> int:
+    return HINT_COUNT.size + count * hint_size(hint_channels, encoding, codec)
 
 
 def hint_datagram_size(
-    hint_channels: int, encoding: HintEncoding, keyed: bool = True, count: int = 1
+    hint_channels: int,
+    encoding: HintEncoding,
+    keyed: bool = True,
+    count: int = 1,
+    codec: HintCodec | None = None,
 ) -> int:
     """Bytes of one HINT datagram (with its MAC when keyed)."""
-    return (
-        HEADER.size + hint_payload_size(hint_channels, encoding, count) + (MAC_SIZE if keyed else 0)
-    )
+    payload = hint_payload_size(hint_channels, encoding, count, codec)
+    return HEADER.size + payload + (MAC_SIZE if keyed else 0)
 
 
 def max_hint_channels() -> int:
@@ -320,52 +340,70 @@ def max_hint_channels() -> int:
     return (MAX_DATAGRAM - HEADER.size - MAC_SIZE - HINT_COUNT.size) // (4 * N_BINS)
 
 
-def pack_hints(hints: list[np.ndarray], encoding: HintEncoding) -> bytes:
+def pack_hints(
+    hints: list[np.ndarray], encoding: HintEncoding, codec: HintCodec | None = None
+) -> bytes:
     """The hints of consecutive chunks -> HINT payload."""
     if not 1 <= len(hints) <= MAX_HINTS_PER_DATAGRAM:
         raise PacketError(f"a HINT carries 1 to {MAX_HINTS_PER_DATAGRAM} hints")
-    return HINT_COUNT.pack(len(hints)) + b"".join(pack_hint(h, encoding) for h in hints)
+    return HINT_COUNT.pack(len(hints)) + b"".join(pack_hint(h, encoding, codec) for h in hints)
 
 
-def unpack_hints(payload: bytes, hint_channels: int, encoding: HintEncoding) -> list[np.ndarray]:
+def unpack_hints(
+    payload: bytes, hint_channels: int, encoding: HintEncoding, codec: HintCodec | None = None
+) -> list[np.ndarray]:
     """HINT payload -> the hints of chunks seq, seq + 1, ..., or PacketError."""
     if not payload:
         raise PacketError("bad HINT size")
     (count,) = HINT_COUNT.unpack_from(payload)
-    size = hint_size(hint_channels, encoding)
+    size = hint_size(hint_channels, encoding, codec)
     if not 1 <= count <= MAX_HINTS_PER_DATAGRAM or len(payload) != 1 + count * size:
         raise PacketError("bad HINT size")
     return [
-        unpack_hint(payload[1 + i * size : 1 + (i + 1) * size], hint_channels, encoding)
+        unpack_hint(payload[1 + i * size : 1 + (i + 1) * size], hint_channels, encoding, codec)
         for i in range(count)
     ]
 
 
-def pack_hint(hint: np.ndarray, encoding: HintEncoding) -> bytes:
+def _pack_int8(values: np.ndarray) -> bytes:
+    peak = float(np.abs(values).max())
+    scale = peak / 127.0 if peak > 0 else 1.0
+    q = np.clip(np.round(values / scale), -127, 127).astype(np.int8)
+    return struct.pack("<f", scale) + q.tobytes()
+
+
+def _unpack_int8(payload: bytes) -> np.ndarray:
+    (scale,) = struct.unpack_from("<f", payload)
+    if not 0.0 < scale < 1e30:  # 127 x scale must stay finite
+        raise PacketError("bad HINT scale")
+    return np.frombuffer(payload, np.int8, offset=4).astype(np.float32) * np.float32(scale)
+
+
+def pack_hint(hint: np.ndarray, encoding: HintEncoding, codec: HintCodec | None = None) -> bytes:
     """hint [C_h, 97] float32 -> its encoding (one hint of a HINT payload)."""
     if encoding == HintEncoding.FLOAT32:
         return hint.astype("<f4").tobytes()
     if encoding == HintEncoding.FLOAT16:
         return hint.astype("<f2").tobytes()
-    peak = float(np.abs(hint).max())
-    scale = peak / 127.0 if peak > 0 else 1.0
-    q = np.clip(np.round(hint / scale), -127, 127).astype(np.int8)
-    return struct.pack("<f", scale) + q.tobytes()
+    if encoding == HintEncoding.PCA:
+        return _pack_int8(_codec_for(codec, hint.shape[0]).coordinates(hint))
+    return _pack_int8(hint)
 
 
-def unpack_hint(payload: bytes, hint_channels: int, encoding: HintEncoding) -> np.ndarray:
+def unpack_hint(
+    payload: bytes, hint_channels: int, encoding: HintEncoding, codec: HintCodec | None = None
+) -> np.ndarray:
     """One encoded hint -> [C_h, 97] float32, or PacketError."""
-    if len(payload) != hint_size(hint_channels, encoding):
+    if len(payload) != hint_size(hint_channels, encoding, codec):
         raise PacketError("bad HINT size")
     if encoding == HintEncoding.FLOAT32:
         h = np.frombuffer(payload, "<f4").astype(np.float32)
     elif encoding == HintEncoding.FLOAT16:
         h = np.frombuffer(payload, "<f2").astype(np.float32)
+    elif encoding == HintEncoding.PCA:
+        h = _codec_for(codec, hint_channels).reconstruct(_unpack_int8(payload))
     else:
-        (scale,) = struct.unpack_from("<f", payload)
-        if not 0.0 < scale < 1e30:  # 127 x scale must stay finite
-            raise PacketError("bad HINT scale")
-        h = np.frombuffer(payload, np.int8, offset=4).astype(np.float32) * np.float32(scale)
+        h = _unpack_int8(payload)
     if not np.isfinite(h).all():
         raise PacketError("non-finite HINT values")
     return h.reshape(hint_channels, N_BINS)
@@ -377,12 +415,13 @@ def bytes_per_second(
     encoding: HintEncoding,
     sample_format: SampleFormat,
     keyed: bool,
+    codec: HintCodec | None = None,
 ) -> tuple[float, float]:
     """(uplink, downlink) bytes per second of one stream, UDP/IPv4 headers included."""
     overhead = HEADER.size + (MAC_SIZE if keyed else 0) + UDP_IP_OVERHEAD
     sample_bytes = 2 if sample_format == SampleFormat.INT16 else 4
     up = overhead + AUDIO.size + channels * CHUNK * sample_bytes
-    down = overhead + hint_payload_size(hint_channels, encoding)
+    down = overhead + hint_payload_size(hint_channels, encoding, codec=codec)
     chunks = 16000 / CHUNK
     return up * chunks, down * chunks
 

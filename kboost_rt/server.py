@@ -32,6 +32,7 @@ import numpy as np
 
 from . import protocol as p
 from .engine import NativeEngine, NativeModel
+from .hint_codec import HintCodec, load_codec
 from .model_files import ModelFileError, ModelFiles, load_model_files
 from .signal_path import CHUNK, SAMPLE_RATE
 
@@ -55,6 +56,7 @@ class ServedModel:
     boosted: ModelFiles
     large: ModelFiles
     step_seconds: float = 0.0  # measured cost of one step, for admission
+    codec: HintCodec | None = None  # the boosted model's, for pca hints
     # Packed once (by measure(), at start-up) and shared by every stream: a new
     # stream costs only its own state.
     native: NativeModel | None = field(default=None, repr=False)
@@ -169,7 +171,8 @@ def load_served_models(
             boosted.config.net.sources,
         ):
             raise ModelFileError(f"{large_path}: channels/sources differ from {path}")
-        served[boosted.name] = ServedModel(boosted.name, boosted, large_files)
+        codec = load_codec(path, channels)
+        served[boosted.name] = ServedModel(boosted.name, boosted, large_files, codec=codec)
     return served
 
 
@@ -318,7 +321,7 @@ class HintServer:
             _, hint = stream.engine.process_with_hint(chunk)
             stream.next_seq = seq + 1
             stream.stats["chunks"] += 1
-            payload = p.pack_hints([hint], stream.hello.encoding)
+            payload = p.pack_hints([hint], stream.hello.encoding, stream.model.codec)
             packet = p.Packet(p.Type.HINT, stream.stream_id, seq, payload, stream.key_id)
             self._send(stream, packet, stream.addr)
         return len(chunks)
@@ -468,7 +471,13 @@ class HintServer:
             )
         cfg = model.boosted.config
         assert cfg.boost is not None
-        size = p.hint_datagram_size(cfg.boost.hint_channels, hello.encoding, bool(self.keys))
+        if hello.encoding == p.HintEncoding.PCA and model.codec is None:
+            return self._refuse(
+                packet, addr, f"model {hello.model} has no hint codec here; ask for int8 hints"
+            )
+        size = p.hint_datagram_size(
+            cfg.boost.hint_channels, hello.encoding, bool(self.keys), codec=model.codec
+        )
         if size > p.MAX_DATAGRAM:
             return self._refuse(
                 packet,

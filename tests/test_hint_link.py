@@ -17,10 +17,12 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from kboost_rt import protocol as p
 from kboost_rt.client import HintClient, LinkError
 from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL
 from kboost_rt.engine import NativeEngine
 from kboost_rt.fallback import FALLBACK_AFTER, fallback_model
+from kboost_rt.hint_codec import CODEC_FILE, fit_codec, load_codec
 from kboost_rt.model_files import load_model_files, random_weights, save_model_files
 from kboost_rt.params import LiveParams
 from kboost_rt.process import process_file
@@ -50,6 +52,11 @@ def models(tmp_path_factory):
         net=dataclasses.replace(PAPER_LARGE.net, dim=32, hidden=32, attention_heads=4),
     )
     save_model_files(root / "sep-large", large, random_weights(large, 2))
+    # A hint codec for pca hints, fitted on this pair's own hints.
+    engine = NativeEngine.from_folder(root / "sep-large", hints_for=root / "sep-boosted-d3")
+    x = mixture(4.0, seed=9)
+    hints = [engine.process_with_hint(x[:, t : t + CHUNK])[1] for t in range(0, x.shape[1], CHUNK)]
+    fit_codec(np.array(hints), 32).save(root / "sep-boosted-d3")
     (root / "keys").write_text("".join(f"{k} {v}\n" for k, v in KEYS.items()))
     return root
 
@@ -107,8 +114,9 @@ def mixture(seconds: float, seed: int = 0) -> np.ndarray:
     return (0.1 * rng.standard_normal((2, int(seconds * SAMPLE_RATE)))).astype(np.float32)
 
 
-def in_process(models: Path, x: np.ndarray, chunks: int, arrived=None) -> np.ndarray:
-    """The boosted engine fed the hints of an in-process large engine at delay d."""
+def in_process(models: Path, x: np.ndarray, chunks: int, arrived=None, wire=None) -> np.ndarray:
+    """The boosted engine fed the hints of an in-process large engine at delay d
+    (each hint through `wire`, if given: what the link's encoding does to it)."""
     large = NativeEngine.from_folder(models / "sep-large", hints_for=models / "sep-boosted-d3")
     small = NativeEngine.from_folder(models / "sep-boosted-d3")
     padded = np.zeros((2, chunks * CHUNK), np.float32)
@@ -116,7 +124,8 @@ def in_process(models: Path, x: np.ndarray, chunks: int, arrived=None) -> np.nda
     hints, out = [], []
     for t in range(chunks):
         chunk = padded[:, t * CHUNK : (t + 1) * CHUNK]
-        hints.append(large.process_with_hint(chunk)[1])
+        hint = large.process_with_hint(chunk)[1]
+        hints.append(hint if wire is None else wire(hint))
         j = t - DELAY
         use = j >= 0 and (arrived is None or arrived[j])
         out.append(small.process(chunk, hints[j] if use else None))
@@ -131,6 +140,7 @@ def test_stream_through_server_equals_in_process_pipeline(models, server, tmp_pa
         tmp_path / "out.wav",
         models / "sep-boosted-d3",
         server.address,
+        encoding=HintEncoding.FLOAT32,  # lossless: float32 hints are the engine's own
         progress=False,
     )
     # Loopback loses nothing; a hint can only be late if this machine stalls the loop.
@@ -146,6 +156,33 @@ def test_stream_through_server_equals_in_process_pipeline(models, server, tmp_pa
         assert np.array_equal(got.T, want[s])
     served = int(re.search(r"chunks (\d+);", server.stop()).group(1))  # and it shut down
     assert served >= result.chunks - 2  # the last chunks' hints are never needed
+
+
+def test_pca_hints_through_the_server_are_the_codec_s_reconstructions(models, server, tmp_path):
+    x = mixture(1.0, seed=4)
+    sf.write(tmp_path / "mix.wav", x.T, SAMPLE_RATE, subtype="FLOAT")
+    result = process_file(
+        tmp_path / "mix.wav",
+        tmp_path / "out.wav",
+        models / "sep-boosted-d3",
+        server.address,
+        encoding=HintEncoding.PCA,
+        progress=False,
+    )
+    assert result.link.on_time > 0 and result.link.corrupt == 0
+    codec = load_codec(models / "sep-boosted-d3", 8)
+    pca = HintEncoding.PCA
+
+    def wire(hint):
+        return p.unpack_hint(p.pack_hint(hint, pca, codec), 8, pca, codec)
+
+    want = in_process(models, x, result.chunks, result.hints_used[DELAY:], wire)
+    want = want[:, :, LOOKAHEAD : LOOKAHEAD + x.shape[1]]
+    for s, path in enumerate(result.outputs):
+        got, _ = sf.read(path, dtype="float32", always_2d=True)
+        assert np.array_equal(got.T, want[s])
+    # 4 + 32 bytes a hint instead of 4 + 776 (int8).
+    assert p.hint_size(8, pca, codec) == 36
 
 
 def run_stream(client: HintClient, engine: NativeEngine, x: np.ndarray) -> list[bool]:
@@ -343,6 +380,25 @@ def test_serve_reports_a_bad_model_clearly(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+def test_pca_hints_need_the_codec_on_both_sides(models, tmp_path):
+    shutil.copytree(models, tmp_path / "m")
+    codec = load_codec(tmp_path / "m" / "sep-boosted-d3", 8)
+    (tmp_path / "m" / "sep-boosted-d3" / CODEC_FILE).unlink()
+    server = Server(tmp_path / "m", False)
+    try:
+        pca = HintClient(server.address, "sep-boosted-d3", 2, DELAY, HintEncoding.PCA, codec=codec)
+        with pytest.raises(LinkError, match="no hint codec"):
+            pca.connect()
+        pca.close()
+        plain = HintClient(server.address, "sep-boosted-d3", 2, DELAY, HintEncoding.INT8)
+        assert plain.connect().encoding == HintEncoding.INT8  # int8 still opens
+        plain.close()
+    finally:
+        server.stop()
+    with pytest.raises(ValueError, match="hint codec"):
+        HintClient(server.address, "sep-boosted-d3", 2, DELAY, HintEncoding.PCA)
+
+
 def test_serve_refuses_a_model_whose_hints_do_not_fit_a_datagram(models, tmp_path):
     wide = dataclasses.replace(
         PAPER_BOOSTED,
@@ -427,8 +483,8 @@ def test_process_fits_the_input_or_says_why(models, tmp_path):
     assert result.returncode == 0 and "resampled 8000 Hz" in result.stdout
     out, rate = sf.read(tmp_path / "o.wav", always_2d=True)
     assert rate == 8000 and out.shape == (800, 2)  # the input's rate and length
-    for p in tmp_path.glob("o*.wav"):
-        p.unlink()
+    for f in tmp_path.glob("o*.wav"):
+        f.unlink()
     sf.write(tmp_path / "3ch.wav", np.zeros((1600, 3), np.float32), SAMPLE_RATE)
     sf.write(tmp_path / "empty.wav", np.zeros((0, 2), np.float32), SAMPLE_RATE)
     (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEjunk")
@@ -551,7 +607,6 @@ def test_a_device_reopens_its_stream_on_a_restarted_server(models):
 
 
 def test_a_repeated_hello_cannot_change_an_open_stream(models, server):
-    from kboost_rt import protocol as p
 
     client = HintClient(server.address, "sep-boosted-d3", 2, DELAY)
     client.connect()
@@ -571,7 +626,6 @@ def test_a_repeated_hello_cannot_change_an_open_stream(models, server):
 
 
 def test_refusals_are_counted_not_logged_one_by_one(models, server):
-    from kboost_rt import protocol as p
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.connect(server.address)
@@ -591,7 +645,6 @@ def test_refusals_are_counted_not_logged_one_by_one(models, server):
 
 
 def test_loadtest_counts_every_hint_and_every_byte(models, tmp_path):
-    from kboost_rt import protocol as p
 
     out = tmp_path / "load.json"
     result = subprocess.run(
@@ -604,7 +657,10 @@ def test_loadtest_counts_every_hint_and_every_byte(models, tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     doc = json.loads(out.read_text())
     assert [r["streams"] for r in doc["results"]] == [1, 3]
-    up, down = p.bytes_per_second(8, 2, HintEncoding.INT8, p.SampleFormat.INT16, keyed=True)
+    # The model has a hint codec, so the streams asked for pca hints (4 + 32 bytes).
+    assert doc["encoding"] == "pca"
+    codec = load_codec(models / "sep-boosted-d3", 8)
+    up, down = p.bytes_per_second(8, 2, HintEncoding.PCA, p.SampleFormat.INT16, True, codec)
     for r in doc["results"]:
         assert r["on_time"] + r["late"] + r["lost"] == pytest.approx(1.0)
         assert r["rtt_p50"] <= r["rtt_p99"]
