@@ -304,26 +304,31 @@ void lstm_cells(const float* g, int rows, int h, float* c, float* hidden) {
 }
 
 // The sequential heart of the across-frequency LSTM, with the gate vector
-// of H = compile-time size held in registers.
-template <int H>
+// of H = compile-time size held in registers, L floats a vector V. Each lane
+// sums its gate in input order whatever L is, so every width gives the same bits.
+// B gate vectors are summed per pass over h: all of them at once where the
+// registers hold them, so each step broadcasts h and streams W_hh once.
+template <int H, typename V = vf, int L = kL, int B = (4 * H / L < 8 ? 4 * H / L : 8)>
 void lstm_sequence_fixed(const float* __restrict gates_in, int in_stride, int steps, bool reverse,
                          const float* __restrict whh_t, float* __restrict out, int out_stride) {
-  constexpr int G = 4 * H / kL;          // gate vectors
-  constexpr int B = G < 8 ? G : 8;       // gate vectors per register block
-  float h[H] = {}, c[H] = {};
-  alignas(32) float g[4 * H];
+  constexpr int G = 4 * H / L;  // gate vectors
+  static_assert(G % B == 0, "gate vectors must split into blocks");
+  auto ld = [](const float* p) { V v; std::memcpy(&v, p, sizeof v); return v; };
+  auto st = [](float* p, V v) { std::memcpy(p, &v, sizeof v); };
+  alignas(64) float h[H] = {}, c[H] = {};
+  alignas(64) float g[4 * H];
   for (int i = 0; i < steps; ++i) {
     const int t = reverse ? steps - 1 - i : i;
     const float* gi = gates_in + t * in_stride;
     for (int wb = 0; wb < G; wb += B) {
-      vf acc[B];
-      for (int w = 0; w < B; ++w) acc[w] = load(gi + kL * (wb + w));
+      V acc[B];
+      for (int w = 0; w < B; ++w) acc[w] = ld(gi + L * (wb + w));
       for (int p = 0; p < H; ++p) {
-        const vf hp = splat(h[p]);
-        const float* wp = whh_t + p * 4 * H + kL * wb;
-        for (int w = 0; w < B; ++w) acc[w] += hp * load(wp + kL * w);
+        const V hp = broadcast<V>(h[p]);
+        const float* wp = whh_t + p * 4 * H + L * wb;
+        for (int w = 0; w < B; ++w) acc[w] += hp * ld(wp + L * w);
       }
-      for (int w = 0; w < B; ++w) store(g + kL * (wb + w), acc[w]);
+      for (int w = 0; w < B; ++w) st(g + L * (wb + w), acc[w]);
     }
     lstm_cell_inline(g, H, c, h);
     float* o = out + t * out_stride;
@@ -408,8 +413,13 @@ void lstm_sequence(const float* gates_in, int in_stride, int steps, bool reverse
                                             out_stride);
     case 32: return lstm_sequence_fixed<32>(gates_in, in_stride, steps, reverse, whh_t, out,
                                             out_stride);
+#ifdef __AVX512F__  // all 16 gate vectors of 16 floats in 16 of the 32 registers
+    case 64: return lstm_sequence_fixed<64, v16, 16, 16>(gates_in, in_stride, steps, reverse,
+                                                         whh_t, out, out_stride);
+#else
     case 64: return lstm_sequence_fixed<64>(gates_in, in_stride, steps, reverse, whh_t, out,
                                             out_stride);
+#endif
     default: return lstm_sequence_any(gates_in, in_stride, steps, reverse, whh_t, hidden, out,
                                       out_stride, scratch);
   }

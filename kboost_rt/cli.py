@@ -95,8 +95,25 @@ def cmd_info(args: argparse.Namespace) -> int:
     else:
         from .model_select import resolve_model
 
-        files = load_model_files(resolve_model(target))  # validates everything
+        folder = resolve_model(target)
+        files = load_model_files(folder)  # validates everything
         cfg, checked = files.config, f"weights OK ({len(files.tensors)} tensors)"
+        if cfg.boost is not None:
+            from .hint_codec import load_codec
+            from .protocol import HintEncoding, SampleFormat, bytes_per_second
+
+            codec = load_codec(folder, cfg.boost.hint_channels)
+            if codec is None:
+                checked += "; no hint codec (devices ask for int8 hints)"
+            else:
+                down = bytes_per_second(
+                    codec.hint_channels, cfg.net.channels, HintEncoding.PCA,
+                    SampleFormat.INT16, True, codec,
+                )[1]  # fmt: skip
+                checked += (
+                    f"; hint codec OK ({codec.components} components: pca hints "
+                    f"{down / 1e3:.1f} kB/s keyed)"
+                )
     print(f"{target}: {checked}")
     _print_table(MODEL_HEADER, [_model_row(Path(target).name, cfg)])
     print("\nMACs per 8 ms chunk by part:")

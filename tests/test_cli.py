@@ -32,6 +32,8 @@ def test_info_on_folder_and_preset(tmp_path, capsys):
     assert f"Native kernels: {_native.simd()} (" in out  # and why
     assert main(["info", "paper-large"]) == 0
     assert "38,654,112" in capsys.readouterr().out
+    assert main(["info", "separate-boosted-d1"]) == 0  # shipped, with its hint codec
+    assert "hint codec OK (96 components: pca hints 23.1 kB/s keyed)" in capsys.readouterr().out
 
 
 def test_info_on_missing_model(tmp_path, capsys):
