@@ -53,6 +53,21 @@ def _cost_us(files, chunks: np.ndarray) -> float:
     return float(np.median(engine.time_chunks(chunks, hints)[20:])) / 1e3
 
 
+def _hint_wire(boosted: Path) -> dict:
+    """The encoding the demo's device asks for (its default) and its downlink."""
+    from .hint_codec import default_encoding, load_codec
+    from .protocol import SampleFormat, bytes_per_second
+
+    cfg = load_model_files(boosted).config
+    channels = cfg.boost.hint_channels
+    encoding = default_encoding(boosted)
+    codec = load_codec(boosted, channels)
+    down = bytes_per_second(
+        channels, cfg.net.channels, encoding, SampleFormat.FLOAT32, False, codec
+    )[1]  # fmt: skip
+    return {"encoding": encoding.name.lower(), "downlink_kBps": down / 1e3}
+
+
 def plot_spectrograms(rows: list[tuple[str, np.ndarray]], path: Path) -> bool:
     try:
         import matplotlib
@@ -135,6 +150,7 @@ def run_demo(
         "corrupt": s.corrupt,
         "round_trip_chunks": s.rtt_chunks,
         "max_round_trip_chunks": s.max_rtt_chunks,
+        **_hint_wire(models / names["boosted"]),
     }
 
     large = Processor(files["large"].config, files["large"].tensors)
@@ -156,7 +172,9 @@ def run_demo(
         print(f"{name + where:<24}{score:>7.2f} dB{us:>10.1f}{us / 8000:>9.1%}")
     print(
         f"\nHints: {s.on_time} on time, {s.late} late, {s.lost} lost of {result.chunks} chunks; "
-        f"round trip {s.rtt_chunks:g} chunks (max {s.max_rtt_chunks}), budget {delay}"
+        f"round trip {s.rtt_chunks:g} chunks (max {s.max_rtt_chunks}), budget {delay}; "
+        f"{report['hints']['encoding']} hints, {report['hints']['downlink_kBps']:.1f} kB/s "
+        "downlink with IP and UDP headers"
     )
     rows = [("mixture (mic 1)", mixture[0]), ("talker 1, reference", refs[0, 0])]
     for role in names:

@@ -27,6 +27,8 @@ def test_demo_runs_the_main_job_on_the_shipped_models(tmp_path):
     hints = report["hints"]
     # The link worked: every hint came back (on a slow machine some may be late).
     assert hints["on_time"] > 0 and hints["lost"] == hints["late"], hints
+    # By default the device asks for the boosted model's pca hints: under 25 kB/s.
+    assert hints["encoding"] == "pca" and hints["downlink_kBps"] < 25, hints
     # The shipped large model separates this held-out example better than the
     # small one does (the measured gap is small: docs/results.md).
     assert models["large"]["si_sdr_i"] > models["small"]["si_sdr_i"] + 0.5, models
