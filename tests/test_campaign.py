@@ -21,6 +21,7 @@ pytest.importorskip("pyroomacoustics")
 from helpers import make_tiny_cache  # noqa: E402
 
 from kboost_rt.engine import NativeEngine  # noqa: E402
+from kboost_rt.hint_codec import load_codec  # noqa: E402
 from kboost_rt.model_files import load_model_files  # noqa: E402
 from kboost_rt.signal_path import CHUNK  # noqa: E402
 from kboost_rt.training import pack as packing  # noqa: E402
@@ -108,7 +109,7 @@ def _gpu_run(pack: Path, out: Path, minutes: float, *extra: str) -> str:
     result = subprocess.run(
         [str(ROOT / "tools" / "gpu_run.sh"), "separate", str(minutes), "--device", "cpu",
          "--pack", str(pack), "--out", str(out), "--seconds", "0.25", "--batch", "2",
-         "--checkpoint-s", "1", "--rooms", "2", *extra],
+         "--checkpoint-s", "1", "--rooms", "2", "--codec-clips", "2", *extra],
         capture_output=True, text=True, env=env, timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -137,6 +138,8 @@ def test_gpu_run_makes_every_model_of_a_task_within_its_budget(pack, tmp_path):
         if files.config.role == "boosted":
             assert files.config.large_model == "separate-large"
             assert "si_sdr_i_no_hints" in notes["validation"]
+            codec = load_codec(folder, 8)  # pca hints: fitted on its own hints
+            assert codec is not None and codec.components == 96, name
     # The same audio for the small and every boosted model: the fairness rule.
     steps = {curves["models"][n]["steps"] for n in MODELS - {"separate-large"}}
     assert len(steps) == 1

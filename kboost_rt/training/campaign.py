@@ -15,7 +15,9 @@ stops being flat, and decays its learning rate by the share of its time
 spent. Every `checkpoint_s` all models are validated (the trainer's fixed
 validation clips, offline forward pass) and the best weights of each so far
 are written, with the learning curves, into `<out>/<task>-models.tar`
-(atomically), so a run cut short still returns its models.
+(atomically), so a run cut short still returns its models. Each boosted
+model goes with its hint codec (pca hints), fitted on the hints its frozen
+large model and hint generator make from a fixed set of training mixtures.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from pathlib import Path
 import torch
 
 from ..config import BoostConfig, NetConfig
+from ..hint_codec import HintCodec, fit_codec
 from ..reference.io import build_model, save_model
 from ..signal_path import SAMPLE_RATE
 from .mixing import TASK_SOURCES
@@ -49,6 +52,7 @@ CLIP_GRAD = 5.0
 HINT_DROP, HINT_DROP_ALL = 0.5, 0.15  # as the CPU recipes
 FLAT = 1.6  # a doubled batch whose step takes less than this factor longer is worth it
 PAPER_LARGE_NET = {"dim": 64, "hidden": 64, "attention_heads": 8}
+CODEC_COMPONENTS, CODEC_SECONDS = 96, 4.0  # as `kboost-rt codec`
 
 
 def campaign_recipes(task: str, seconds: float = 1.0) -> dict[str, Recipe]:
@@ -132,6 +136,7 @@ class Campaign:
         self.pack_info = pack.info
         self.recipes = campaign_recipes(self.task, args.seconds)
         self.trainees: dict[str, Trainee] = {}
+        self.codec_maps: torch.Tensor | None = None  # the frozen large model's, phase 2
         self.init = self._read_archive(Path(args.init)) if args.init else {}
         self.last_checkpoint = time.monotonic()
         self.log(
@@ -346,6 +351,16 @@ class Campaign:
         model.load_state_dict(t.best_state)
         save_model(model, dataclasses.replace(recipe.model_config(), notes=notes), folder)
         write_model_readme(folder)
+        if recipe.role == "boosted" and self.codec_maps is not None:
+            self._codec(model).save(folder)
+
+    def _codec(self, boosted: torch.nn.Module) -> HintCodec:
+        """The hint codec of a boosted model, on its hints of the codec mixtures."""
+        with torch.no_grad():
+            generator = boosted.hint_generator.to(self.device)
+            hints = generator(self.codec_maps).permute(0, 2, 1, 3)  # [B, T, C_h, F]
+        hints = hints.reshape(-1, *hints.shape[2:]).float().cpu().numpy()
+        return fit_codec(hints, min(CODEC_COMPONENTS, len(hints)))
 
     def _write_archive(self) -> None:
         done = [t for t in self.trainees.values() if t.best_state is not None]
@@ -392,6 +407,9 @@ class Campaign:
         frozen = large.model.eval()
         for p in frozen.parameters():
             p.requires_grad_(False)
+        x, _ = self.mixer.batch(self.args.codec_clips, int(CODEC_SECONDS * SAMPLE_RATE))
+        with torch.no_grad():
+            self.codec_maps = torch.cat([frozen(x[i : i + 8])[1] for i in range(0, len(x), 8)])
         others = [n for n in self.recipes if n != large_name]
         for name in others:
             self._trainee(name)
@@ -436,6 +454,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--room-workers", type=int, default=os.cpu_count() or 1,
         help="processes simulating rooms (default: one per core)",
+    )  # fmt: skip
+    p.add_argument(
+        "--codec-clips", type=int, default=32,
+        help="training mixtures of 4 s the hint codecs are fitted on (default 32)",
     )  # fmt: skip
     p.add_argument("--init", help="an earlier run's archive: its models continue")
     p.add_argument("--seed", type=int, default=0, help="of the weights and the mixing")
