@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -327,3 +328,28 @@ def test_worker_processes_mix_reproducible_batches(cache, tmp_path, tiny_recipes
     assert noise.pow(2).mean() < first[0][0].pow(2).mean()
     val = runs[0].run(progress=False)
     assert np.isfinite(val["si_sdr_i"]) and runs[0].step == recipe.steps
+
+
+def test_festival_voices_are_training_talkers_only(tmp_path, monkeypatch):
+    voices = tmp_path / "voices"
+    for voice in ("english/ked_diphone", "czech/czech_ph", "english/slt_arctic_hts"):
+        (voices / voice).mkdir(parents=True)
+    monkeypatch.setattr(sources, "FESTIVAL", voices)
+    for attr in ("KLETTRES", "FILLETS", "ASTERISK", "SONIC_PI", "MOH", "SOUNDFONT"):
+        monkeypatch.setattr(sources, attr, tmp_path / "none")
+    monkeypatch.setattr(sources.shutil, "which", lambda cmd: cmd if cmd == "text2wave" else None)
+    split = {i.name: i.split for i in sources.catalog() if i.name.startswith("festival-")}
+    # Installed voices of the list are training talkers; slt (a test talker) is never one.
+    assert split == {"festival-ked_diphone": "train", "festival-czech_ph": "train"}
+
+
+@pytest.mark.skipif(
+    not (shutil.which("text2wave") and sources._festival_has("ked_diphone")),
+    reason="festival and festvox-kdlpc16k are not installed",
+)
+def test_festival_speaks_levelled_unclipped_speech():
+    pieces = sources._festival("ked_diphone", 0)
+    assert len(pieces) == 20
+    for x in pieces:
+        assert x.dtype == np.float32 and x.size > sources.SAMPLE_RATE // 2  # half a second or more
+        assert 0.01 < np.abs(x).max() < 0.99  # spoken, and not clipped

@@ -8,7 +8,7 @@ an independent held-out evaluation go to the `test` split only.
 
 Nothing is downloaded: the sources are Debian packages (`apt-get install
 $(kboost-rt data packages)`), decoded with ffmpeg (G.722) or soundfile, and
-synthetic voices are rendered with espeak-ng and flite.
+synthetic voices are rendered with espeak-ng, flite and festival.
 """
 
 from __future__ import annotations
@@ -34,11 +34,26 @@ from ..signal_path import SAMPLE_RATE
 SPLITS = ("train", "val", "test")
 
 # Debian packages the data come from (ffmpeg decodes G.722; fluidsynth renders
-# General MIDI; espeak-ng and flite speak).
+# General MIDI; espeak-ng, flite and festival speak).
+FESTVOX_PACKAGES = (
+    "festvox-kdlpc16k",
+    "festvox-italp16k",
+    "festvox-itapc16k",
+    "festvox-czech-dita",
+    "festvox-czech-krb",
+    "festvox-czech-machac",
+    "festvox-czech-ph",
+    "festvox-ca-ona-hts",
+    "festvox-suopuhe-common",
+    "festvox-suopuhe-lj",
+    "festvox-suopuhe-mv",
+)
 PACKAGES = (
     "ffmpeg",
     "espeak-ng",
     "flite",
+    "festival",
+    *FESTVOX_PACKAGES,
     "fluidsynth",
     "fluid-soundfont-gm",
     "asterisk-core-sounds-en-g722",
@@ -57,6 +72,7 @@ ASTERISK = Path("/usr/share/asterisk/sounds")
 FILLETS = Path("/usr/share/games/fillets-ng")
 KLETTRES = Path("/usr/share/klettres")
 SONIC_PI = Path("/usr/share/sonic-pi/samples")
+FESTIVAL = Path("/usr/share/festival/voices")
 MOH = Path("/usr/share/asterisk/moh")
 SOUNDFONT = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 LICENSES = Path("/usr/share/common-licenses")
@@ -71,6 +87,21 @@ ASTERISK_SPEAKERS = {
 KLETTRES_RESERVED = {"en", "en_GB", "de", "uk"}
 KLETTRES_VAL = {"nl", "hu", "pt_BR"}
 FLITE_VOICES = {"kal16": "train", "awb": "train", "rms": "val", "slt": "test"}
+# Festival's voices, all training talkers (the val and test splits stay as
+# they were). Left out: kal (flite's kal16 is the same speaker), the NSK voices
+# (they speak only their own scripts) and festvox-us-slt-hts (slt is a test talker).
+FESTIVAL_VOICES = (
+    "ked_diphone",
+    "lp_diphone",
+    "pc_diphone",
+    "czech_dita",
+    "czech_krb",
+    "czech_machac",
+    "czech_ph",
+    "upc_ca_ona_hts",
+    "suo_fi_lj_diphone",
+    "hy_fi_mv_diphone",
+)
 FILLETS_TRAIN = {"m", "v"}  # the two fish; the other characters are validation talkers
 ESPEAK_LANGUAGES = (
     "en de fr es it pt nl sv da nb fi pl cs sk hu ro hr sr bg ru uk el tr "
@@ -178,6 +209,19 @@ def _flite(voice: str, seed: int) -> list[np.ndarray]:
         ]
 
 
+def _festival(voice: str, seed: int) -> list[np.ndarray]:
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        text, wav = Path(tmp) / "x.txt", Path(tmp) / "x.wav"
+        pieces = []
+        for line in _sentences(rng, 20):
+            text.write_text(line + "\n")
+            # At full scale some voices clip; every piece is levelled later anyway.
+            cmd = ["text2wave", "-scale", "0.5", "-eval", f"(voice_{voice})", "-o", str(wav)]
+            pieces.append(_tts([*cmd, str(text)], wav))
+        return pieces
+
+
 def _midi_file(program: int, seconds: float, rng: random.Random) -> bytes:
     """A one-track Standard MIDI File: random notes on one General MIDI program."""
     ticks = 480  # per quarter note at the default 120 bpm: 960 ticks per second
@@ -216,6 +260,10 @@ def _asterisk_folders(lang: str) -> list[Path]:
     return [d for d in ASTERISK.iterdir() if d.is_dir() and d.name.split("_")[0] == lang]
 
 
+def _festival_has(voice: str) -> bool:
+    return any(FESTIVAL.glob(f"*/{voice}"))
+
+
 def catalog() -> Iterator[Item]:
     """Every speaker and noise this machine's packages provide, with its split."""
     for speaker, (langs, split) in ASTERISK_SPEAKERS.items():
@@ -251,6 +299,14 @@ def catalog() -> Iterator[Item]:
     if shutil.which("flite"):
         for i, (voice, split) in enumerate(FLITE_VOICES.items()):
             yield Item("speech", f"flite-{voice}", split, lambda v=voice, s=i: _flite(v, s))
+    if shutil.which("text2wave"):
+        for i, voice in enumerate(FESTIVAL_VOICES):
+            if _festival_has(voice):
+                yield Item(
+                    "speech", f"festival-{voice}", "train", lambda v=voice, s=i: _festival(v, s)
+                )
+            else:
+                print(f"warning: festival has no voice {voice}", file=sys.stderr)
     if shutil.which("espeak-ng"):
         for i, lang in enumerate(ESPEAK_LANGUAGES):
             split = _hash_split(f"espeak-{lang}")
