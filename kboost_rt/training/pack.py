@@ -33,7 +33,7 @@ import soundfile as sf
 
 from ..signal_path import SAMPLE_RATE
 from .mixing import Mixer
-from .rooms import RIR_LENGTH, SOURCES_PER_ROOM, simulate_room
+from .rooms import RIR_LENGTH, SOURCES_PER_ROOM, TRAINING_SPACING, simulate_room
 
 PACK_VERSION = 1
 OPUS_LEVEL = 0.93  # libsndfile's compression level: about 22 kbit/s at 16 kHz
@@ -215,7 +215,7 @@ def load_pack(folder: Path, task: str) -> Pack:
 
 
 def _room(i: int) -> np.ndarray:
-    return simulate_room(np.random.default_rng([ROOM_SEED, i]))
+    return simulate_room(np.random.default_rng([ROOM_SEED, i]), TRAINING_SPACING)
 
 
 def simulate_rooms(count: int, workers: int) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Reverberant rooms: image-source impulse responses from pyroomacoustics.
 
-Each room holds a 2-microphone array (0.18 m apart) and three sources (two
-talkers and a noise) 1-3 m away; RT60 is drawn from 0.2-0.6 s. The bank of
+Each room holds a 2-microphone array (0.18 m apart, as on a head; the GPU
+run's training rooms draw the spacing from 0.14-0.22 m to widen what the
+models hear) and three sources (two talkers and a noise) 1-3 m away; RT60 is
+drawn from 0.2-0.6 s. The bank of
 one split is `<cache>/rooms/<split>.npy`, float32 [rooms, 3, 2, RIR_LENGTH].
 """
 
@@ -14,14 +16,18 @@ import numpy as np
 from ..signal_path import SAMPLE_RATE
 
 MIC_SPACING = 0.18
+TRAINING_SPACING = (0.14, 0.22)
 RIR_LENGTH = 8000  # 0.5 s: at RT60 0.6 s the tail is 50 dB down by then
 SOURCES_PER_ROOM = 3
 ROOMS = {"train": 400, "val": 60, "test": 60}
 SEEDS = {"train": 1, "val": 2, "test": 3}
 
 
-def simulate_room(rng: np.random.Generator) -> np.ndarray:
-    """One room -> impulse responses [3 sources, 2 mics, RIR_LENGTH]."""
+def simulate_room(
+    rng: np.random.Generator, spacing: tuple[float, float] = (MIC_SPACING, MIC_SPACING)
+) -> np.ndarray:
+    """One room -> impulse responses [3 sources, 2 mics, RIR_LENGTH]; the
+    microphones' spacing is drawn from `spacing` (metres)."""
     import pyroomacoustics as pra
 
     while True:
@@ -36,7 +42,8 @@ def simulate_room(rng: np.random.Generator) -> np.ndarray:
         )
         center = np.array([rng.uniform(1.2, dims[0] - 1.2), rng.uniform(1.2, dims[1] - 1.2), 1.5])
         angle = rng.uniform(0, np.pi)
-        offset = 0.5 * MIC_SPACING * np.array([np.cos(angle), np.sin(angle), 0])
+        apart = spacing[0] if spacing[0] == spacing[1] else rng.uniform(*spacing)
+        offset = 0.5 * apart * np.array([np.cos(angle), np.sin(angle), 0])
         room.add_microphone_array(np.stack([center - offset, center + offset], axis=1))
         placed = 0
         for _ in range(200):
