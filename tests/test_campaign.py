@@ -180,3 +180,13 @@ def test_speed_perturbation_plays_a_talker_faster_or_slower():
     crops = pool.crop(torch.zeros(3, dtype=torch.long), 16000, g, torch.tensor([0.9, 1.0, 1.1]))
     peaks = torch.fft.rfft(crops).abs().argmax(-1)  # 1 Hz bins
     assert peaks.tolist() == [180, 200, 220]
+
+
+def test_the_pack_fits_its_budget_when_its_first_clip_codes_cheaply():
+    rng = np.random.default_rng(0)
+    quiet = np.zeros(20 * 16000, np.int16)  # Opus spends almost nothing on silence
+    loud = [(3000 * rng.standard_normal(20 * 16000)).astype(np.int16) for _ in range(4)]
+    clips = {"a-silence": quiet, **{f"b-noise-{i}": x for i, x in enumerate(loud)}}
+    full = sum(len(packing._opus(x.astype(np.float32) / 32768)) for x in loud)
+    coded, cap = packing._fit(clips, full // 2)  # room for about half of it
+    assert sum(len(b) for b in coded.values()) <= full // 2 and 0 < cap < 20

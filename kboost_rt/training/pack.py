@@ -78,22 +78,35 @@ def _clips(folder: Path) -> dict[str, np.ndarray]:
 
 def _fit(clips: dict[str, np.ndarray], budget: int) -> tuple[dict[str, bytes], float]:
     """Opus-code every clip, each cut to the same length cap, so that all fit `budget` bytes."""
-    total = sum(c.shape[0] for c in clips.values()) / SAMPLE_RATE
-    probe = _opus(np.asarray(next(iter(clips.values()))[: 10 * SAMPLE_RATE], np.float32) / 32768)
-    rate = len(probe) / min(10.0, next(iter(clips.values())).shape[0] / SAMPLE_RATE)
-    cap = max(c.shape[0] for c in clips.values()) / SAMPLE_RATE
-    for _ in range(40):  # the largest per-clip cap whose total fits
-        kept = sum(min(c.shape[0] / SAMPLE_RATE, cap) for c in clips.values())
-        if kept * rate <= 0.97 * budget:
-            break
-        cap *= 0.9
-    coded = {
-        name: _opus(_pieces(np.asarray(c, np.float32) / 32768, cap)) for name, c in clips.items()
-    }
-    size = sum(len(b) for b in coded.values())
-    if size > budget:
-        raise PackError(f"{size} bytes of Opus do not fit the {budget} bytes given ({total:.0f} s)")
-    return coded, cap
+    lengths = [c.shape[0] / SAMPLE_RATE for c in clips.values()]
+    total = sum(lengths)
+
+    def cap_for(rate: float) -> float:  # the largest per-clip cap whose total fits
+        cap = max(lengths)
+        for _ in range(200):
+            if sum(min(n, cap) for n in lengths) * rate <= 0.97 * budget:
+                break
+            cap *= 0.97
+        return cap
+
+    # Opus spends more bits on some sources than on others: its rate is probed on
+    # 10 s of up to 12 clips spread over all of them, then measured on what was
+    # coded, and the clips coded again at that rate if they did not fit.
+    names = list(clips)
+    spread = np.linspace(0, len(names) - 1, min(12, len(names))).astype(int)
+    probed = [np.asarray(clips[names[i]][: 10 * SAMPLE_RATE], np.float32) / 32768 for i in spread]
+    rate = sum(len(_opus(x)) for x in probed) / sum(x.shape[0] / SAMPLE_RATE for x in probed)
+    for _ in range(3):
+        cap = cap_for(rate)
+        coded = {
+            name: _opus(_pieces(np.asarray(c, np.float32) / 32768, cap))
+            for name, c in clips.items()
+        }
+        size = sum(len(b) for b in coded.values())
+        if size <= budget:
+            return coded, cap
+        rate = size / sum(min(n, cap) for n in lengths)
+    raise PackError(f"{size} bytes of Opus do not fit the {budget} bytes given ({total:.0f} s)")
 
 
 def _flac(x: np.ndarray) -> tuple[bytes, float]:
