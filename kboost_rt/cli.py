@@ -254,7 +254,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for m in models.values():
         print(
             f"  {m.name}: {m.step_seconds * 1e3:.2f} ms per chunk, admits {server.admits(m)} "
-            f"streams at --max-load {args.max_load:g}",
+            f"streams at --max-load {args.max_load:g}; "
+            + (f"pca hints ({m.codec.components} components)" if m.codec else "no pca hints"),
             flush=True,
         )
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
