@@ -3,9 +3,9 @@
 A hint is C_h x 97 values (776 for the paper's 8 channels), but the hints one
 hint generator makes lie close to a much smaller subspace. The codec is that
 subspace, fitted once per boosted model on hints of training-split audio
-(`kboost-rt hints fit-codec`): a mean and K orthonormal directions. On the
+(`kboost-rt codec`): a mean and K orthonormal directions. On the
 wire (`HintEncoding.PCA`) a hint is its K coordinates in int8 with one float32
-scale: 4 + K bytes instead of 776 (int8) or 3104 (float32).
+scale: 4 + K bytes instead of 780 (int8) or 3104 (float32).
 
 The codec is `hint_codec.safetensors` in the boosted model's folder; the
 server and the device read the same folder, as they do for the hint generator

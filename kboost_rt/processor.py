@@ -18,13 +18,14 @@ enters the interpreter, so the same object runs in a PortAudio callback
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import _native
-from .client import HintClient
+from .client import HintClient, LinkError
 from .config import ModelConfig
 from .engine import engine_config
 from .fallback import FALLBACK_AFTER, fallback_model
@@ -32,6 +33,8 @@ from .model_files import ModelFiles
 from .params import LiveParams, Params
 from .protocol import HintEncoding
 from .signal_path import CHUNK
+
+log = logging.getLogger("kboost_rt.processor")
 
 
 class Processor:
@@ -159,15 +162,30 @@ def open_stream(
         if cfg.boost is None:
             raise ValueError(f"{model}: --server needs a boosted model")
         codec = load_codec(folder, cfg.boost.hint_channels)
+        chosen = encoding is None
         encoding = default_encoding(folder) if encoding is None else encoding
         if encoding == HintEncoding.PCA and codec is None:
             raise ValueError(f"{model}: pca hints need the model's {CODEC_FILE}")
-        client = HintClient(
-            server, files.name, cfg.net.channels, cfg.boost.delay, encoding, key=key, codec=codec
-        )
+
+        def make_client(wire: HintEncoding) -> HintClient:
+            return HintClient(
+                server, files.name, cfg.net.channels, cfg.boost.delay, wire, key=key, codec=codec
+            )
+
+        client = make_client(encoding)
     try:
         if client is not None:
-            client.connect()
+            try:
+                client.connect()
+            except LinkError as refused:
+                if not (chosen and encoding == HintEncoding.PCA):
+                    raise
+                # A server without this model's codec (or older than pca hints)
+                # refuses them; the default then falls back to int8.
+                log.warning("%s; asking for int8 hints instead", refused)
+                client.close()
+                client = make_client(HintEncoding.INT8)
+                client.connect()
             fallback = fallback_model(folder, fallback_after)
         processor = Processor(
             cfg, files.tensors, client.link if client else None, fallback, live, fallback_after

@@ -26,7 +26,7 @@ from kboost_rt.hint_codec import CODEC_FILE, fit_codec, load_codec
 from kboost_rt.model_files import load_model_files, random_weights, save_model_files
 from kboost_rt.params import LiveParams
 from kboost_rt.process import process_file
-from kboost_rt.processor import Processor
+from kboost_rt.processor import Processor, open_stream
 from kboost_rt.protocol import HintEncoding
 from kboost_rt.relay import DirectionLog, FaultRelay, Impairment
 from kboost_rt.signal_path import CHUNK, LOOKAHEAD, SAMPLE_RATE
@@ -393,6 +393,10 @@ def test_pca_hints_need_the_codec_on_both_sides(models, tmp_path):
         plain = HintClient(server.address, "sep-boosted-d3", 2, DELAY, HintEncoding.INT8)
         assert plain.connect().encoding == HintEncoding.INT8  # int8 still opens
         plain.close()
+        # A device left to its default asks for pca, is refused, and takes int8.
+        stream = open_stream(models / "sep-boosted-d3", server.address)
+        assert stream.client.hello.encoding == HintEncoding.INT8
+        stream.close()
     finally:
         server.stop()
     with pytest.raises(ValueError, match="hint codec"):

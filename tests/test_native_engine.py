@@ -241,6 +241,23 @@ def test_all_kernel_sets_agree(boosted_engine_and_model):
         assert np.abs(out - results["generic"]).max() <= TOL, name
 
 
+def test_every_kernel_set_matches_the_reference_at_hidden_64():
+    """The 64-wide LSTM recurrences (the paper's large model) have their own
+    kernel paths; every set runs them to the reference's tolerance."""
+    net = NetConfig(dim=64, hidden=64, blocks=1)
+    torch.manual_seed(11)
+    model = GridNet(net).eval()
+    cfg = dataclasses.replace(PAPER_SMALL, net=net)
+    x = audio(2, 40, seed=3)
+    try:
+        for name in _native.kernel_sets():
+            assert _native.select_kernels(name)
+            worst = compare(model, NativeEngine(cfg, tensors_of(model)), x)
+            assert worst <= TOL, (name, worst)
+    finally:
+        _native.select_kernels(_native.kernel_sets()[-1])
+
+
 def test_bad_arguments_give_clear_errors(boosted_engine_and_model):
     _, tensors = boosted_engine_and_model
     engine = NativeEngine(PAPER_BOOSTED, tensors)
