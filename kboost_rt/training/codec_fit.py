@@ -32,9 +32,7 @@ def large_model_hints(
         raise ModelFileError(f"{boosted_dir}: not a boosted model (no hint generator)")
     if not cfg.large_model:
         raise ModelFileError(f"{boosted_dir}: config names no large_model")
-    large = load_model_files(Path(boosted_dir).parent / cfg.large_model)
-    generator = {k: v for k, v in boosted.tensors.items() if k.startswith("hint_generator.")}
-    model = NativeModel(large.config, large.tensors, generator)
+    model = NativeModel.from_folder(Path(boosted_dir).parent / cfg.large_model, boosted_dir)
     mixer = Mixer(cache, cfg.task, split)
     rng = np.random.default_rng(seed)
     chunks = int(seconds * SAMPLE_RATE) // CHUNK
