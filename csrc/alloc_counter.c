@@ -52,6 +52,18 @@ long kb_count_process(kb_engine* engine, const float* input, long input_stride,
   return kb_count_end();
 }
 
+/* An any-delay engine: at chunk i the hints of chunks i-1 (age 1) and i-5
+ * (age 5) arrive together, the older one second. */
+long kb_count_process_aged(kb_engine* engine, const float* input, long input_stride,
+                           const float* hints, long hint_stride, float* output, int chunks) {
+  const int32_t ages[2] = {1, 5};
+  kb_count_begin();
+  for (int i = 0; i < chunks; ++i)
+    kb_engine_process_aged(engine, input + i * input_stride, hints + i * hint_stride, ages,
+                           i >= 5 ? 2 : 0, output);
+  return kb_count_end();
+}
+
 /* Runs `chunks` chunks through the processor as an audio callback would, with
  * the network side on the same thread: before chunk t the hint of chunk t - d
  * is filed unless lost (every third, and chunks 200..259 of each 1000, long

@@ -194,6 +194,8 @@ class PyEngine {
     FloatArray hint_arr;
     if (!hint.is_none()) {
       require(c.role == kb::Role::kBoosted, "process: only a boosted engine takes hints");
+      require(!engine_->any_delay(),
+              "process: an any-delay engine takes hints with their ages (process_aged_into)");
       hint_arr = FloatArray::ensure(hint);
       require(hint_arr && hint_arr.ndim() == 2 && hint_arr.shape(0) == c.hint_channels &&
                   hint_arr.shape(1) == kb::kBins,
@@ -212,6 +214,39 @@ class PyEngine {
     const float* in_ptr = chunk.data();
     py::gil_scoped_release release;
     engine_->process(in_ptr, hint_ptr, out_ptr, hint_out_ptr);
+  }
+
+  // Any-delay boosted engines: hints [K, hint_channels, 97] that arrived at
+  // this chunk, ages [K] (chunks since the chunk each was made from).
+  void process_aged_into(const FloatArray& chunk, const FloatArray& hints,
+                         const py::array_t<int32_t, py::array::c_style | py::array::forcecast>& ages,
+                         const py::object& out_obj) {
+    const auto& c = engine_->config();
+    require(engine_->any_delay(), "process_aged_into: needs an any-delay boosted engine");
+    require(chunk.ndim() == 2 && chunk.shape(0) == c.channels && chunk.shape(1) == kb::kChunk,
+            [&] {
+              return "process: chunk must be [" + std::to_string(c.channels) + ", 128] float32";
+            });
+    float* out_ptr = writable_floats(out_obj, {c.sources, c.channels, kb::kChunk});
+    require(out_ptr != nullptr,
+            "process: out must be a writeable C-contiguous float32 [sources, channels, 128] "
+            "array");
+    const py::ssize_t k = ages.ndim() == 1 ? ages.shape(0) : -1;
+    require(k >= 0 && hints.ndim() == 3 && hints.shape(0) == k &&
+                hints.shape(1) == c.hint_channels && hints.shape(2) == kb::kBins,
+            [&] {
+              return "process: hints must be [K, " + std::to_string(c.hint_channels) +
+                     ", 97] with ages [K]";
+            });
+    // Later hints of an age replace earlier ones: the last kMax are all that count.
+    constexpr py::ssize_t kMax = 64;
+    kb::HintArrival arrivals[kMax];
+    const py::ssize_t first = std::max<py::ssize_t>(0, k - kMax);
+    for (py::ssize_t i = first; i < k; ++i)
+      arrivals[i - first] = {hints.data() + i * hint_size_, ages.at(i)};
+    const float* in_ptr = chunk.data();
+    py::gil_scoped_release release;
+    engine_->process(in_ptr, arrivals, static_cast<int>(k - first), out_ptr);
   }
 
   // Runs chunks [N, channels, 128] (hints [N, hint_channels, 97] or None)
@@ -282,6 +317,14 @@ class PyEngine {
     const float* h = hints.is_none() ? nullptr : hint_arr.data();
     const bool make = engine_->makes_hints();
     py::gil_scoped_release release;
+    if (engine_->any_delay()) {  // each chunk's hint arrives one chunk old
+      for (py::ssize_t i = 0; i < n; ++i)
+        step(i, [&] {
+          const kb::HintArrival a{h ? h + i * hint_size_ : nullptr, 1};
+          engine_->process(in + i * c.channels * kb::kChunk, &a, h ? 1 : 0, out.data());
+        });
+      return;
+    }
     for (py::ssize_t i = 0; i < n; ++i)
       step(i, [&] {
         engine_->process(in + i * c.channels * kb::kChunk, h ? h + i * hint_size_ : nullptr,
@@ -630,6 +673,8 @@ PYBIND11_MODULE(_native, m) {
       .def(py::init<const py::dict&, const py::dict&>(), py::arg("config"), py::arg("tensors"))
       .def(py::init([](const PyModel& m) { return std::make_unique<PyEngine>(m.model); }),
            py::arg("model"), "A new stream of a shared model.")
+      .def("process_aged_into", &PyEngine::process_aged_into, py::arg("chunk"),
+           py::arg("hints"), py::arg("ages"), py::arg("out"))
       .def("process_into", &PyEngine::process_into, py::arg("chunk"), py::arg("hint"),
            py::arg("out"), py::arg("hint_out") = py::none(),
            "Run one step into preallocated arrays; releases the GIL.")

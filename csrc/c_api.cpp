@@ -124,6 +124,21 @@ int kb_engine_process(kb_engine* engine, const float* input, const float* hint, 
   return ok ? 0 : 1;
 }
 
+int kb_engine_process_aged(kb_engine* engine, const float* input, const float* hints,
+                           const int32_t* ages, int32_t count, float* output) {
+  if (!engine || !input || !output || count < 0 || (count > 0 && (!hints || !ages)) ||
+      !engine->engine->any_delay())
+    return -1;
+  // Later hints of an age replace earlier ones, so the last kMax are all that count.
+  constexpr int32_t kMax = 64;
+  kb::HintArrival arrivals[kMax];
+  const int32_t first = count > kMax ? count - kMax : 0;
+  const std::size_t hint_n =
+      static_cast<std::size_t>(engine->engine->config().hint_channels) * KB_BINS;
+  for (int32_t i = first; i < count; ++i) arrivals[i - first] = {hints + i * hint_n, ages[i]};
+  return engine->engine->process(input, arrivals, count - first, output) ? 0 : 1;
+}
+
 void kb_engine_reset(kb_engine* engine) {
   if (engine) engine->engine->reset();
 }

@@ -27,6 +27,7 @@ struct EngineConfig {
   int hint_channels = 0;
   int delay = 0;
   int merge_heads = 4, merge_e = 3, merge_frames = 50;
+  int max_age = 0;  // boosted: 0 a fixed-delay model; N an any-delay one (hint ages 1..N)
 
   int spec_channels() const { return 2 * sources * channels; }
 };
@@ -35,7 +36,8 @@ struct EngineConfig {
 // from another description (the Python dict, the C ABI's kb_config).
 #define KB_ENGINE_CONFIG_INT_FIELDS(X)                                                    \
   X(channels) X(sources) X(dim) X(hidden) X(blocks) X(attention_heads) X(attention_e)   \
-  X(attention_frames) X(hint_channels) X(delay) X(merge_heads) X(merge_e) X(merge_frames)
+  X(attention_frames) X(hint_channels) X(delay) X(merge_heads) X(merge_e) X(merge_frames) \
+  X(max_age)
 
 class GridBlock {
  public:
@@ -82,6 +84,40 @@ class Merge {
   FrameAttention attention_;
 };
 
+// The any-delay merge (the reference's AgeMerge): every frame of the block's
+// output is a key/value frame at its own position, FiLM'd by the FiLM biases
+// alone until that frame's hint arrives and by the hint from then on; a
+// learned bias per head and lag tells the queries each frame's age.
+class AgeMerge {
+ public:
+  struct State {
+    int next = 0;
+    Buffer past;  // ring of the last max_age frames of z: [max_age x kBins x dim]
+    Buffer film_scale, aligned, update;
+    FrameAttention::State attention;
+    void reset();
+  };
+  AgeMerge(const Weights& w, const EngineConfig& cfg);
+  State new_state() const;
+  // z [kBins x dim] in place; hint_rows [max_age x kBins x C_h]: the hint of
+  // age a at (a-1), used where arrived[a-1].
+  void step(State& s, float* z, const float* hint_rows, const uint8_t* arrived, StageClock& clock,
+            int index) const;
+
+ private:
+  int dim_, hint_channels_, max_age_;
+  Linear scale_, shift_;
+  FrameAttention attention_;
+  Buffer age_bias_;  // [heads x frames]
+};
+
+// A hint that arrived for an any-delay model: made from the chunk `age`
+// chunks before this one.
+struct HintArrival {
+  const float* hint;  // [hint_channels x 97]
+  int age;
+};
+
 struct EngineStats {
   uint64_t chunks = 0;
   uint64_t nonfinite_resets = 0;  // chunks with NaN/Inf in input, hint or output
@@ -104,6 +140,7 @@ class Model {
   ChannelNorm encoder_norm_;
   std::vector<GridBlock> blocks_;
   std::vector<Merge> merges_;
+  std::vector<AgeMerge> age_merges_;
   CausalConv3x3 decoder_;
   CausalConv3x3 hint_generator_;
   std::size_t weight_bytes_ = 0;
@@ -122,6 +159,10 @@ class Engine {
   // (large with hint generator). Returns false when it met NaN/Inf: the
   // output is silence, the state was reset and the event counted.
   bool process(const float* input, const float* hint, float* output, float* hint_out);
+  // Any-delay boosted models: the `count` hints that arrived at this chunk.
+  // Ages outside 1..max_age are ignored; of two of one age the later counts.
+  bool process(const float* input, const HintArrival* hints, int count, float* output);
+  bool any_delay() const { return config().max_age > 0; }
   void reset();
 
   const EngineConfig& config() const { return model_->config(); }
@@ -134,6 +175,8 @@ class Engine {
   bool makes_hints() const { return model_->makes_hints(); }
 
  private:
+  bool checked_step(const float* input, const float* hint, float* output, float* hint_out,
+                    bool hints_ok);
   void step(const float* input, const float* hint, float* output, float* hint_out);
 
   std::shared_ptr<const Model> model_;
@@ -145,6 +188,8 @@ class Engine {
   CausalConv3x3::State encoder_, decoder_, hint_generator_;
   std::vector<GridBlock::State> blocks_;
   std::vector<Merge::State> merges_;
+  std::vector<AgeMerge::State> age_merges_;
+  std::vector<uint8_t> arrived_;  // any-delay: per age, a hint arrived this chunk
   Buffer bins_in_, features_, z_, maps_, bins_out_, hint_rows_, hint_made_;
 };
 

@@ -38,7 +38,7 @@ extern "C" {
 #define KB_API __attribute__((visibility("default")))
 #endif
 
-#define KB_ABI_VERSION 3
+#define KB_ABI_VERSION 4
 #define KB_SAMPLE_RATE 16000
 #define KB_CHUNK 128
 #define KB_BINS 97
@@ -56,6 +56,7 @@ typedef struct {
   int32_t hint_channels;   /* boosted: hints in; large: > 0 adds the hint generator */
   int32_t delay;           /* boosted: chunks */
   int32_t merge_heads, merge_e, merge_frames; /* boosted */
+  int32_t max_age;         /* boosted: 0 fixed delay; N > 0 any-delay, hint ages 1..N, delay 0 (ABI 4) */
 } kb_config;
 
 typedef struct {
@@ -107,6 +108,17 @@ KB_API void kb_model_destroy(kb_model* model);
  * a NULL engine/input/output. The output lags the input by 64 samples. */
 KB_API int kb_engine_process(kb_engine* engine, const float* input, const float* hint,
                              float* output, float* hint_out);
+
+/* ---- hint ages (ABI 4) ---- */
+
+/* Any-delay boosted models (max_age > 0) take every hint that arrived at
+ * this chunk with its age: hints [count][hint_channels][97], ages[i] the
+ * chunks between the chunk hint i was made from and this one. Ages outside
+ * 1..max_age are ignored; of two hints of one age the later counts. Returns
+ * like kb_engine_process, and -1 for another model or count < 0. (Given to
+ * kb_engine_process, an any-delay model runs without hints.) */
+KB_API int kb_engine_process_aged(kb_engine* engine, const float* input, const float* hints,
+                                  const int32_t* ages, int32_t count, float* output);
 
 KB_API void kb_engine_reset(kb_engine* engine);
 KB_API kb_stats kb_engine_stats(const kb_engine* engine);

@@ -264,8 +264,22 @@ void split_heads(const float* __restrict x, int heads, int e, float* __restrict 
 
 }  // namespace
 
+void FrameAttention::project_kv(State& st, const float* kv_in, int slot) const {
+  const std::size_t key_frame = static_cast<std::size_t>(F) * heads_ * e_;
+  key_.forward(kv_in, st.mixed.data(), st.norm_scratch.data());
+  split_heads(st.mixed.data(), heads_, e_, st.keys.data() + slot * key_frame);
+  value_.forward(kv_in, st.values.data() + static_cast<std::size_t>(slot) * F * dim_,
+                 st.norm_scratch.data());
+}
+
+void FrameAttention::rewrite(State& st, const float* kv_in, int lag) const {
+  if (lag < 1 || lag > st.count || lag >= frames_) return;
+  project_kv(st, kv_in, (st.next - lag + frames_) % frames_);
+}
+
 void FrameAttention::step(State& st, const float* q_in, const float* kv_in, float* update,
-                          StageClock* clock, int index, bool merge) const {
+                          StageClock* clock, int index, bool merge,
+                          const float* lag_bias) const {
   static const char* const kLaps[2][4] = {
       {"attention: q, k, v", "attention: scores", "attention: weighted sum", "attention: out"},
       {"merge: q, k, v", "merge: scores", "merge: weighted sum", "merge: out"}};
@@ -279,10 +293,8 @@ void FrameAttention::step(State& st, const float* q_in, const float* kv_in, floa
   float* head_sum = st.head_sum.data();
   query_.forward(q_in, mixed, norm_scratch);
   split_heads(mixed, heads_, e_, st.q.data());
-  key_.forward(kv_in, mixed, norm_scratch);
-  split_heads(mixed, heads_, e_, st.keys.data() + st.next * key_frame);
-  value_.forward(kv_in, st.values.data() + static_cast<std::size_t>(st.next) * F * dim_,
-                 norm_scratch);
+  project_kv(st, kv_in, st.next);
+  const int newest = st.next;
   st.next = (st.next + 1) % frames_;
   st.count = std::min(st.count + 1, frames_);
   const int count = st.count;
@@ -295,6 +307,7 @@ void FrameAttention::step(State& st, const float* q_in, const float* kv_in, floa
     float top = -INFINITY;
     for (int s = 0; s < count; ++s) {
       scores[s * heads_ + h] *= scale_;
+      if (lag_bias) scores[s * heads_ + h] += lag_bias[h * frames_ + (newest - s + frames_) % frames_];
       top = std::max(top, scores[s * heads_ + h]);
     }
     head_max[h] = top;

@@ -202,14 +202,22 @@ class FrameAttention {
   State new_state() const;
   // update [kBins x dim] = attention of q_in's frame over kv_in's last frames.
   // `clock` (if given) times its projections, scores and weighted sum, in
-  // laps named "merge: ..." if `merge`, else "attention: ...".
+  // laps named "merge: ..." if `merge`, else "attention: ...". `lag_bias`
+  // (if given) [heads x frames] is added to each scaled score by its key
+  // frame's lag (0: this frame).
   void step(State& s, const float* q_in, const float* kv_in, float* update,
-            StageClock* clock = nullptr, int index = -1, bool merge = false) const;
+            StageClock* clock = nullptr, int index = -1, bool merge = false,
+            const float* lag_bias = nullptr) const;
+  // Replace the key and value of the frame `lag` frames before the next one
+  // step() adds (1 <= lag <= the frames held, lag < frames) by kv_in's.
+  void rewrite(State& s, const float* kv_in, int lag) const;
+  int frames() const { return frames_; }
 
  private:
   int dim_ = 0, heads_ = 0, e_ = 0, frames_ = 0;
   float scale_ = 0.f;
   HeadProjection query_, key_, value_, out_;
+  void project_kv(State& s, const float* kv_in, int slot) const;
 };
 
 }  // namespace kb

@@ -41,6 +41,7 @@ _CONFIG_FIELDS = [
     "merge_heads",
     "merge_e",
     "merge_frames",
+    "max_age",
 ]
 
 
@@ -79,6 +80,16 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
     lib.kb_engine_stats.restype = KbStats
     lib.kb_engine_stats.argtypes = [ctypes.c_void_p]
     lib.kb_engine_destroy.argtypes = [ctypes.c_void_p]
+    counter.kb_count_process_aged.restype = ctypes.c_long
+    counter.kb_count_process_aged.argtypes = [
+        ctypes.c_void_p,
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.c_long,
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.c_long,
+        ctypes.POINTER(ctypes.c_float),
+        ctypes.c_int,
+    ]
     counter.kb_count_end.restype = ctypes.c_long
     counter.kb_count_process.restype = ctypes.c_long
     counter.kb_count_process.argtypes = [
@@ -122,17 +133,24 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
         out = np.zeros((s, m, CHUNK), np.float32)
         hint_out = np.zeros((max(hc, 1), N_BINS), np.float32)
         boosted = config.role == "boosted"
-        count = counter.kb_count_process(
-            engine,
-            _ptr(x),
-            m * CHUNK,
-            _ptr(hints) if boosted else None,
-            hc * N_BINS,
-            3,
-            _ptr(out),
-            _ptr(hint_out) if hint_channels else None,
-            chunks,
-        )
+        if boosted and config.boost.any_delay:
+            # two hints a chunk, [age 1, age 5]: consecutive [C_h, 97] blocks
+            pairs = np.ascontiguousarray(np.stack([hints, np.roll(hints, 4, 0)], 1))
+            count = counter.kb_count_process_aged(
+                engine, _ptr(x), m * CHUNK, _ptr(pairs), 2 * hc * N_BINS, _ptr(out), chunks
+            )
+        else:
+            count = counter.kb_count_process(
+                engine,
+                _ptr(x),
+                m * CHUNK,
+                _ptr(hints) if boosted else None,
+                hc * N_BINS,
+                3,
+                _ptr(out),
+                _ptr(hint_out) if hint_channels else None,
+                chunks,
+            )
         stats = lib.kb_engine_stats(engine)
         report[f"{name}.process"] = count
         report[f"{name}.chunks"] = stats.chunks

@@ -65,7 +65,10 @@ class BoostConfig:
     """The hint path: hint generator (remote side) and merge layers (device)."""
 
     hint_channels: int = 8  # C_h
-    delay: int = 3  # d, chunks between a hint's frame and its use
+    delay: int = 3  # d, chunks between a hint's frame and its use (fixed-delay models)
+    # 0: a fixed-delay model. N: an any-delay model, which uses each hint at its
+    # real age 1..N (told the age) and has delay 0.
+    max_age: int = 0
     heads: int = 4  # cross-attention heads
     qk_dim: int = 256  # E = ceil(qk_dim / 97)
     frames: int = 50  # aligned frames each query sees
@@ -74,12 +77,22 @@ class BoostConfig:
     def e(self) -> int:
         return math.ceil(self.qk_dim / N_BINS)
 
+    @property
+    def any_delay(self) -> bool:
+        return self.max_age > 0
+
     def validate(self, net: NetConfig) -> None:
         _check_range("boost.hint_channels", self.hint_channels, 1, 256)
         _check_range("boost.delay", self.delay, 0, MAX_DELAY)
         _check_range("boost.heads", self.heads, 1, 64)
         _check_range("boost.qk_dim", self.qk_dim, 1, 65536)
         _check_range("boost.frames", self.frames, 1, 1000)
+        _check_range("boost.max_age", self.max_age, 0, MAX_DELAY)
+        if self.max_age:
+            if self.delay:
+                raise ConfigError("an any-delay model (boost.max_age > 0) needs boost.delay 0")
+            if self.frames <= self.max_age:
+                raise ConfigError("boost.frames must exceed boost.max_age: a hint fills its frame")
         if net.dim % self.heads:
             raise ConfigError(
                 f"net.dim ({net.dim}) must be divisible by boost.heads ({self.heads})"
@@ -122,6 +135,8 @@ class ModelConfig:
         out["net"] = asdict(self.net)
         if self.boost is not None:
             out["boost"] = asdict(self.boost)
+            if not self.boost.max_age:  # fixed-delay configs read as they always have
+                del out["boost"]["max_age"]
         if self.large_model:
             out["large_model"] = self.large_model
         if self.notes:
@@ -200,4 +215,16 @@ PAPER_BOOSTED = ModelConfig(
     boost=BoostConfig(hint_channels=8, delay=3),
     large_model="paper-large",
 )
-PRESETS = {"paper-small": PAPER_SMALL, "paper-large": PAPER_LARGE, "paper-boosted": PAPER_BOOSTED}
+PAPER_BOOSTED_ANY_DELAY = ModelConfig(
+    role="boosted",
+    task="separate",
+    net=NetConfig(dim=16, hidden=16),
+    boost=BoostConfig(hint_channels=8, delay=0, max_age=8),
+    large_model="paper-large",
+)
+PRESETS = {
+    "paper-small": PAPER_SMALL,
+    "paper-large": PAPER_LARGE,
+    "paper-boosted": PAPER_BOOSTED,
+    "paper-boosted-any-delay": PAPER_BOOSTED_ANY_DELAY,
+}

@@ -85,6 +85,7 @@ def merge_shapes(net: NetConfig, boost: BoostConfig, index: int) -> dict[str, Sh
         f"{p}.shift.weight": (net.dim, boost.hint_channels),
         f"{p}.shift.bias": (net.dim,),
         **_attention(f"{p}.attention", net.dim, boost.heads, boost.e),
+        **({f"{p}.age_bias": (boost.heads, boost.frames)} if boost.any_delay else {}),
     }
 
 
@@ -153,6 +154,8 @@ def macs_per_chunk(cfg: ModelConfig) -> dict[str, int]:
         b = cfg.boost
         film = 2 * b.hint_channels * cfg.net.dim * F
         merge = film + _attention_macs(cfg.net.dim, b.heads, b.e, b.frames)
+        if b.any_delay:  # one hint a chunk: its FiLM and its frame's key and value again
+            merge += film + cfg.net.dim * (b.heads * b.e + cfg.net.dim) * F
         parts["merges"] = (cfg.net.blocks - 1) * merge
     parts["device"] = sum(parts.values())
     if cfg.role == "boosted":
@@ -189,6 +192,6 @@ def engine_bytes(cfg: ModelConfig) -> int:
         floats += net.blocks * ring
     if cfg.boost is not None:
         b = cfg.boost
-        ring = b.frames * F * (b.heads * b.e + net.dim) + max(b.delay, 1) * F * net.dim
+        ring = b.frames * F * (b.heads * b.e + net.dim) + max(b.delay, b.max_age, 1) * F * net.dim
         floats += (net.blocks - 1) * ring
     return 4 * floats

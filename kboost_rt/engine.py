@@ -69,6 +69,7 @@ def engine_config(config: ModelConfig, hint_channels: int = 0) -> dict[str, int 
             merge_heads=b.heads,
             merge_e=b.e,
             merge_frames=b.frames,
+            max_age=b.max_age,
         )
     return out
 
@@ -192,6 +193,26 @@ class NativeEngine:
         """chunk [M, 128] -> a new array [S, M, 128]."""
         self._engine.process_into(chunk, hint, self._out)
         return self._out.copy()
+
+    @property
+    def any_delay(self) -> bool:
+        """A boosted model that takes each hint with its age (process_aged)."""
+        b = self.config.boost
+        return b is not None and b.any_delay
+
+    def process_aged(
+        self, chunk: np.ndarray, hints: np.ndarray, ages: np.ndarray | list[int]
+    ) -> np.ndarray:
+        """Any-delay model: chunk [M, 128] and the hints that arrived now, [K, C_h, 97],
+        each made from the chunk ages[k] chunks before this one -> a new [S, M, 128]."""
+        self._engine.process_aged_into(chunk, hints, np.asarray(ages, np.int32), self._out)
+        return self._out.copy()
+
+    def process_aged_into(
+        self, chunk: np.ndarray, hints: np.ndarray, ages: np.ndarray, out: np.ndarray
+    ) -> None:
+        """Allocation-free form of process_aged (ages int32)."""
+        self._engine.process_aged_into(chunk, hints, ages, out)
 
     def process_with_hint(self, chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Large model with hint generator: -> (output [S, M, 128], hint [C_h, 97])."""

@@ -13,13 +13,16 @@ from kboost_rt.signal_path import CHUNK  # noqa: E402
 
 
 def stream(model, x, hints=None):
-    """Feed x [B, M, samples] chunk by chunk; hints[t] is what arrives at chunk t."""
+    """Feed x [B, M, samples] chunk by chunk; hints[t] is what arrives at chunk t
+    (for an any-delay model a dict of `step`'s keyword arguments)."""
     state = model.initial_state(x.shape[0])
     outs = []
     for t in range(x.shape[-1] // CHUNK):
         chunk = x[..., t * CHUNK : (t + 1) * CHUNK]
         if hints is None:
             out, _, state = model.step(chunk, state)
+        elif isinstance(hints[t], dict):
+            out, _, state = model.step(chunk, state, **hints[t])
         else:
             out, _, state = model.step(chunk, state, hints[t])
         outs.append(out)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from kboost_rt.config import PAPER_BOOSTED, PAPER_SMALL
+from kboost_rt.config import PAPER_BOOSTED, PAPER_BOOSTED_ANY_DELAY, PAPER_SMALL
 from kboost_rt.costs import parameter_counts
 from kboost_rt.engine import NativeEngine, native_library
 from kboost_rt.reference import build_model
@@ -18,7 +18,7 @@ CDEF = """
 typedef struct {
   int32_t role, channels, sources, dim, hidden, blocks;
   int32_t attention_heads, attention_e, attention_frames;
-  int32_t hint_channels, delay, merge_heads, merge_e, merge_frames;
+  int32_t hint_channels, delay, merge_heads, merge_e, merge_frames, max_age;
 } kb_config;
 typedef struct {
   const char* name; const float* data; int32_t ndim; const int64_t* shape;
@@ -30,6 +30,7 @@ int kb_abi_version(void);
 const char* kb_simd(void);
 kb_engine* kb_engine_create(const kb_config*, const kb_tensor*, int32_t, char*, size_t);
 int kb_engine_process(kb_engine*, const float*, const float*, float*, float*);
+int kb_engine_process_aged(kb_engine*, const float*, const float*, const int32_t*, int32_t, float*);
 void kb_engine_reset(kb_engine*);
 kb_stats kb_engine_stats(const kb_engine*);
 void kb_engine_destroy(kb_engine*);
@@ -121,7 +122,7 @@ def tensors_of(model):
 
 def test_c_abi_matches_the_python_binding(lib):
     ffi, c = lib
-    assert c.kb_abi_version() == 3
+    assert c.kb_abi_version() == 4
     assert ffi.string(c.kb_simd()).decode() in ("generic", "avx2", "avx512")
     torch.manual_seed(0)
     tensors = tensors_of(build_model(PAPER_BOOSTED))
@@ -175,6 +176,45 @@ def test_engines_of_one_c_model_share_it_and_outlive_it(lib):
     config.role = 7
     assert c.kb_model_create(config, array, len(tensors), error, 512) == ffi.NULL
     assert "unknown role" in ffi.string(error).decode()
+
+
+def test_c_abi_gives_an_any_delay_model_hints_with_their_ages(lib):
+    ffi, c = lib
+    torch.manual_seed(2)
+    cfg = PAPER_BOOSTED_ANY_DELAY
+    model = build_model(cfg)
+    with torch.no_grad():
+        for merge in model.merges:
+            merge.age_bias.normal_()
+    tensors = tensors_of(model)
+    engine = CEngine(ffi, c, cfg, tensors)
+    assert engine.ptr != ffi.NULL, engine.error
+    reference = NativeEngine(cfg, tensors)
+    rng = np.random.default_rng(3)
+    for t in range(40):
+        chunk = (0.1 * rng.standard_normal((2, 128))).astype(np.float32)
+        k = t % 3
+        hints = rng.standard_normal((k, 8, 97)).astype(np.float32)
+        ages = np.array([1, 4, 12][:k], np.int32)  # 12: too old, ignored
+        out = np.zeros((2, 2, 128), np.float32)
+        rc = c.kb_engine_process_aged(
+            engine.ptr,
+            ffi.from_buffer("float[]", chunk),
+            ffi.from_buffer("float[]", hints) if k else ffi.NULL,
+            ffi.from_buffer("int32_t[]", ages) if k else ffi.NULL,
+            k,
+            ffi.from_buffer("float[]", out),
+        )
+        assert rc == 0 and np.array_equal(out, reference.process_aged(chunk, hints, ages))
+    # A fixed-delay model has no ages to take.
+    fixed = CEngine(ffi, c, PAPER_BOOSTED, tensors_of(build_model(PAPER_BOOSTED)))
+    zeros = np.zeros((2, 128), np.float32)
+    out = np.zeros((2, 2, 128), np.float32)
+    x, y = ffi.from_buffer("float[]", zeros), ffi.from_buffer("float[]", out)
+    assert c.kb_engine_process_aged(fixed.ptr, x, ffi.NULL, ffi.NULL, 0, y) == -1
+    assert c.kb_engine_process_aged(engine.ptr, x, ffi.NULL, ffi.NULL, 2, y) == -1
+    c.kb_engine_destroy(engine.ptr)
+    c.kb_engine_destroy(fixed.ptr)
 
 
 def test_c_abi_reports_bad_weights(lib):
@@ -247,9 +287,11 @@ def test_c_abi_processor_matches_the_python_processor(lib):
 def test_process_allocates_nothing():
     from kboost_rt.alloc_check import count_allocations
 
-    counts = count_allocations(["paper-small", "paper-boosted", "paper-large"], chunks=3000)
+    counts = count_allocations(
+        ["paper-small", "paper-boosted", "paper-boosted-any-delay", "paper-large"], chunks=3000
+    )
     assert counts is not None, "the malloc counter library is not installed"
-    for name in ("paper-small", "paper-boosted", "paper-large"):
+    for name in ("paper-small", "paper-boosted", "paper-boosted-any-delay", "paper-large"):
         # The counter works: building an engine allocates...
         assert counts[f"{name}.create"] > 0
         # ...and 3000 chunks, with hints lost and one NaN reset, allocate nothing.

@@ -146,3 +146,56 @@ def test_wrong_input_shapes_raise():
     boosted = BoostedModel(PAPER_BOOSTED.net, PAPER_BOOSTED.boost)
     with pytest.raises(ValueError, match="hints must have shape"):
         boosted(torch.zeros(1, 2, 1280), torch.zeros(1, 8, 3, 97))
+
+
+def arriving_with_ages(hints, ages, chunks):
+    """What the network delivers at each chunk: every (hint j, age) with j + age == t."""
+    out = [[] for _ in range(chunks)]
+    for j in range(min(chunks, ages.shape[1])):
+        t = j + int(ages[0, j])
+        if 1 <= int(ages[0, j]) and t < chunks:
+            out[t].append((hints[:, :, j], int(ages[0, j])))
+    return out
+
+
+@pytest.mark.parametrize("m", [1, 2])
+def test_any_delay_streaming_equals_offline(m):
+    """Ages jitter 1..max_age, some hints lost or too old, several arrive at once
+    and out of order: streamed chunk by chunk it equals the offline model."""
+    torch.manual_seed(11 + m)
+    boost = BoostConfig(hint_channels=4, delay=0, max_age=8, frames=20)
+    model = BoostedModel(small_net(m), boost).double().eval()
+    with torch.no_grad():
+        for merge in model.merges:
+            merge.age_bias.normal_()  # trained models have one; zeros would hide a lag mix-up
+    x = audio(m, seed=6)
+    frames = frames_for(SAMPLES + LOOKAHEAD)
+    g = torch.Generator().manual_seed(12)
+    hints = torch.randn(1, 4, frames, 97, dtype=torch.float64, generator=g)
+    ages = torch.randint(1, 11, (1, frames), generator=g)  # 9, 10: too old, never used
+    ages[0, ::17] = 0  # lost
+    delivered = arriving_with_ages(hints, ages, CHUNKS)
+    assert max(len(d) for d in delivered) >= 3
+    with torch.no_grad():
+        streamed = stream(model, x, [{"hints": d} for d in delivered])
+        diff = (streamed - offline(model, x, hints, None, ages)).abs().max().item()
+        unhinted = stream(model, x, [{"hints": []}] * CHUNKS)
+    assert diff < 1e-9
+    assert (unhinted - streamed).abs().max().item() > 1e-6
+
+
+def test_any_delay_uses_a_hint_that_arrives_after_a_fresher_one():
+    """Hint 10 arriving at chunk 15 (after hint 12 at 13) still changes the output."""
+    torch.manual_seed(3)
+    model = BoostedModel(small_net(1), BoostConfig(hint_channels=4, delay=0, max_age=8)).double()
+    x = audio(1, seed=7)[..., : 30 * CHUNK]
+    hints = torch.randn(1, 4, 97, dtype=torch.float64)
+    base = [[] for _ in range(30)]
+    base[13] = [(hints, 1)]
+    late = [list(d) for d in base]
+    late[15] = [(hints * 2, 5)]
+    with torch.no_grad():
+        a = stream(model, x, [{"hints": d} for d in base])
+        b = stream(model, x, [{"hints": d} for d in late])
+    assert (a[..., : 15 * CHUNK] - b[..., : 15 * CHUNK]).abs().max() == 0
+    assert (a[..., 15 * CHUNK :] - b[..., 15 * CHUNK :]).abs().max() > 1e-6

@@ -241,9 +241,103 @@ class Merge(nn.Module):
 
 
 @dataclass
+class AgeMergeState:
+    features: torch.Tensor  # [B, D, max_age, F]: the block's own output of frames t-max_age..t-1
+    attention: Cache  # keys and values of the last frames-1 frames, one per frame
+
+
+def hints_used(ages: torch.Tensor, max_age: int) -> torch.Tensor:
+    """The any-delay rule. ages [B, T] int: hint j arrives ages[b, j] chunks after
+    frame j (outside 1..max_age: never used). -> used [B, T, T] bool: query frame t
+    sees key frame j with its hint (j's hint arrived by chunk t) or without it."""
+    t = ages.shape[1]
+    frame = torch.arange(t, device=ages.device)
+    valid = (ages >= 1) & (ages <= max_age)
+    arrival = frame[None, :] + ages  # [B, T]: the chunk hint j arrives at
+    return valid[:, None, :] & (arrival[:, None, :] <= frame[None, :, None])
+
+
+class AgeMerge(nn.Module):
+    """The any-delay merge. Every frame of the block's output is a key/value frame
+    of the cross-attention at its own position: FiLM'd by that frame's hint once
+    the hint has arrived, and by no hint (the FiLM biases alone) until then. A
+    hint therefore counts whatever its age, and one that arrives after a fresher
+    one still fills its own frame. The queries are told each key frame's age by
+    a learned score bias per head and lag."""
+
+    def __init__(self, net: NetConfig, boost: BoostConfig):
+        super().__init__()
+        self.max_age = boost.max_age
+        self.scale = nn.Linear(boost.hint_channels, net.dim)
+        self.shift = nn.Linear(boost.hint_channels, net.dim)
+        nn.init.ones_(self.scale.bias)
+        self.attention = FrameAttention(net.dim, boost.heads, boost.e, boost.frames)
+        self.age_bias = nn.Parameter(torch.zeros(boost.heads, boost.frames))
+
+    def _film(self, z: torch.Tensor, hint: torch.Tensor | None) -> torch.Tensor:
+        if hint is None:
+            return z * self.scale.bias[:, None, None] + self.shift.bias[:, None, None]
+        h = hint.permute(0, 2, 3, 1)
+        return z * self.scale(h).permute(0, 3, 1, 2) + self.shift(h).permute(0, 3, 1, 2)
+
+    def _keys(self, aligned: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        att = self.attention
+        return att._rows(att.key(aligned)), att._rows(att.value(aligned))
+
+    def forward(self, z: torch.Tensor, hints: torch.Tensor, used: torch.Tensor) -> torch.Tensor:
+        """z [B, D, T, F]; hints [B, C_h, T, F], hints[:, :, j] made from frame j;
+        used [B, T, T] from `hints_used`."""
+        att = self.attention
+        q = att._rows(att.query(z))
+        k_hint, v_hint = self._keys(self._film(z, hints))
+        k_none, v_none = self._keys(self._film(z, None))
+        t = z.shape[2]
+        lag = torch.arange(t)[:, None] - torch.arange(t)[None, :]
+        allowed = ((lag >= 0) & (lag < att.frames)).to(z.device)
+        sel = used[:, None]  # [B, 1, T, T]
+        scores = torch.where(sel, q @ k_hint.transpose(-1, -2), q @ k_none.transpose(-1, -2))
+        bias = self.age_bias[:, lag.clamp(0, att.frames - 1).to(z.device)]
+        scores = (scores * att.scale + bias).masked_fill(~allowed, float("-inf"))
+        p = torch.softmax(scores, dim=-1)
+        weighted = (p * sel) @ v_hint + (p * ~sel) @ v_none
+        return z + att._finish(weighted)
+
+    def step(
+        self, z: torch.Tensor, hints: list[tuple[torch.Tensor, int]], state: AgeMergeState
+    ) -> tuple[torch.Tensor, AgeMergeState]:
+        """z [B, D, 1, F]; hints: the (hint [B, C_h, F], age) pairs that arrived at this chunk."""
+        att = self.attention
+        keys, values = state.attention
+        n = keys.shape[2]
+        if hints:
+            keys, values = keys.clone(), values.clone()
+        for hint, age in hints:
+            if not 1 <= age <= min(self.max_age, n):  # too old, or before the stream began
+                continue
+            past = state.features[:, :, self.max_age - age : self.max_age - age + 1]
+            b, c = hint.shape[0], hint.shape[1]
+            k, v = self._keys(self._film(past, hint.reshape(b, c, 1, N_BINS)))
+            keys[:, :, n - age], values[:, :, n - age] = k[:, :, 0], v[:, :, 0]
+        k_new, v_new = self._keys(self._film(z, None))
+        keys, values = torch.cat([keys, k_new], dim=2), torch.cat([values, v_new], dim=2)
+        q = att._rows(att.query(z))
+        lag = torch.arange(keys.shape[2] - 1, -1, -1, device=z.device)
+        scores = (q @ keys.transpose(-1, -2)) * att.scale + self.age_bias[:, lag][:, None]
+        update = att._finish(torch.softmax(scores, dim=-1) @ values)
+        start = max(0, keys.shape[2] - (att.frames - 1))
+        features = torch.cat([state.features, z], dim=2)[:, :, 1:]
+        return z + update, AgeMergeState(features, (keys[:, :, start:], values[:, :, start:]))
+
+    def initial_state(self, batch: int, dim: int, dtype: torch.dtype) -> AgeMergeState:
+        device = self.scale.weight.device
+        features = torch.zeros(batch, dim, self.max_age, N_BINS, dtype=dtype, device=device)
+        return AgeMergeState(features, self.attention.empty_cache(batch, dtype))
+
+
+@dataclass
 class BoostedState:
     net: NetState
-    merges: list[MergeState] = field(default_factory=list)
+    merges: list[MergeState | AgeMergeState] = field(default_factory=list)
 
 
 class BoostedModel(nn.Module):
@@ -252,6 +346,10 @@ class BoostedModel(nn.Module):
     Offline, `hints[:, :, j]` is the hint made from frame j and the model
     applies the delay itself. Streaming, `step` takes the hint that *arrives*
     at this chunk (made from chunk t-d) or None when none has arrived.
+
+    An any-delay model (`boost.max_age` > 0) is given, offline, each hint's
+    age on arrival (`ages`), and streaming, every hint that arrived at this
+    chunk with its age (`hints`).
     """
 
     def __init__(self, net: NetConfig, boost: BoostConfig):
@@ -259,7 +357,8 @@ class BoostedModel(nn.Module):
         boost.validate(net)
         self.boost = boost
         self.small = GridNet(net)
-        self.merges = nn.ModuleList(Merge(net, boost) for _ in range(net.blocks - 1))
+        kind = AgeMerge if boost.any_delay else Merge
+        self.merges = nn.ModuleList(kind(net, boost) for _ in range(net.blocks - 1))
         self.hint_generator = HintGenerator(net, boost)
 
     @property
@@ -271,10 +370,16 @@ class BoostedModel(nn.Module):
         return self.hint_generator(large_maps)
 
     def forward(
-        self, x: torch.Tensor, hints: torch.Tensor, arrived: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        hints: torch.Tensor,
+        arrived: torch.Tensor | None = None,
+        ages: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x [B, M, samples]; hints [B, C_h, frames, F]; arrived [B, frames] bool
-        (False: hint j was lost and the model sees zeros in its place)."""
+        (False: hint j was lost and the model sees zeros in its place); ages
+        [B, frames] int, any-delay models only: hint j arrives ages[b, j] chunks
+        after frame j (outside 1..max_age: it is lost)."""
         z = self.small.encode(x)
         frames = z.shape[2]
         expected = (x.shape[0], self.boost.hint_channels, frames, N_BINS)
@@ -282,6 +387,10 @@ class BoostedModel(nn.Module):
             raise ValueError(f"hints must have shape {expected}, got {tuple(hints.shape)}")
         if arrived is not None:
             hints = hints * arrived[:, None, :, None].to(hints.dtype)
+        if self.boost.any_delay:
+            return self._forward_any_delay(x, z, hints, arrived, ages)
+        if ages is not None:
+            raise ValueError("ages are for any-delay models; this one has a fixed delay")
         delayed = F.pad(hints, (0, 0, self.boost.delay, 0))[:, :, :frames]
         for i, block in enumerate(self.small.blocks):
             z = block(z)
@@ -289,21 +398,47 @@ class BoostedModel(nn.Module):
                 z = self.merges[i](z, delayed)
         return self.small.decode(z, x.shape[-1])
 
+    def _forward_any_delay(self, x, z, hints, arrived, ages):
+        if ages is None:
+            raise ValueError("an any-delay model needs the hints' ages")
+        expected = (hints.shape[0], hints.shape[2])
+        if tuple(ages.shape) != expected:
+            raise ValueError(f"ages must have shape {expected}, got {tuple(ages.shape)}")
+        if arrived is not None:
+            ages = torch.where(arrived, ages, torch.zeros_like(ages))
+        used = hints_used(ages, self.boost.max_age)
+        for i, block in enumerate(self.small.blocks):
+            z = block(z)
+            if i < len(self.merges):
+                z = self.merges[i](z, hints, used)
+        return self.small.decode(z, x.shape[-1])
+
     def step(
-        self, chunk: torch.Tensor, state: BoostedState, hint: torch.Tensor | None = None
+        self,
+        chunk: torch.Tensor,
+        state: BoostedState,
+        hint: torch.Tensor | None = None,
+        hints: list[tuple[torch.Tensor, int]] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, BoostedState]:
-        """chunk [B, M, 128]; hint [B, C_h, F] made from chunk t-d, or None."""
+        """chunk [B, M, 128]; hint [B, C_h, F] made from chunk t-d, or None; for an
+        any-delay model instead `hints`, the (hint, age) pairs that arrived now."""
         z, net_state = self.small.encode_step(chunk, state.net)
-        if hint is None:
-            hint = z.new_zeros(z.shape[0], self.boost.hint_channels, 1, N_BINS)
+        if self.boost.any_delay:
+            if hint is not None:
+                raise ValueError("an any-delay model takes `hints`: (hint, age) pairs")
+            merge_input = hints or []
+        elif hints is not None:
+            raise ValueError("`hints` with ages are for any-delay models")
+        elif hint is None:
+            merge_input = z.new_zeros(z.shape[0], self.boost.hint_channels, 1, N_BINS)
         else:
-            hint = hint.reshape(z.shape[0], self.boost.hint_channels, 1, N_BINS)
+            merge_input = hint.reshape(z.shape[0], self.boost.hint_channels, 1, N_BINS)
         blocks, merges = [], []
         for i, block in enumerate(self.small.blocks):
             z, block_state = block.step(z, net_state.blocks[i])
             blocks.append(block_state)
             if i < len(self.merges):
-                z, merge_state = self.merges[i].step(z, hint, state.merges[i])
+                z, merge_state = self.merges[i].step(z, merge_input, state.merges[i])
                 merges.append(merge_state)
         net_state.blocks = blocks
         out, maps, net_state = self.small.decode_step(z, net_state)
@@ -331,6 +466,8 @@ class BoostedPipeline(nn.Module):
         super().__init__()
         if (large.net.channels, large.net.sources) != (boosted.net.channels, boosted.net.sources):
             raise ValueError("large and boosted models differ in channels or sources")
+        if boosted.boost.any_delay:
+            raise ValueError("the in-process pipeline simulates a fixed delay, not any-delay")
         self.large = large
         self.boosted = boosted
 

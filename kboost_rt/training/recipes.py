@@ -89,6 +89,7 @@ def _recipes() -> dict[str, Recipe]:
     # enhance v2: 2000 steps, as many as enhance-small. From scratch at 2e-3
     # is the Recipe defaults.
     boosted = {"separate": dict(version=6, steps=5000), "enhance": dict(version=2, steps=2000)}
+    any_delay_steps = {"separate": 2000, "enhance": 1200}
     for task, sources in (("separate", 2), ("enhance", 1)):
         large_version, large_steps, large_lr, small_version, small_steps = budget[task]
         out[f"{task}-large"] = Recipe(
@@ -106,6 +107,15 @@ def _recipes() -> dict[str, Recipe]:
                 large=f"{task}-large",
                 **boosted[task],
             )  # fmt: skip
+        # The any-delay model starts from the d1 model (the same weights but the
+        # age bias, which starts at 0) and learns ages 1-8 under jitter at half
+        # the learning rate, so that it keeps what d1 learned about using hints.
+        out[f"{task}-boosted"] = Recipe(
+            f"{task}-boosted", 1, task=task, role="boosted", net=NetConfig(sources=sources),
+            boost=BoostConfig(hint_channels=8, delay=0, max_age=8), hint_bank=3000,
+            large=f"{task}-large", init=f"{task}-boosted-d1", lr=1e-3,
+            steps=any_delay_steps[task],
+        )  # fmt: skip
     return out
 
 

@@ -54,11 +54,25 @@ def pit_si_sdr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.maximum(direct, swapped)
 
 
+def draw_ages(rng: np.random.Generator, batch: int, frames: int, max_age: int) -> np.ndarray:
+    """Hint ages for training an any-delay model, [batch, frames] in 1..max_age:
+    per clip a range lo..hi (lo == hi: a steady round trip), and per frame an
+    age drawn uniformly from it (jitter)."""
+    lo = rng.integers(1, max_age + 1, (batch, 1))
+    hi = rng.integers(lo, max_age + 1)
+    return rng.integers(lo, hi + 1, (batch, frames))
+
+
 def validation_scores(model, x, y, maps=None, batch: int = 8) -> dict:
     """Mean SI-SDRi of `model` (in eval mode) on fixed clips x [N, M, T], y [N, S, M, T]:
     `si_sdr_i`, and for a boosted model (given the large model's output `maps`) also
-    `si_sdr_i_no_hints`, with every hint lost."""
+    `si_sdr_i_no_hints`, with every hint lost. An any-delay model gets hint ages
+    from `draw_ages` with a fixed seed."""
     base = pit_si_sdr(x[:, None].expand_as(y), y)
+    ages = None
+    if maps is not None and model.boost.any_delay:
+        drawn = draw_ages(np.random.default_rng(4321), len(x), maps.shape[2], model.boost.max_age)
+        ages = torch.from_numpy(drawn).to(x.device)
     conds: dict[str, torch.Tensor | None] = {"si_sdr_i": None}
     if maps is not None:
         conds["si_sdr_i_no_hints"] = torch.zeros(
@@ -74,7 +88,12 @@ def validation_scores(model, x, y, maps=None, batch: int = 8) -> dict:
                     est = model(x[part])[0]
                 else:
                     hints = model.make_hints(maps[part].float())
-                    est = model(x[part], hints, None if arrived is None else arrived[part])[0]
+                    est = model(
+                        x[part],
+                        hints,
+                        None if arrived is None else arrived[part],
+                        None if ages is None else ages[part],
+                    )[0]
                 scores.append(pit_si_sdr(est, y[part]))
             out[key] = float((torch.cat(scores) - base).mean())
     return out
@@ -183,8 +202,14 @@ class Run:
             self.rng.bit_generator.state = state["rng"]
         elif recipe.init:
             init, _ = load_model(models / recipe.init)
-            target = self.model.small if recipe.role == "boosted" else self.model
-            target.load_state_dict(init.state_dict())  # copies onto the device
+            if recipe.role == "boosted" and hasattr(init, "merges"):
+                # a fixed-delay boosted model starts an any-delay one: all but the age bias
+                missing, unexpected = self.model.load_state_dict(init.state_dict(), strict=False)
+                if unexpected or any(not k.endswith("age_bias") for k in missing):
+                    raise RuntimeError(f"{recipe.init} does not fit {recipe.name}: {missing}")
+            else:
+                target = self.model.small if recipe.role == "boosted" else self.model
+                target.load_state_dict(init.state_dict())  # copies onto the device
             if recipe.identity_merges:
                 # A merge adds a LayerNorm'd update: with gain 1 it adds unit-size
                 # noise to a trained model's features (measured: validation fell
@@ -240,10 +265,10 @@ class Run:
         _save_atomic(out, path)
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in out.items()}
 
-    def _forward(self, x, maps=None, arrived=None):
+    def _forward(self, x, maps=None, arrived=None, ages=None):
         if self.recipe.role == "boosted":
             hints = self.model.make_hints(maps.float())
-            return self.model(x, hints, arrived)[0]
+            return self.model(x, hints, arrived, ages)[0]
         return self.model(x)[0]
 
     def _train_batch(self):
@@ -266,7 +291,7 @@ class Run:
                     torch.from_numpy,
                     self.mixer.batch(r.batch, int(r.seconds * SAMPLE_RATE), self.rng),
                 )
-            return x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), None, None
+            return x.to(dev, non_blocking=True), y.to(dev, non_blocking=True), None, None, None
         idx = torch.from_numpy(self.rng.choice(len(self.bank["x"]), r.batch, replace=False))
         idx = idx.to(dev)
         maps = self.bank["maps"][idx]
@@ -274,7 +299,10 @@ class Run:
         rate = torch.from_numpy(self.rng.uniform(0, r.hint_drop, (r.batch, 1))).float()
         rate[torch.from_numpy(self.rng.random((r.batch, 1)) < r.hint_drop_all)] = 1.0
         arrived = torch.from_numpy(self.rng.random((r.batch, frames))).float() >= rate
-        return self.bank["x"][idx], self.bank["y"][idx], maps, arrived.to(dev)
+        ages = None
+        if r.boost.any_delay:
+            ages = torch.from_numpy(draw_ages(self.rng, r.batch, frames, r.boost.max_age)).to(dev)
+        return self.bank["x"][idx], self.bank["y"][idx], maps, arrived.to(dev), ages
 
     def validate(self) -> dict:
         self.model.eval()
@@ -311,8 +339,8 @@ class Run:
             group["lr"] = group.get("lr_scale", 1.0) * _lr(
                 self.recipe, self.step, self._segment_start()
             )
-        x, y, maps, arrived = self._train_batch()
-        loss = -pit_si_sdr(self._forward(x, maps, arrived), y).mean()
+        x, y, maps, arrived, ages = self._train_batch()
+        loss = -pit_si_sdr(self._forward(x, maps, arrived, ages), y).mean()
         self.opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
@@ -406,7 +434,13 @@ def write_model_readme(folder: Path) -> None:
         f"S = {net.sources} outputs): D = {net.dim}, H = {net.hidden}, B = {net.blocks}, "
         f"attention heads {net.attention_heads or 'none'}.",
     ]
-    if cfg.boost is not None:
+    if cfg.boost is not None and cfg.boost.any_delay:
+        lines.append(
+            f"Boosted by hints of `{cfg.large_model}` ({cfg.boost.hint_channels} channels) "
+            f"used at their real age, 1 to {cfg.boost.max_age} chunks "
+            f"(8 to {8 * cfg.boost.max_age} ms): an any-delay model."
+        )
+    elif cfg.boost is not None:
         lines.append(
             f"Boosted by hints of `{cfg.large_model}` ({cfg.boost.hint_channels} channels) "
             f"arriving {cfg.boost.delay} chunk{'s' * (cfg.boost.delay != 1)} "

@@ -88,14 +88,18 @@ static int check_file(const char* path, const char* const* sets, int n_sets) {
   }
   reader r = {data, data + size, 1};
   const void* magic = take(&r, 4);
+  /* KBV1 files hold kb_config's first 14 fields; the models they record have
+   * a fixed delay (max_age 0). */
   kb_config cfg;
-  const void* fields = take(&r, sizeof cfg);
+  memset(&cfg, 0, sizeof cfg);
+  const size_t kbv1_fields = 14 * sizeof(int32_t);
+  const void* fields = take(&r, kbv1_fields);
   if (!magic || memcmp(magic, "KBV1", 4) != 0 || !fields) {
     fprintf(stderr, "%s: not a kernel vector file\n", path);
     free(data);
     return 2;
   }
-  memcpy(&cfg, fields, sizeof cfg);
+  memcpy(&cfg, fields, kbv1_fields);
   uint32_t n_tensors = take_u32(&r);
   if (n_tensors > MAX_TENSORS) r.ok = 0;
   kb_tensor tensors[MAX_TENSORS];
