@@ -76,7 +76,8 @@ long kb_count_processor(kb_processor* processor, kb_link* link, const float* inp
   int64_t seq;
   kb_count_begin();
   for (int t = 0; t < chunks; ++t) {
-    const int j = t - delay;
+    /* delay < 0: an any-delay link, hints coming back 1..7 chunks late, out of order */
+    const int j = delay >= 0 ? t - delay : t - 1 - (t * 3) % 7;
     if (j >= 0 && j % 3 != 0 && !(j % 1000 >= 200 && j % 1000 < 260))
       kb_link_deliver(link, j, hints + (long)j * hint_stride);
     if (t % 97 == 0) {

@@ -422,6 +422,9 @@ class PyProcessor {
     d["chunks_on_small"] = st.chunks_on_small;
     d["nonfinite_resets"] = st.nonfinite_resets;
     d["nonfinite_inputs"] = st.nonfinite_inputs;
+    py::list by_age;
+    for (uint64_t n : st.hints_by_age) by_age.append(n);
+    d["hints_by_age"] = by_age;
     return d;
   }
 
@@ -581,7 +584,7 @@ class PyAudioStream {
 // threads: counts the hints the audio side accepted that were not wholly
 // its chunk's (torn copies).
 py::dict stress_hint_link(int64_t n, int hint_channels, int delay, int slots) {
-  kb::HintLink link(1, hint_channels, delay, slots, 4);
+  kb::HintLink link(1, hint_channels, delay, 0, slots, 4);
   std::atomic<int64_t> written{-1};
   int64_t torn = 0, checked = 0, needed = 0;
   {
@@ -695,8 +698,9 @@ PYBIND11_MODULE(_native, m) {
       m, "HintLink",
       "The lock-free rings between the audio thread (send, take) and the network\n"
       "thread (next_chunk, deliver) of one hint stream.")
-      .def(py::init<int, int, int>(), py::arg("channels"), py::arg("hint_channels"),
-           py::arg("delay"))
+      .def(py::init<int, int, int, int>(), py::arg("channels"), py::arg("hint_channels"),
+           py::arg("delay"), py::arg("max_age") = 0,
+           "delay: a fixed-delay model's d; max_age: an any-delay model's (then delay 0).")
       .def("send", [](kb::HintLink& l, int64_t seq, const FloatArray& chunk) {
         require(chunk.size() == l.channels() * kb::kChunk, "send: chunk must be [channels, 128]");
         return l.send(seq, chunk.data());
@@ -705,6 +709,17 @@ PYBIND11_MODULE(_native, m) {
         float* p = require_floats(out, {l.hint_channels(), kb::kBins}, "take: out");
         return l.take(t, p);
       }, py::arg("t"), py::arg("out"), "Audio side: the hint of chunk t - delay into `out`.")
+      .def("take_fresh", [](kb::HintLink& l, int64_t t, const py::object& out) {
+        require(l.max_age() > 0, "take_fresh: a link of an any-delay model (max_age > 0)");
+        float* p = require_floats(out, {l.max_age(), l.hint_channels(), kb::kBins},
+                                  "take_fresh: out");
+        std::vector<int> ages(static_cast<std::size_t>(l.max_age()));
+        const int n = l.take_fresh(t, p, ages.data());
+        py::list taken;
+        for (int i = 0; i < n; ++i) taken.append(ages[static_cast<std::size_t>(i)]);
+        return taken;
+      }, py::arg("t"), py::arg("out"), "Audio side, any-delay: every hint of chunks t - max_age "
+      ".. t - 1 not taken before into out[:n]; returns their ages (n of them).")
       .def("next_chunk", [](kb::HintLink& l, const py::object& out) -> int64_t {
         float* p = require_floats(out, {l.channels(), kb::kChunk}, "next_chunk: out");
         int64_t seq = -1;
@@ -717,6 +732,7 @@ PYBIND11_MODULE(_native, m) {
       "False if it came too late (counted).")
       .def_property_readonly("now", &kb::HintLink::now)
       .def_property_readonly("delay", &kb::HintLink::delay)
+      .def_property_readonly("max_age", &kb::HintLink::max_age)
       .def_property_readonly("channels", &kb::HintLink::channels)
       .def_property_readonly("hint_channels", &kb::HintLink::hint_channels)
       .def("counters", &link_counters);

@@ -1,4 +1,5 @@
 // The C ABI (kboost.h) over kb::Engine, kb::HintLink and kb::Processor.
+#include <algorithm>
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -162,6 +163,15 @@ kb_link* kb_link_create(int32_t channels, int32_t hint_channels, int32_t delay) 
   }
 }
 
+kb_link* kb_link_create_any_delay(int32_t channels, int32_t hint_channels, int32_t max_age) {
+  if (max_age < 1 || max_age > kb::kMaxAge) return nullptr;
+  try {
+    return new kb_link{std::make_shared<kb::HintLink>(channels, hint_channels, 0, max_age)};
+  } catch (...) {
+    return nullptr;
+  }
+}
+
 int kb_link_next_chunk(kb_link* link, int64_t* seq, float* chunk) {
   if (!link || !seq || !chunk) return 0;
   return link->link->next_chunk(seq, chunk) ? 1 : 0;
@@ -218,9 +228,10 @@ kb_processor* kb_processor_create(kb_engine* engine, kb_link* link, kb_engine* f
       const kb::EngineConfig& e = engine->engine->config();
       const kb::HintLink& l = *link->link;
       if (e.role != kb::Role::kBoosted || l.channels() != e.channels ||
-          l.hint_channels() != e.hint_channels || l.delay() != e.delay)
+          l.hint_channels() != e.hint_channels || l.delay() != e.delay ||
+          l.max_age() != e.max_age)
         throw std::invalid_argument("the hint link does not fit the engine (a boosted model's "
-                                    "channels, hint channels and delay)");
+                                    "channels, hint channels and delay or max_age)");
     }
     std::unique_ptr<kb::Fallback> f;
     if (fallback) f = std::make_unique<kb::Fallback>(std::move(fallback->engine), fallback_after);
@@ -269,6 +280,14 @@ kb_processor_stats kb_processor_get_stats(const kb_processor* processor) {
     s.chunks_dropped = c.send_dropped;
   }
   return s;
+}
+
+int kb_processor_hint_ages(const kb_processor* processor, uint64_t* counts, int32_t n) {
+  if (!processor || !counts || n < 0) return -1;
+  const kb::ProcessorStats p = processor->processor->stats();
+  const int filled = std::min<int>(n, kb::kMaxAge + 1);
+  for (int a = 0; a < filled; ++a) counts[a] = p.hints_by_age[a];
+  return filled;
 }
 
 void kb_processor_reset(kb_processor* processor) {

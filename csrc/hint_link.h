@@ -4,7 +4,9 @@
 // Outgoing: the audio thread queues each input chunk (send), the network
 // thread takes them in order (next_chunk). Incoming: the network thread files
 // each hint by the chunk number it was made from (deliver), the audio thread
-// takes the one it needs (take). Single producer, single consumer on each;
+// takes the one it needs (take: the hint of chunk t - d, for a fixed-delay
+// model) or every one still young enough (take_fresh: each hint of a chunk
+// t - a with 1 <= a <= max_age, once, for an any-delay model). Single producer, single consumer on each;
 // no locks, no allocation and no system call on either side after
 // construction. The accounting (on time / late / lost) is exact under any
 // interleaving: every hint the audio thread needed is either taken on time or
@@ -28,8 +30,10 @@ struct LinkCounters {
 class HintLink {
  public:
   // channels: input channels per chunk; hint_channels: rows of 97 per hint;
-  // delay: the model's hint delay d (the hint of chunk t - d is used at t).
-  HintLink(int channels, int hint_channels, int delay, int hint_slots = 64, int chunk_slots = 32);
+  // delay: a fixed-delay model's hint delay d (the hint of chunk t - d is used
+  // at t); max_age: an any-delay model's oldest usable age (then delay is 0).
+  HintLink(int channels, int hint_channels, int delay, int max_age = 0, int hint_slots = 64,
+           int chunk_slots = 32);
   HintLink(const HintLink&) = delete;
   HintLink& operator=(const HintLink&) = delete;
 
@@ -39,6 +43,11 @@ class HintLink {
   // At chunk t: copy the hint of chunk t - d into `hint` and return true, or
   // return false (counted lost when t - d >= 0). Also publishes t as "now".
   bool take(int64_t t, float* hint);
+  // Any-delay: at chunk t, copy every hint of a chunk t - a (1 <= a <= max_age)
+  // filed since the last call into `hints` [max_age x hint_size], its age into
+  // `ages`, and return how many. A hint whose chunk leaves the window untaken
+  // is counted lost. Also publishes t as "now".
+  int take_fresh(int64_t t, float* hints, int* ages);
 
   // ---- network thread ----
   // The oldest queued chunk: its number in `seq`, its samples into `chunk`.
@@ -57,6 +66,11 @@ class HintLink {
   int channels() const { return channels_; }
   int hint_channels() const { return hint_channels_; }
   int delay() const { return delay_; }
+  int max_age() const { return max_age_; }
+  // The oldest a hint may be when taken: the window a hint is on time in.
+  int window() const { return max_age_ ? max_age_ : delay_; }
+  // The first chunk a hint can exist for.
+  int first_hint_chunk() const { return max_age_ ? 1 : delay_; }
   int hint_size() const { return hint_size_; }
 
  private:
@@ -72,8 +86,13 @@ class HintLink {
     std::atomic<uint64_t> stamp{0};
   };
 
-  int channels_, hint_channels_, delay_, hint_size_, chunk_size_;
+  // Copy slot j's hint into `hint` and claim it; false if it is not there or
+  // was rewritten or taken back meanwhile.
+  bool claim(int64_t j, float* hint);
+
+  int channels_, hint_channels_, delay_, max_age_, hint_size_, chunk_size_;
   std::vector<Slot> hint_stamps_;
+  std::vector<int64_t> taken_;  // any-delay, audio thread only: the chunk each slot gave last
   std::vector<float> hint_data_;  // [hint_slots x hint_size]
   std::vector<int64_t> chunk_seqs_;
   std::vector<float> chunk_data_;  // [chunk_slots x channels x 128]

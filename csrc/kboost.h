@@ -153,6 +153,11 @@ typedef struct {
 /* A hint link for a boosted model with these channels, hint channels and
  * delay (chunks); NULL for bad sizes. */
 KB_API kb_link* kb_link_create(int32_t channels, int32_t hint_channels, int32_t delay);
+/* ABI 4: the link of an any-delay boosted model (kb_config.max_age > 0): the
+ * processor takes every hint of the last max_age chunks as it arrives and
+ * gives it to the engine with its age. NULL for bad sizes. */
+KB_API kb_link* kb_link_create_any_delay(int32_t channels, int32_t hint_channels,
+                                         int32_t max_age);
 /* Network side: the oldest queued input chunk ([channels][128] into `chunk`,
  * its number into `seq`); 1 if there was one, else 0. */
 KB_API int kb_link_next_chunk(kb_link* link, int64_t* seq, float* chunk);
@@ -181,6 +186,10 @@ KB_API void kb_processor_process(kb_processor* processor, const float* input, fl
 /* Any thread (one writer at a time); -1 and no change for values out of range. */
 KB_API int kb_processor_set_params(kb_processor* processor, const kb_params* params);
 KB_API kb_processor_stats kb_processor_get_stats(const kb_processor* processor);
+/* ABI 4: counts[a] = hints used a chunks after their own chunk, for a < n
+ * (ages run 1..8; n = 9 gets them all). Returns the number filled, -1 for bad
+ * arguments. Any thread. */
+KB_API int kb_processor_hint_ages(const kb_processor* processor, uint64_t* counts, int32_t n);
 /* A new stream (not while process runs). */
 KB_API void kb_processor_reset(kb_processor* processor);
 KB_API void kb_processor_destroy(kb_processor* processor);

@@ -147,15 +147,18 @@ Processor::Processor(std::unique_ptr<Engine> engine, std::shared_ptr<HintLink> l
   if (link_) {
     if (c.role != Role::kBoosted) throw std::invalid_argument("Processor: hints need a boosted model");
     if (link_->channels() != c.channels || link_->hint_channels() != c.hint_channels ||
-        link_->delay() != c.delay)
-      throw std::invalid_argument("Processor: the hint link's channels, hint channels or delay "
-                                  "differ from the model's");
+        link_->delay() != c.delay || link_->max_age() != c.max_age)
+      throw std::invalid_argument("Processor: the hint link's channels, hint channels, delay or "
+                                  "max_age differ from the model's");
   }
   if (fallback_ && !link_) throw std::invalid_argument("Processor: a fallback needs a hint link");
   channels_ = c.channels;
   sources_ = c.sources;
   out_ = Buffer(static_cast<std::size_t>(sources_) * channels_ * kChunk);
-  hint_ = Buffer(static_cast<std::size_t>(std::max(1, c.hint_channels)) * kBins);
+  hint_ = Buffer(static_cast<std::size_t>(std::max(1, c.hint_channels)) * kBins *
+                 std::max(1, c.max_age));
+  ages_.assign(static_cast<std::size_t>(std::max(1, c.max_age)), 0);
+  arrivals_.assign(ages_.size(), HintArrival{nullptr, 0});
   dry_line_ = Buffer(static_cast<std::size_t>(channels_) * (kLookahead + kChunk));
   ramp_ = Buffer(kChunk);
   clean_ = Buffer(static_cast<std::size_t>(channels_) * kChunk);
@@ -175,6 +178,7 @@ void Processor::reset() {
   dry_line_.zero();
   t_.store(0, std::memory_order_relaxed);
   hints_used_.store(0, std::memory_order_relaxed);
+  for (auto& n : hints_by_age_) n.store(0, std::memory_order_relaxed);
   nonfinite_inputs_.store(0, std::memory_order_relaxed);
 }
 
@@ -231,18 +235,32 @@ void Processor::process(const float* input, float* mix, float* sources) {
   const Params p = read_params();
   const int64_t t = t_.load(std::memory_order_relaxed);
   bool arrived = false;
-  const float* hint = nullptr;
-  if (link_) {
+  if (link_ && link_->max_age()) {
     link_->send(t, input);
-    arrived = link_->take(t, hint_.data());  // always taken, so the accounting stays exact
+    const int count = link_->take_fresh(t, hint_.data(), ages_.data());  // always, as below
+    arrived = count > 0;
+    const int used = p.boost ? count : 0;
+    for (int i = 0; i < used; ++i) {
+      arrivals_[i] = {hint_.data() + static_cast<std::size_t>(i) * link_->hint_size(), ages_[i]};
+      hints_by_age_[ages_[i]].fetch_add(1, std::memory_order_relaxed);
+    }
+    hints_used_.fetch_add(static_cast<uint64_t>(used), std::memory_order_relaxed);
+    engine_->process(input, arrivals_.data(), used, out_.data());
+  } else {
+    const float* hint = nullptr;
+    if (link_) {
+      link_->send(t, input);
+      arrived = link_->take(t, hint_.data());  // always taken, so the accounting stays exact
+    }
+    if (arrived && p.boost) {  // the fallback watches the link, not the boost switch
+      hint = hint_.data();
+      hints_used_.fetch_add(1, std::memory_order_relaxed);
+      hints_by_age_[link_->delay()].fetch_add(1, std::memory_order_relaxed);
+    }
+    engine_->process(input, hint, out_.data(), nullptr);
   }
-  if (arrived && p.boost) {  // the fallback watches the link, not the boost switch
-    hint = hint_.data();
-    hints_used_.fetch_add(1, std::memory_order_relaxed);
-  }
-  engine_->process(input, hint, out_.data(), nullptr);
-  // No hint can exist for the first d chunks: those do not count as missing.
-  if (fallback_) fallback_->apply(input, arrived || t < link_->delay(), out_.data());
+  // No hint can exist for the first chunks: those do not count as missing.
+  if (fallback_) fallback_->apply(input, arrived || t < link_->first_hint_chunk(), out_.data());
 
   // The model's output lags its input by the look-ahead; so does the dry path.
   const int line = kLookahead + kChunk;
@@ -287,6 +305,7 @@ ProcessorStats Processor::stats() const {
   s.chunks_on_small = fallback_ ? fallback_->chunks_on_small() : 0;
   s.nonfinite_resets = engine_->stats().nonfinite_resets;
   s.nonfinite_inputs = nonfinite_inputs_.load(std::memory_order_relaxed);
+  for (int a = 0; a <= kMaxAge; ++a) s.hints_by_age[a] = hints_by_age_[a].load(std::memory_order_relaxed);
   return s;
 }
 

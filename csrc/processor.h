@@ -2,7 +2,8 @@
 // audio thread, for live audio, files and plugin hosts alike.
 //
 // Per chunk: queue the input for the hint server, take the hint of chunk
-// t - d, run the boosted (or small) engine, let the small-model fallback take
+// t - d (a fixed-delay model) or every hint of the last max_age chunks that
+// arrived since the last chunk (an any-delay model), run the boosted (or small) engine, let the small-model fallback take
 // over while hints stay away, and mix the sources with the input (delayed by
 // the look-ahead, like the model output) under the live parameters, each
 // change ramped over one chunk. Parameters and statistics are atomics, set and
@@ -12,10 +13,12 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "engine.h"
 #include "hint_link.h"
 #include "layers.h"
+#include "signal_path.h"
 
 namespace kb {
 
@@ -82,6 +85,7 @@ struct ProcessorStats {
   uint64_t chunks_on_small = 0;  // chunks the fallback played
   uint64_t nonfinite_resets = 0;
   uint64_t nonfinite_inputs = 0;  // chunks whose NaN/Inf input samples were silenced
+  uint64_t hints_by_age[kMaxAge + 1] = {};  // [a]: hints used a chunks after their chunk
 };
 
 class Processor {
@@ -125,6 +129,9 @@ class Processor {
   int channels_, sources_;
   std::atomic<int64_t> t_{0};
   std::atomic<uint64_t> hints_used_{0};
+  std::atomic<uint64_t> hints_by_age_[kMaxAge + 1] = {};
+  std::vector<int> ages_;               // any-delay: the ages take_fresh returned
+  std::vector<HintArrival> arrivals_;   // any-delay: what the engine is given
   Buffer out_, hint_, dry_line_, ramp_, clean_;
   std::atomic<uint64_t> nonfinite_inputs_{0};
   Targets last_;

@@ -106,8 +106,8 @@ def _child(names: list[str], chunks: int) -> dict[str, float]:
     rng = np.random.default_rng(0)
     report: dict[str, float] = {}
     for name in names:
-        if name == "processor":
-            report.update(_count_processor(lib, counter, rng, chunks))
+        if name in ("processor", "processor-any-delay"):
+            report.update(_count_processor(lib, counter, rng, chunks, name))
             continue
         if name in PRESETS:
             config = PRESETS[name]
@@ -208,13 +208,16 @@ def _create_engine(lib, config, tensors, hint_channels: int = 0, counter=None):
     return engine, allocations
 
 
-def _count_processor(lib, counter, rng, chunks: int) -> dict[str, float]:
-    """The processor (paper-size boosted model, small-model fallback, hint
-    link) as an audio callback runs it: see kb_count_processor."""
-    from .config import PAPER_BOOSTED, PAPER_SMALL
+def _count_processor(lib, counter, rng, chunks: int, name: str) -> dict[str, float]:
+    """The processor (paper-size boosted model, fixed-delay or any-delay, with
+    the small-model fallback and the hint link) as an audio callback runs it:
+    see kb_count_processor."""
+    from .config import PAPER_BOOSTED, PAPER_BOOSTED_ANY_DELAY, PAPER_SMALL
 
-    lib.kb_link_create.restype = ctypes.c_void_p
-    lib.kb_link_create.argtypes = [ctypes.c_int32] * 3
+    config = PAPER_BOOSTED_ANY_DELAY if name == "processor-any-delay" else PAPER_BOOSTED
+    for create in (lib.kb_link_create, lib.kb_link_create_any_delay):
+        create.restype = ctypes.c_void_p
+        create.argtypes = [ctypes.c_int32] * 3
     lib.kb_link_destroy.argtypes = [ctypes.c_void_p]
     lib.kb_processor_create.restype = ctypes.c_void_p
     lib.kb_processor_create.argtypes = [
@@ -243,11 +246,14 @@ def _count_processor(lib, counter, rng, chunks: int) -> dict[str, float]:
         ctypes.POINTER(ctypes.c_float),
         ctypes.c_int,
     ]
-    boosted, _ = _create_engine(lib, PAPER_BOOSTED, random_weights(PAPER_BOOSTED))
+    boosted, _ = _create_engine(lib, config, random_weights(config))
     small, _ = _create_engine(lib, PAPER_SMALL, random_weights(PAPER_SMALL))
-    m, s = PAPER_BOOSTED.net.channels, PAPER_BOOSTED.net.sources
-    hc, delay = PAPER_BOOSTED.boost.hint_channels, PAPER_BOOSTED.boost.delay
-    link = lib.kb_link_create(m, hc, delay)
+    m, s = config.net.channels, config.net.sources
+    hc, delay = config.boost.hint_channels, config.boost.delay
+    if config.boost.any_delay:
+        link, delay = lib.kb_link_create_any_delay(m, hc, config.boost.max_age), -1
+    else:
+        link = lib.kb_link_create(m, hc, delay)
     error = ctypes.create_string_buffer(512)
     processor = lib.kb_processor_create(boosted, link, small, 25, None, error, 512)
     if not processor:
@@ -265,11 +271,11 @@ def _count_processor(lib, counter, rng, chunks: int) -> dict[str, float]:
     lib.kb_processor_destroy(processor)
     lib.kb_link_destroy(link)
     return {
-        "processor.process": count,
-        "processor.chunks": stats.chunks,
-        "processor.chunks_on_small": stats.chunks_on_small,
-        "processor.hints_on_time": stats.hints_on_time,
-        "processor.hints_lost": stats.hints_lost,
+        f"{name}.process": count,
+        f"{name}.chunks": stats.chunks,
+        f"{name}.chunks_on_small": stats.chunks_on_small,
+        f"{name}.hints_on_time": stats.hints_on_time,
+        f"{name}.hints_lost": stats.hints_lost,
     }
 
 

@@ -81,6 +81,12 @@ class BoostConfig:
     def any_delay(self) -> bool:
         return self.max_age > 0
 
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        if not self.max_age:  # fixed-delay configs read as they always have
+            del out["max_age"]
+        return out
+
     def validate(self, net: NetConfig) -> None:
         _check_range("boost.hint_channels", self.hint_channels, 1, 256)
         _check_range("boost.delay", self.delay, 0, MAX_DELAY)
@@ -134,9 +140,7 @@ class ModelConfig:
         out["task"] = self.task
         out["net"] = asdict(self.net)
         if self.boost is not None:
-            out["boost"] = asdict(self.boost)
-            if not self.boost.max_age:  # fixed-delay configs read as they always have
-                del out["boost"]["max_age"]
+            out["boost"] = self.boost.to_dict()
         if self.large_model:
             out["large_model"] = self.large_model
         if self.notes:

@@ -48,6 +48,8 @@ typedef struct {
   uint64_t nonfinite_inputs;
 } kb_processor_stats;
 kb_link* kb_link_create(int32_t, int32_t, int32_t);
+kb_link* kb_link_create_any_delay(int32_t, int32_t, int32_t);
+int kb_processor_hint_ages(const kb_processor*, uint64_t*, int32_t);
 int kb_link_next_chunk(kb_link*, int64_t*, float*);
 int kb_link_deliver(kb_link*, int64_t, const float*);
 int64_t kb_link_now(const kb_link*);
@@ -284,6 +286,52 @@ def test_c_abi_processor_matches_the_python_processor(lib):
     c.kb_link_destroy(link)
 
 
+def test_c_abi_processor_runs_an_any_delay_model_on_hints_of_every_age(lib):
+    from kboost_rt import _native
+    from kboost_rt.config import PAPER_BOOSTED_ANY_DELAY as cfg
+    from kboost_rt.model_files import random_weights
+    from kboost_rt.processor import Processor
+
+    ffi, c = lib
+    tensors = random_weights(cfg, 7)
+    engine = CEngine(ffi, c, cfg, tensors)
+    hc, max_age = cfg.boost.hint_channels, cfg.boost.max_age
+    fixed_link = c.kb_link_create(2, hc, 3)
+    error = ffi.new("char[512]")
+    assert c.kb_processor_create(engine.ptr, fixed_link, ffi.NULL, 4, ffi.NULL, error, 512) == (
+        ffi.NULL
+    )
+    assert "max_age" in ffi.string(error).decode()
+    c.kb_link_destroy(fixed_link)
+    assert c.kb_link_create_any_delay(2, hc, 0) == ffi.NULL
+    assert c.kb_link_create_any_delay(2, hc, 9) == ffi.NULL
+    link = c.kb_link_create_any_delay(2, hc, max_age)
+    processor = c.kb_processor_create(engine.ptr, link, ffi.NULL, 4, ffi.NULL, error, 512)
+    assert processor != ffi.NULL, ffi.string(error).decode()
+    py_link = _native.HintLink(2, hc, 0, max_age=max_age)
+    reference = Processor(cfg, tensors, py_link)
+    rng = np.random.default_rng(8)
+    hints = rng.standard_normal((40, hc, 97)).astype(np.float32)
+    arrives = {j: j + int(rng.integers(1, 10)) for j in range(40)}
+    mix, sources = np.zeros((2, 128), np.float32), np.zeros((2, 2, 128), np.float32)
+    for t in range(40):
+        chunk = (0.1 * rng.standard_normal((2, 128))).astype(np.float32)
+        for j in (j for j, when in arrives.items() if when == t):
+            c.kb_link_deliver(link, j, ffi.from_buffer("float[]", hints[j]))
+            py_link.deliver(j, hints[j])
+        c.kb_processor_process(
+            processor, *[ffi.from_buffer("float[]", a) for a in (chunk, mix, sources)]
+        )
+        want_sources, _ = reference.process(chunk)
+        assert np.array_equal(sources, want_sources), t
+    ages = ffi.new("uint64_t[9]")
+    assert c.kb_processor_hint_ages(processor, ages, 9) == 9
+    assert list(ages) == reference.stats()["hints_by_age"] and sum(ages) > 0
+    assert c.kb_processor_hint_ages(processor, ffi.NULL, 9) == -1
+    c.kb_processor_destroy(processor)
+    c.kb_link_destroy(link)
+
+
 def test_process_allocates_nothing():
     from kboost_rt.alloc_check import count_allocations
 
@@ -297,9 +345,10 @@ def test_process_allocates_nothing():
         # ...and 3000 chunks, with hints lost and one NaN reset, allocate nothing.
         assert counts[f"{name}.process"] == 0, counts
         assert counts[f"{name}.chunks"] == 3000 and counts[f"{name}.resets"] == 1
-    counts = count_allocations(["processor"], chunks=10000)
+    counts = count_allocations(["processor", "processor-any-delay"], chunks=10000)
     # The processor as an audio callback runs it, the fallback taking over on the
     # way, the network side draining and filing on the same thread: nothing either.
-    assert counts["processor.process"] == 0, counts
-    assert counts["processor.chunks"] == 10000 and counts["processor.chunks_on_small"] > 0
-    assert counts["processor.hints_on_time"] > 0 and counts["processor.hints_lost"] > 0
+    for name in ("processor", "processor-any-delay"):
+        assert counts[f"{name}.process"] == 0, counts
+        assert counts[f"{name}.chunks"] == 10000 and counts[f"{name}.chunks_on_small"] > 0
+        assert counts[f"{name}.hints_on_time"] > 0 and counts[f"{name}.hints_lost"] > 0

@@ -288,3 +288,59 @@ def test_non_finite_input_never_reaches_the_mix():
         assert np.all(np.isfinite(mix)) and np.all(np.isfinite(sources)), t
     assert processor.stats()["nonfinite_inputs"] == 2
     assert processor.stats()["nonfinite_resets"] == 0  # silenced before the model saw them
+
+
+def test_an_any_delay_link_gives_each_hint_once_at_its_age():
+    link = _native.HintLink(2, 8, 0, max_age=3)
+    out = np.zeros((3, 8, N_BINS), np.float32)
+    hints = [np.full((8, N_BINS), j, np.float32) for j in range(8)]
+    assert link.take_fresh(0, out) == []
+    assert link.deliver(0, hints[0])
+    link.take_fresh(1, out)  # hint 0 taken at age 1
+    assert link.deliver(1, hints[1]) and link.deliver(2, hints[2])
+    # both arrive by chunk 3: the older one fills its own frame, not "late"
+    assert link.take_fresh(3, out) == [1, 2]
+    assert np.all(out[0] == 2) and np.all(out[1] == 1)
+    assert link.take_fresh(4, out) == []  # nothing new: nothing taken twice
+    # hint 3 never comes (lost when chunk 6 ran); hint 4 comes at age 3, on time
+    link.take_fresh(5, out)
+    assert link.deliver(4, hints[4])
+    assert link.take_fresh(6, out) == [2] and np.all(out[0] == 4)
+    assert link.take_fresh(7, out) == []
+    assert not link.deliver(3, hints[3])  # its window closed at chunk 6: late
+    assert link.counters() == {
+        "on_time": 4, "late": 1, "lost": 1, "queued": 0, "send_dropped": 0,
+    }  # fmt: skip
+    with pytest.raises(ValueError):
+        _native.HintLink(2, 8, 3, max_age=3)  # an any-delay link has no fixed delay
+
+
+def test_the_processor_feeds_an_any_delay_model_every_hint_at_its_age():
+    from kboost_rt.config import PAPER_BOOSTED_ANY_DELAY as cfg
+
+    tensors = random_weights(cfg, 6)
+    c_h = cfg.boost.hint_channels
+    link = _native.HintLink(2, c_h, 0, max_age=cfg.boost.max_age)
+    processor = Processor(cfg, tensors, link)
+    reference = NativeEngine(cfg, tensors)
+    rng = np.random.default_rng(1)
+    x = chunks(30, seed=2)
+    hints = rng.standard_normal((30, c_h, N_BINS)).astype(np.float32)
+    # each hint arrives 1..10 chunks after its chunk (out of order; over 8 is lost)
+    arrives = {j: j + int(rng.integers(1, 11)) for j in range(30)}
+    ages_used = []
+    for t in range(30):
+        for j in sorted(j for j, when in arrives.items() if when == t):
+            link.deliver(j, hints[j])
+        fresh = sorted((t - j, j) for j, when in arrives.items() if when == t and t - j <= 8)
+        sources, _ = processor.process(x[t])
+        ages_used += [a for a, _ in fresh]
+        want = reference.process_aged(
+            x[t], np.stack([hints[j] for _, j in fresh]) if fresh else np.zeros((0, c_h, N_BINS),
+            np.float32), [a for a, _ in fresh],
+        )  # fmt: skip
+        np.testing.assert_array_equal(sources, want)
+    stats = processor.stats()
+    assert stats["hints_used"] == len(ages_used) > 0
+    assert stats["hints_by_age"] == [ages_used.count(a) for a in range(9)]
+    assert link.counters()["lost"] == sum(1 for j, w in arrives.items() if w - j > 8 and j + 8 < 30)

@@ -51,7 +51,7 @@ class Recipe:
     def describe(self) -> dict:
         out = asdict(self)
         out["net"] = asdict(self.net)
-        out["boost"] = None if self.boost is None else asdict(self.boost)
+        out["boost"] = None if self.boost is None else self.boost.to_dict()
         return out
 
 
