@@ -513,7 +513,7 @@ def _process(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate, format_table, plot, write_json
+    from .evaluate import Jitter, compare_any_delay, evaluate, format_table, plot, write_json
     from .model_files import shipped_models_dir
     from .process import ProcessError
 
@@ -532,6 +532,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if any(not 0 <= p <= 1 for p in losses):
         print("kboost-rt: error: --hint-loss values must be in [0, 1]", file=sys.stderr)
         return 2
+    try:
+        jitter = Jitter.parse(args.jitter) if args.jitter else None
+    except ValueError as e:
+        print(f"kboost-rt: error: {e}", file=sys.stderr)
+        return 2
     models = Path(args.models) if args.models else shipped_models_dir()
     print(f"Evaluating {args.task} models in {models} on {args.data}...", file=sys.stderr)
     try:
@@ -545,11 +550,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             progress=lambda line: print(line, file=sys.stderr),
             encodings=encodings,
             fallback_after=args.fallback_after,
+            jitter=jitter,
         )
     except ProcessError as e:
         print(f"kboost-rt: error: {e}", file=sys.stderr)
         return 2
     print(format_table(report))
+    for line in compare_any_delay(report):
+        print(line)
     write_json(report, Path(args.json))
     png = Path(args.plot) if args.plot else Path(args.json).with_suffix(".png")
     if plot(report, png):
@@ -1102,10 +1110,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--models",
-        help="folder holding <task>-small, <task>-large and "
+        help="folder holding <task>-small, <task>-large, <task>-boosted (any-delay) and/or "
         "<task>-boosted-d<D> (default: the shipped models)",
     )
-    p.add_argument("--delays", default="1,3,6", help="boosted delays in chunks (default: 1,3,6)")
+    p.add_argument(
+        "--delays",
+        default="1,3,6",
+        help="hint delays in chunks: each fixed model <task>-boosted-d<D> runs at its own, the "
+        "any-delay model at every one (default: 1,3,6)",
+    )
+    p.add_argument(
+        "--jitter",
+        metavar="LO-HI",
+        help="instead, run the any-delay model and the fixed models of --delays on one "
+        "schedule of hint ages drawn per hint from LO..HI chunks (e.g. 1-6), hints lost "
+        "by --hint-loss; a fixed model uses a hint only if it is there by its delay",
+    )
     p.add_argument("--hint-loss", default="0", help="hint loss fractions (default: 0)")
     p.add_argument(
         "--hint-encodings",
@@ -1113,7 +1133,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="hint wire encodings to compare: float32, float16, int8, pca (the boosted "
         "model's hint codec) (default: float32)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the hint losses (default: 0)")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the hint losses and ages (default: 0)"
+    )
     p.add_argument(
         "--fallback-after",
         type=_non_negative_int,

@@ -16,6 +16,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,9 +25,12 @@ from .audio_files import ProcessError, read_audio
 from .costs import macs_per_chunk
 from .engine import NativeEngine
 from .fallback import fallback_model
-from .model_files import ModelFileError, load_model_files
+from .model_files import ModelFileError, ModelFiles, load_model_files
 from .processor import Processor
 from .signal_path import CHUNK, LOOKAHEAD
+
+if TYPE_CHECKING:
+    from .hint_codec import HintCodec
 
 TASKS = {"separate": 2, "enhance": 1}  # sources per example
 
@@ -92,9 +96,9 @@ def load_examples(folder: Path, task: str, channels: int) -> list[Example]:
 
 def _stream(processor: Processor, mixture: np.ndarray, arriving=None) -> np.ndarray:
     """Whole example through the processor, chunk by chunk, from a fresh state;
-    per-source output aligned to the input. `arriving[t]`: the hint that is
-    there at chunk t (made from chunk t - d), or None: the in-process hint
-    source, filed into the processor's hint link as the network client would."""
+    per-source output aligned to the input. `arriving[t]`: the hints that come
+    in before chunk t runs, as [(chunk it was made from, hint), ...] (or None),
+    filed into the processor's hint link as the network client would."""
     processor.reset()
     samples = mixture.shape[1]
     chunks = -(-(samples + LOOKAHEAD) // CHUNK)
@@ -107,8 +111,8 @@ def _stream(processor: Processor, mixture: np.ndarray, arriving=None) -> np.ndar
         link = processor.link
         out = np.zeros((chunks, processor.sources, processor.channels, CHUNK), np.float32)
         for t in range(chunks):
-            if arriving[t] is not None:
-                link.deliver(t - link.delay, arriving[t])
+            for seq, hint in arriving[t] or ():
+                link.deliver(seq, hint)
             out[t] = processor.process(x[t])[0]
     y = out.transpose(1, 2, 0, 3).reshape(processor.sources, processor.channels, -1)
     return y[:, :, LOOKAHEAD : LOOKAHEAD + samples]
@@ -124,6 +128,64 @@ def _large_hints(large: NativeEngine, mixture: np.ndarray) -> list[np.ndarray]:
     ]
 
 
+@dataclass(frozen=True)
+class Jitter:
+    """Hint ages drawn per hint, uniformly from lo..hi chunks (a hint of
+    chunk j comes in before chunk j + age runs)."""
+
+    lo: int
+    hi: int
+
+    @classmethod
+    def parse(cls, text: str) -> Jitter:
+        lo, sep, hi = text.partition("-")
+        try:
+            ages = (int(lo), int(hi if sep else lo))
+        except ValueError:
+            msg = f"--jitter takes ages in chunks as LO-HI, e.g. 1-6, not {text!r}"
+            raise ValueError(msg) from None
+        if not 1 <= ages[0] <= ages[1] <= 64:
+            raise ValueError(f"--jitter {text}: ages must satisfy 1 <= LO <= HI <= 64")
+        return cls(*ages)
+
+    def __str__(self) -> str:
+        return f"{self.lo}-{self.hi}"
+
+
+def hint_schedule(
+    chunks: int, ages: int | Jitter, loss: float, rng: np.random.Generator
+) -> list[int | None]:
+    """The age at which each chunk's hint comes in (None: lost on the way)."""
+    if isinstance(ages, Jitter):
+        drawn = rng.integers(ages.lo, ages.hi + 1, chunks)
+    else:
+        drawn = np.full(chunks, ages)
+    kept = rng.random(chunks) >= loss
+    return [int(a) if k else None for a, k in zip(drawn, kept, strict=True)]
+
+
+def _arrivals(sent: list[np.ndarray], schedule: list[int | None]) -> list[list]:
+    """Per chunk t, the (j, hint) pairs that come in before it runs."""
+    arriving: list[list] = [[] for _ in sent]
+    for j, age in enumerate(schedule):
+        if age is not None and j + age < len(sent):
+            arriving[j + age].append((j, sent[j]))
+    return arriving
+
+
+@dataclass
+class _Boosted:
+    """A boosted model under evaluation, with its large-model hints per example."""
+
+    name: str
+    folder: Path
+    files: ModelFiles
+    processor: Processor
+    made: list
+    codec: HintCodec | None
+    fallback_after: int | None  # where the small-model fallback runs beside it
+
+
 def evaluate(
     task: str,
     data: Path,
@@ -134,11 +196,17 @@ def evaluate(
     progress=print,
     encodings: list[str] | None = None,
     fallback_after: int = 0,
+    jitter: Jitter | None = None,
 ) -> dict:
-    """Every model of `task` on the examples in `data`; boosted models at each
-    delay, hint loss and hint encoding (the wire format's float32, float16 or
-    int8, or pca with the boosted model's hint codec; packed and unpacked as
-    the link does). With `fallback_after`, the
+    """Every model of `task` on the examples in `data`. Boosted models: each
+    fixed-delay model `<task>-boosted-d<D>` for D in `delays` at its delay,
+    and the any-delay model `<task>-boosted` at every age in `delays`; with
+    `jitter`, instead, all of them on one schedule of hint ages drawn per
+    hint (the same for every model: a fixed model uses a hint only if it is
+    there by its delay). Each at every hint loss and hint encoding (the wire
+    format's float32, float16 or int8, or pca with the boosted model's hint
+    codec; packed and unpacked as the link does), the hints filed into the
+    processor's hint link as the client would. With `fallback_after`, the
     boosted models run with the small-model fallback of `kboost-rt process`
     and `live` where it would run there (their cost then includes the small
     model's)."""
@@ -168,14 +236,24 @@ def evaluate(
                 "macs_per_chunk": macs,
             }
         )
+        row = results[-1]
+        if cfg.boost is not None and cfg.boost.any_delay:
+            row["any_delay"] = True
+        if jitter is not None and role == "boosted":
+            row["jitter"] = str(jitter)
         if encoding is not None:
-            results[-1]["hint_encoding"] = encoding
+            row["hint_encoding"] = encoding
         if fallback is not None:
-            results[-1]["fallback_after"] = fallback
+            row["fallback_after"] = fallback
         d = "-" if delay is None else str(delay)
+        when = (
+            f"ages {jitter}"
+            if "jitter" in row
+            else f"{'age' if 'any_delay' in row else 'delay'} {d:>2}"
+        )
         p = "-" if loss is None else f"{loss:g}"
         e = "" if encoding is None else f" {encoding}"
-        progress(f"  {name:<24} {role:<8} delay {d:>2} loss {p:>4}{e}: {np.mean(scores):6.2f} dB")
+        progress(f"  {name:<24} {role:<8} {when} loss {p:>4}{e}: {np.mean(scores):6.2f} dB")
 
     for name, files in ((small.name, small), (large.name, large)):
         processor = Processor(files.config, files.tensors)
@@ -185,48 +263,106 @@ def evaluate(
                 si_sdr_improvement(_stream(processor, ex.mixture), ex.sources, ex.mixture)
             )
         add(name, files.config.role, files.config, None, None, scores)
-    for delay in delays:
-        boosted_dir = models / f"{task}-boosted-d{delay}"
-        boosted = load_model_files(boosted_dir)
-        if boosted.config.boost is None or boosted.config.boost.delay != delay:
-            raise ModelFileError(f"{boosted_dir}: not a boosted model for delay {delay}")
-        generator = {k: v for k, v in boosted.tensors.items() if k.startswith("hint_generator.")}
+
+    def open_boosted(folder: Path) -> _Boosted:
+        files = load_model_files(folder)
+        boost = files.config.boost
+        generator = {k: v for k, v in files.tensors.items() if k.startswith("hint_generator.")}
         hint_engine = NativeEngine(large.config, large.tensors, generator)
-        fallback = fallback_model(boosted_dir, fallback_after)
-        link = _native.HintLink(channels, boosted.config.boost.hint_channels, delay)
+        fallback = fallback_model(folder, fallback_after)
+        link = _native.HintLink(channels, boost.hint_channels, boost.delay, boost.max_age)
         processor = Processor(
-            boosted.config, boosted.tensors, link, fallback, fallback_after=fallback_after
+            files.config, files.tensors, link, fallback, fallback_after=fallback_after
         )
-        after = fallback_after if fallback is not None else None
         made = []
         for ex in examples:
             hint_engine.reset()
             made.append(_large_hints(hint_engine, ex.mixture))
-        channels_h = boosted.config.boost.hint_channels
-        codec = load_codec(boosted_dir, channels_h)
+        codec = load_codec(folder, boost.hint_channels)
         if "pca" in encodings and codec is None:
-            raise ModelFileError(f"{boosted_dir}: pca hints need its {CODEC_FILE}")
+            raise ModelFileError(f"{folder}: pca hints need its {CODEC_FILE}")
+        after = fallback_after if fallback is not None else None
+        return _Boosted(files.name, folder, files, processor, made, codec, after)
+
+    fixed = []
+    for delay in delays:
+        folder = models / f"{task}-boosted-d{delay}"
+        if folder.is_dir():
+            b = open_boosted(folder)
+            if b.files.config.boost is None or b.files.config.boost.delay != delay:
+                raise ModelFileError(f"{folder}: not a boosted model for delay {delay}")
+            fixed.append((delay, b))
+    any_folder = models / f"{task}-boosted"
+    any_delay = open_boosted(any_folder) if any_folder.is_dir() else None
+    if any_delay is not None and not any_delay.files.config.boost.any_delay:
+        raise ModelFileError(f"{any_folder}: not an any-delay boosted model")
+    if not fixed and any_delay is None:
+        raise ModelFileError(
+            f"{models}: no {task}-boosted (any-delay) and no {task}-boosted-d<D> for "
+            f"--delays {','.join(map(str, delays))}"
+        )
+
+    def score(b: _Boosted, schedules: list[list[int | None]], wire) -> list[float]:
+        h = b.files.config.boost.hint_channels
+        scores = []
+        for ex, hints, schedule in zip(examples, b.made, schedules, strict=True):
+            sent = [unpack_hint(pack_hint(x, wire, b.codec), h, wire, b.codec) for x in hints]
+            arriving = _arrivals(sent, schedule)
+            estimate = _stream(b.processor, ex.mixture, arriving)
+            scores.append(si_sdr_improvement(estimate, ex.sources, ex.mixture))
+        return scores
+
+    # (model, the delay or age it runs at; None under jitter)
+    runs = (
+        [(b, d) for d, b in fixed] + [(any_delay, d) for d in delays if any_delay is not None]
+        if jitter is None
+        else [(b, None) for _, b in fixed] + ([(any_delay, None)] if any_delay else [])
+    )
+    for b, d in runs:
         for encoding, loss in itertools.product(encodings, hint_loss):
             wire = HintEncoding[encoding.upper()]
-            rng = np.random.default_rng(seed)
-            scores = []
-            for ex, hints in zip(examples, made, strict=True):
-                sent = [
-                    unpack_hint(pack_hint(h, wire, codec), channels_h, wire, codec) for h in hints
-                ]
-                # The hint of chunk j arrives at chunk j + d unless lost on the way.
-                arriving = [
-                    sent[t - delay] if t >= delay and rng.random() >= loss else None
-                    for t in range(len(sent))
-                ]
-                scores.append(
-                    si_sdr_improvement(
-                        _stream(processor, ex.mixture, arriving), ex.sources, ex.mixture
-                    )
-                )
             shown = None if encodings == ["float32"] else encoding
-            add(boosted.name, "boosted", boosted.config, delay, loss, scores, shown, after)
-    return {"task": task, "n_examples": len(examples), "results": results}
+            # One seed per (age, loss): every model at an age, or all under
+            # jitter, meets the same hints lost and the same ages.
+            rng = np.random.default_rng([seed, d or 0, int(round(loss * 1000))])
+            schedules = [hint_schedule(len(h), jitter or d, loss, rng) for h in b.made]
+            scores = score(b, schedules, wire)
+            add(b.name, "boosted", b.files.config, d, loss, scores, shown, b.fallback_after)
+    return {
+        "task": task,
+        "n_examples": len(examples),
+        **({"jitter": str(jitter)} if jitter else {}),
+        "results": results,
+    }
+
+
+def compare_any_delay(report: dict) -> list[str]:
+    """Lines comparing the any-delay model with each fixed-delay model on the
+    same schedule (at that model's delay, or under the same jitter)."""
+    rows = report["results"]
+    lines = []
+    for r in rows:
+        if r.get("any_delay") or r["role"] != "boosted":
+            continue
+        twin = next(
+            (
+                a
+                for a in rows
+                if a.get("any_delay")
+                and a["hint_loss"] == r["hint_loss"]
+                and a.get("hint_encoding") == r.get("hint_encoding")
+                and (a["delay"] == r["delay"] if "jitter" not in r else "jitter" in a)
+            ),
+            None,
+        )
+        if twin is None:
+            continue
+        when = f"ages {r['jitter']}" if "jitter" in r else f"age {r['delay']}"
+        lines.append(
+            f"{twin['model']} vs {r['model']} ({when}, {r['hint_loss']:.0%} lost): "
+            f"{format_difference(twin, r, '+-')} dB"
+        )
+    return lines
 
 
 def plot(report: dict, path: Path) -> bool:
@@ -253,17 +389,23 @@ def plot(report: dict, path: Path) -> bool:
     boosted = [
         r
         for r in report["results"]
-        if r["role"] == "boosted" and r.get("hint_encoding", "float32") == "float32"
+        if r["role"] == "boosted"
+        and r.get("hint_encoding", "float32") == "float32"
+        and r["delay"] is not None  # a jitter run has no one delay to plot it at
     ]
-    losses = sorted({r["hint_loss"] for r in boosted})
-    for i, loss in enumerate(losses):
-        rows = sorted((r for r in boosted if r["hint_loss"] == loss), key=lambda r: r["delay"])
+    lines = sorted({(bool(r.get("any_delay")), r["hint_loss"]) for r in boosted})
+    for i, (any_delay, loss) in enumerate(lines):
+        rows = sorted(
+            (r for r in boosted if (bool(r.get("any_delay")), r["hint_loss"]) == (any_delay, loss)),
+            key=lambda r: r["delay"],
+        )
+        kind = "any-delay model at each age" if any_delay else "boosted"
         ax.plot(
             [8 * r["delay"] for r in rows],
             [r["si_sdr_i"] for r in rows],
-            "o-",
+            "s--" if any_delay else "o-",
             color=f"C{i + 4}",  # C0 and C3 are the small and large lines
-            label=f"boosted, {loss:.0%} hints lost",
+            label=f"{kind}, {loss:.0%} hints lost",
         )
     ax.set_xlabel("hint delay (ms)")
     ax.set_ylabel("SI-SDRi (dB)")
@@ -303,6 +445,8 @@ def format_table(report: dict) -> str:
     lines.append("-" * len(lines[0]))
     for r in report["results"]:
         d = "-" if r["delay"] is None else f"{r['delay']} ({8 * r['delay']} ms)"
+        if "jitter" in r:
+            d = f"ages {r['jitter']}"
         p = "-" if r["hint_loss"] is None else f"{r['hint_loss']:.0%}"
         e = r.get("hint_encoding") or ("float32" if r["role"] == "boosted" else "-")
         role = r["role"] + "*" * ("fallback_after" in r)

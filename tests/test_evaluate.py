@@ -172,3 +172,50 @@ def test_paired_difference_and_its_confidence_interval():
     assert mean == pytest.approx(0.5)
     assert half == pytest.approx(1.96 * np.std([0.5, 0.3, 0.7, 0.5], ddof=1) / 2)
     assert paired_difference({"si_sdr_i": 1.0}, small) is None  # an older results file
+
+
+def test_eval_runs_the_any_delay_model_at_every_age_and_under_jitter(setup, capsys):
+    import shutil
+
+    from kboost_rt.config import PAPER_BOOSTED_ANY_DELAY
+
+    models = setup / "models-any"
+    for name in ("separate-small", "separate-large", "separate-boosted-d3"):
+        shutil.copytree(setup / "models" / name, models / name, dirs_exist_ok=True)
+    cfg = PAPER_BOOSTED_ANY_DELAY
+    save_model_files(models / "separate-boosted", cfg, random_weights(cfg, 9))
+    out = setup / "any.json"
+    base = ["eval", "--task", "separate", "--data", str(setup / "data"), "--models", str(models),
+            "--json", str(out)]  # fmt: skip
+
+    def rows(*extra):
+        assert main([*base, *extra]) == 0
+        found = json.loads(out.read_text())["results"]
+        return {(r["model"], r["delay"], r.get("jitter")): r for r in found[2:]}
+
+    at = rows("--delays", "1,3")  # no d1 model: the any-delay one still runs at age 1
+    assert set(at) == {
+        ("separate-boosted-d3", 3, None),
+        ("separate-boosted", 1, None),
+        ("separate-boosted", 3, None),
+    }
+    assert at[("separate-boosted", 1, None)]["any_delay"] is True
+    assert "any_delay" not in at[("separate-boosted-d3", 3, None)]
+    assert "separate-boosted vs separate-boosted-d3 (age 3, 0% lost)" in capsys.readouterr().out
+    # A jitter of one age is that age's schedule: the same scores, hint for hint.
+    same = rows("--delays", "3", "--jitter", "3-3")
+    assert same[("separate-boosted-d3", None, "3-3")]["si_sdr_i_examples"] == (
+        at[("separate-boosted-d3", 3, None)]["si_sdr_i_examples"]
+    )
+    assert same[("separate-boosted", None, "3-3")]["si_sdr_i_examples"] == (
+        at[("separate-boosted", 3, None)]["si_sdr_i_examples"]
+    )
+    wide = rows("--delays", "3", "--jitter", "1-6")
+    # ages 4-6 come too late for the d3 model, not for the any-delay one
+    assert wide[("separate-boosted-d3", None, "1-6")]["si_sdr_i"] != (
+        at[("separate-boosted-d3", 3, None)]["si_sdr_i"]
+    )
+    assert "ages 1-6" in capsys.readouterr().out
+    for bad in ("6-1", "0-3", "a-b"):
+        assert main([*base, "--jitter", bad]) == 2
+        assert "--jitter" in capsys.readouterr().err
