@@ -478,6 +478,7 @@ def _mix_params(args: argparse.Namespace):
 
 def _process(args: argparse.Namespace) -> int:
     from .process import ProcessError, process_file
+    from .processor import hint_age_stats
     from .protocol import HintEncoding
 
     params = _mix_params(args)
@@ -507,6 +508,13 @@ def _process(args: argparse.Namespace) -> int:
             f"duplicate, {s.corrupt} corrupt; round trip {s.rtt_chunks:g} chunks "
             f"(max {s.max_rtt_chunks})"
         )
+        ages = hint_age_stats(result.hint_ages)
+        if ages is not None:
+            shares = ", ".join(f"{a}: {n}" for a, n in enumerate(ages["by_age"]) if n)
+            print(
+                f"hint age when used: median {ages['median']}, p95 {ages['p95']} chunks "
+                f"(hints per age {shares})"
+            )
     if result.chunks_on_small:
         print(f"small-model fallback: {result.chunks_on_small} chunks (hints stayed away)")
     return 0
@@ -774,7 +782,8 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         help="model folder or shipped model name (default: the shipped model of --task: "
-        "<task>-boosted-d<delay> with a hint server, else <task>-small)",
+        "with a hint server <task>-boosted, the any-delay model, or <task>-boosted-d<delay> "
+        "for --delay; else <task>-small)",
     )
     p.add_argument(
         "--task", choices=["separate", "enhance"], help="shipped model task (default: separate)"
@@ -782,8 +791,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--delay",
         type=_delay_arg,
-        help="hint delay in 8 ms chunks of the shipped boosted model (default: 3), or auto: "
-        "measure the round trip and take the smallest shipped delay that covers it",
+        help="run the shipped fixed-delay model of this hint delay in 8 ms chunks instead "
+        "of the any-delay model, or auto: the any-delay model where shipped, else measure "
+        "the round trip and take the smallest shipped delay that covers it (default without "
+        "an any-delay model: 3)",
     )
 
 
@@ -816,7 +827,10 @@ def _pick_delay(args: argparse.Namespace) -> None:
 
     model, rtt = model_for_round_trip(args.server, args.task, _key(args))
     args.model = str(model)
-    print(f"round trip {rtt:g} chunks (95th percentile): using {model.name}", file=sys.stderr)
+    if rtt != rtt:  # nan: the any-delay model, nothing measured
+        print(f"using {model.name}: it takes each hint at the age it arrives", file=sys.stderr)
+    else:
+        print(f"round trip {rtt:g} chunks (95th percentile): using {model.name}", file=sys.stderr)
 
 
 def _non_negative_int(text: str) -> int:

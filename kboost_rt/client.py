@@ -66,8 +66,11 @@ class HintClient:
         sample_format: p.SampleFormat = p.SampleFormat.FLOAT32,
         key: tuple[int, bytes] | None = None,
         codec: HintCodec | None = None,
+        max_age: int = 0,
     ):
-        """`codec`: the boosted model's hint codec, needed for pca hints."""
+        """`delay`: a fixed-delay model's hint delay (chunks); `max_age`: an
+        any-delay model's oldest usable hint age (then `delay` is 0). `codec`:
+        the boosted model's hint codec, needed for pca hints."""
         if encoding == p.HintEncoding.PCA and codec is None:
             raise ValueError("pca hints need the boosted model's hint codec")
         self.codec = codec
@@ -77,6 +80,7 @@ class HintClient:
         self.keys = {self.key_id: self.key} if self.key else None
         self.stream_id = int.from_bytes(os.urandom(4), "little")
         self.delay = delay
+        self.max_age = max_age
         self.channels = channels
         self.hint_channels = 0
         self.link: _native.HintLink | None = None  # made once the server said how hints look
@@ -123,7 +127,9 @@ class HintClient:
             elif packet.type == p.Type.WELCOME:
                 welcome = p.Welcome.unpack(packet.payload)
                 self.hint_channels = welcome.hint_channels
-                self.link = _native.HintLink(self.channels, self.hint_channels, self.delay)
+                self.link = _native.HintLink(
+                    self.channels, self.hint_channels, self.delay, self.max_age
+                )
                 self.sock.setblocking(False)
                 self._thread = threading.Thread(target=self._run, name="kboost-hints", daemon=True)
                 self._thread.start()
@@ -256,14 +262,18 @@ class HintClient:
             return
         rtt = self.link.now - seq
         self._rtts.append(rtt)
-        if rtt > self.delay and not self._warned:
+        window = self.max_age or self.delay
+        if rtt > window and not self._warned:
             self._warned = True
             log.warning(
                 "hints arrive %d chunks after their chunk, more than the model's "
-                "delay of %d: they will be late; use a model trained for a longer "
-                "delay",
+                "%s of %d: they will be late; %s",
                 rtt,
-                self.delay,
+                "oldest usable hint age" if self.max_age else "delay",
+                window,
+                "the link is too slow for this model"
+                if self.max_age
+                else "use a model trained for a longer delay (or the any-delay model)",
             )
         self.link.deliver(seq, np.ascontiguousarray(hint, np.float32))  # counts it if late
 

@@ -24,7 +24,7 @@ from . import _native
 from .fallback import FALLBACK_AFTER
 from .midi import MidiController, MidiMapping, open_input
 from .params import LiveParams, Params
-from .processor import Stream, open_stream
+from .processor import Stream, hint_age_stats, open_stream
 from .resampling import best_frames, pair
 from .signal_path import CHUNK, LOOKAHEAD, SAMPLE_RATE
 
@@ -199,6 +199,7 @@ def run_live(
         "link": client.stats().as_dict() if client else None,
         "midi": dict(controller.counts) if controller else None,
         "chunks_on_small": processor.chunks_on_small,
+        "hint_age_chunks": hint_age_stats(processor.hint_ages()),
     }
     if measure_latency:
         cfg = stream.files.config
@@ -327,6 +328,9 @@ def _status_line(live: dict, stream: Stream, params: LiveParams) -> None:
     if stream.client is not None:
         s = stream.client.stats()
         link = f" | hints {s.on_time} ok {s.late} late {s.lost} lost, rtt {s.rtt_chunks:g} chunks"
+        ages = hint_age_stats(stream.processor.hint_ages())
+        if ages is not None:
+            link += f", age p50 {ages['median']} p95 {ages['p95']}"
     times = live["callback_us"]
     print(
         f"\rcallback p50 {times['p50']:.0f} us, max {times['max']:.0f} us | xruns "

@@ -1,11 +1,13 @@
 """Which model a command runs: a folder, a shipped model's name, or the
 shipped model of a task and hint delay.
 
-Shipped models are named `<task>-small`, `<task>-large` and
-`<task>-boosted-d<D>` (D in chunks of 8 ms). With a hint server the boosted
-model of the asked delay runs (24 ms unless told); without one, the small
-model. `delay_for_round_trip` picks the smallest shipped delay that covers a
-measured round trip, so hints arrive in time.
+Shipped models are named `<task>-small`, `<task>-large`, `<task>-boosted`
+(the any-delay model: it uses each hint at the age it arrives, 1-8 chunks)
+and `<task>-boosted-d<D>` (fixed-delay models, D in chunks of 8 ms). With a
+hint server the any-delay model runs where it is shipped, else the fixed model
+of 24 ms; `--delay D` asks for a fixed model, and `--delay auto` (for the fixed
+models) picks the smallest shipped delay that covers a measured round trip.
+Without a server, the small model.
 """
 
 from __future__ import annotations
@@ -26,6 +28,12 @@ def shipped_delays(task: str, root: Path | None = None) -> list[int]:
     pattern = re.compile(rf"^{re.escape(task)}-boosted-d(\d+)$")
     found = (pattern.match(p.name) for p in root.iterdir()) if root.is_dir() else ()
     return sorted(int(m.group(1)) for m in found if m)
+
+
+def any_delay_model(task: str, root: Path | None = None) -> Path | None:
+    """The shipped any-delay boosted model of `task`, or None."""
+    folder = (root or shipped_models_dir()) / f"{task}-boosted"
+    return folder if folder.is_dir() else None
 
 
 def delay_for_round_trip(rtt_chunks: float, delays: list[int]) -> int:
@@ -63,6 +71,8 @@ def resolve_model(
         raise ValueError(f"unknown task {task!r} (choose from {', '.join(TASKS)})")
     if delay is None and not boosted:
         name = f"{task}-small"
+    elif delay is None and any_delay_model(task, root) is not None:
+        name = f"{task}-boosted"
     else:
         delay = DEFAULT_DELAY if delay is None else delay
         name = f"{task}-boosted-d{delay}"
@@ -85,11 +95,14 @@ def model_for_round_trip(
 ) -> tuple[Path, float]:
     """--delay auto: probe `server` with the task's most patient shipped model,
     then -> (the shipped boosted model trained for the smallest delay that covers
-    the round trip, the measured round trip in chunks)."""
+    the round trip, the measured round trip in chunks). With an any-delay model
+    shipped there is nothing to choose: (it, nan), unprobed."""
     from .client import measure_round_trip
     from .model_files import load_model_files
 
     task = task or DEFAULT_TASK
+    if (any_delay := any_delay_model(task, root)) is not None:
+        return any_delay, float("nan")
     delays = shipped_delays(task, root)
     if not delays:
         raise ModelFileError(f"no shipped boosted {task} models to choose from")
@@ -103,5 +116,7 @@ def models_to_serve(model: str | None, task: str | None, auto: bool) -> list[Pat
     --delay auto (the model is chosen after probing it), else the one model."""
     if auto:
         task = task or DEFAULT_TASK
+        if (any_delay := any_delay_model(task)) is not None:
+            return [any_delay]
         return [resolve_model(None, task, d, True) for d in shipped_delays(task)]
     return [model]

@@ -41,6 +41,7 @@ class ProcessResult:
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)  # what was done to fit the input
     chunks_on_small: int = 0  # chunks the small-model fallback played
+    hint_ages: list[int] = field(default_factory=list)  # [a]: hints used a chunks late
 
 
 def output_paths(out: Path, sources: int) -> list[Path]:
@@ -130,5 +131,6 @@ def process_file(
         write_audio_set(list(zip(targets, y, strict=True)), audio.rate)
     on_small = processor.chunks_on_small
     return ProcessResult(
-        targets, chunks, used, link, time.monotonic() - start, audio.notes, on_small
-    )
+        targets, chunks, used, link, time.monotonic() - start, audio.notes, on_small,
+        processor.hint_ages(),
+    )  # fmt: skip

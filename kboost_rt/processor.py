@@ -1,16 +1,18 @@
 """The real-time processor: one object for live audio, files, eval and plugins.
 
 The work is native (csrc/processor.h): per 8 ms chunk it queues the input
-for the hint server, takes the hint of chunk t - d from the lock-free hint
-link, runs the boosted (or small) engine, lets the small-model fallback take
-over while hints stay away, and mixes the sources with the latency-aligned
+for the hint server, takes from the lock-free hint link the hint of chunk
+t - d (a fixed-delay model) or every hint of the last 8 chunks that came in
+since the last chunk, each at its age (the any-delay model), runs the boosted
+(or small) engine, lets the small-model fallback take over while hints stay
+away, and mixes the sources with the latency-aligned
 input under the live parameters, each change ramped over one chunk (no
 zipper noise or clicks). It allocates nothing, takes no lock and never
 enters the interpreter, so the same object runs in a PortAudio callback
 (`kboost_rt.audio`), a file loop (`kboost-rt process`) and `kboost-rt eval`.
 `kboost-rt process --mix` writes exactly the samples `live` would play.
 
-    stream = open_stream("separate-boosted-d3", server=("127.0.0.1", 7000))
+    stream = open_stream("separate-boosted", server=("127.0.0.1", 7000))
     sources, mix = stream.processor.process(chunk)   # chunk [M, 128]
     stream.close()
 """
@@ -85,6 +87,10 @@ class Processor:
     def chunks_on_small(self) -> int:
         return self._native.stats()["chunks_on_small"]
 
+    def hint_ages(self) -> list[int]:
+        """[a]: how many hints were used a chunks after their own chunk."""
+        return self._native.stats()["hints_by_age"]
+
     def stats(self) -> dict:
         return self._native.stats()
 
@@ -110,6 +116,20 @@ class Processor:
         mixes = np.zeros((n, self.channels, CHUNK), np.float32)
         self._native.run(chunks, mixes, sources)
         return sources, mixes
+
+
+def hint_age_stats(counts: list[int]) -> dict | None:
+    """Median and 95th percentile (chunks) of the ages of the hints used, from
+    `Processor.hint_ages()`; None before any hint was used."""
+    total = sum(counts)
+    if not total:
+        return None
+    cumulative = np.cumsum(counts)
+
+    def quantile(q: float) -> int:
+        return int(np.searchsorted(cumulative, q * total))
+
+    return {"median": quantile(0.5), "p95": quantile(0.95), "used": total, "by_age": counts}
 
 
 @dataclass
@@ -169,8 +189,9 @@ def open_stream(
 
         def make_client(wire: HintEncoding) -> HintClient:
             return HintClient(
-                server, files.name, cfg.net.channels, cfg.boost.delay, wire, key=key, codec=codec
-            )
+                server, files.name, cfg.net.channels, cfg.boost.delay, wire, key=key,
+                codec=codec, max_age=cfg.boost.max_age,
+            )  # fmt: skip
 
         client = make_client(encoding)
     try:

@@ -204,16 +204,19 @@ def test_eval_runs_the_any_delay_model_at_every_age_and_under_jitter(setup, caps
     assert "separate-boosted vs separate-boosted-d3 (age 3, 0% lost)" in capsys.readouterr().out
     # A jitter of one age is that age's schedule: the same scores, hint for hint.
     same = rows("--delays", "3", "--jitter", "3-3")
-    assert same[("separate-boosted-d3", None, "3-3")]["si_sdr_i_examples"] == (
-        at[("separate-boosted-d3", 3, None)]["si_sdr_i_examples"]
+    assert (
+        same[("separate-boosted-d3", None, "3-3")]["si_sdr_i_examples"]
+        == (at[("separate-boosted-d3", 3, None)]["si_sdr_i_examples"])
     )
-    assert same[("separate-boosted", None, "3-3")]["si_sdr_i_examples"] == (
-        at[("separate-boosted", 3, None)]["si_sdr_i_examples"]
+    assert (
+        same[("separate-boosted", None, "3-3")]["si_sdr_i_examples"]
+        == (at[("separate-boosted", 3, None)]["si_sdr_i_examples"])
     )
     wide = rows("--delays", "3", "--jitter", "1-6")
     # ages 4-6 come too late for the d3 model, not for the any-delay one
-    assert wide[("separate-boosted-d3", None, "1-6")]["si_sdr_i"] != (
-        at[("separate-boosted-d3", 3, None)]["si_sdr_i"]
+    assert (
+        wide[("separate-boosted-d3", None, "1-6")]["si_sdr_i"]
+        != (at[("separate-boosted-d3", 3, None)]["si_sdr_i"])
     )
     assert "ages 1-6" in capsys.readouterr().out
     for bad in ("6-1", "0-3", "a-b"):

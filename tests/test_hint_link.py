@@ -19,7 +19,7 @@ import soundfile as sf
 
 from kboost_rt import protocol as p
 from kboost_rt.client import HintClient, LinkError
-from kboost_rt.config import PAPER_BOOSTED, PAPER_LARGE, PAPER_SMALL
+from kboost_rt.config import PAPER_BOOSTED, PAPER_BOOSTED_ANY_DELAY, PAPER_LARGE, PAPER_SMALL
 from kboost_rt.engine import NativeEngine
 from kboost_rt.fallback import FALLBACK_AFTER, fallback_model
 from kboost_rt.hint_codec import CODEC_FILE, fit_codec, load_codec
@@ -57,6 +57,8 @@ def models(tmp_path_factory):
     x = mixture(4.0, seed=9)
     hints = [engine.process_with_hint(x[:, t : t + CHUNK])[1] for t in range(0, x.shape[1], CHUNK)]
     fit_codec(np.array(hints), 32).save(root / "sep-boosted-d3")
+    any_delay = dataclasses.replace(PAPER_BOOSTED_ANY_DELAY, large_model="sep-large")
+    save_model_files(root / "sep-boosted", any_delay, random_weights(any_delay, 3))
     (root / "keys").write_text("".join(f"{k} {v}\n" for k, v in KEYS.items()))
     return root
 
@@ -68,6 +70,11 @@ class Server:
             "serve",
             "--model",
             str(models / "sep-boosted-d3"),
+            *(
+                ["--model", str(models / "sep-boosted")]
+                if (models / "sep-boosted").is_dir()
+                else []
+            ),
             "--port",
             "0",
             "--report-every",
@@ -156,6 +163,27 @@ def test_stream_through_server_equals_in_process_pipeline(models, server, tmp_pa
         assert np.array_equal(got.T, want[s])
     served = int(re.search(r"chunks (\d+);", server.stop()).group(1))  # and it shut down
     assert served >= result.chunks - 2  # the last chunks' hints are never needed
+
+
+def test_an_any_delay_model_streams_through_the_server_and_counts_hint_ages(
+    models, server, tmp_path
+):
+    x = mixture(1.0, seed=4)
+    sf.write(tmp_path / "mix.wav", x.T, SAMPLE_RATE, subtype="FLOAT")
+    result = process_file(
+        tmp_path / "mix.wav", tmp_path / "out.wav", models / "sep-boosted", server.address,
+        encoding=HintEncoding.INT8, progress=False,
+    )  # fmt: skip
+    ages = result.hint_ages
+    assert len(ages) == 9 and ages[0] == 0  # no hint is used before its chunk ran
+    # a chunk may take two hints at once (one held up behind the other)
+    assert sum(ages) == result.link.on_time >= sum(result.hints_used) > 0
+    assert not result.hints_used[0]  # chunk 0 cannot have a hint yet
+    # A version-1 HELLO asking for a delay the any-delay model does not have is refused.
+    client = HintClient(server.address, "sep-boosted", 2, 3)
+    with pytest.raises(LinkError, match="delay"):
+        client.connect()
+    client.close()
 
 
 def test_pca_hints_through_the_server_are_the_codec_s_reconstructions(models, server, tmp_path):

@@ -25,6 +25,18 @@ def test_task_and_delay_pick_the_shipped_model(root):
     assert resolve_model(str(root / "enhance-small"), root=root) == root / "enhance-small"
 
 
+def test_the_any_delay_model_runs_with_a_server_unless_a_delay_is_asked_for(root):
+    from kboost_rt.model_select import model_for_round_trip
+
+    (root / "separate-boosted").mkdir()
+    assert resolve_model(None, boosted=True, root=root).name == "separate-boosted"
+    assert resolve_model(None, "separate", 3, True, root=root).name == "separate-boosted-d3"
+    assert resolve_model(None, root=root).name == "separate-small"  # no server: small
+    # --delay auto has nothing to measure: no probe is sent (nothing listens there)
+    model, rtt = model_for_round_trip(("127.0.0.1", 9), "separate", root=root)
+    assert model.name == "separate-boosted" and rtt != rtt
+
+
 def test_bad_selections_name_what_exists(root):
     with pytest.raises(ModelFileError, match="shipped delays: 1, 3, 6"):
         resolve_model(None, "separate", 2, root=root)
