@@ -99,10 +99,22 @@ def _native_step(model, tensors, config, kernels: str | None = None) -> Step:
     name = kernels or _native.kernel_sets()[-1]
     engine = NativeEngine(config, tensors)
     out = np.zeros((config.net.sources, config.net.channels, CHUNK), np.float32)
+    if config.boost is not None and config.boost.any_delay:  # each hint at age 1
+        age = np.ones(1, np.int32)
+        none = np.zeros((0, config.boost.hint_channels, N_BINS), np.float32)
 
-    def step(chunk, hint):
-        engine.process_into(chunk, hint, out)
-        return out
+        def step(chunk, hint):
+            if hint is None:
+                engine.process_aged_into(chunk, none, age[:0], out)
+            else:
+                engine.process_aged_into(chunk, hint[None], age, out)
+            return out
+
+    else:
+
+        def step(chunk, hint):
+            engine.process_into(chunk, hint, out)
+            return out
 
     step.prepare = lambda: _native.select_kernels(name)  # the kernel set is process-wide
     return step
@@ -113,11 +125,15 @@ def _eager_step(model, tensors, config) -> Step:
 
     state = [model.initial_state()]
     boosted = config.role == "boosted"
+    any_delay = boosted and config.boost.any_delay
 
     def step(chunk, hint):
         x = torch.from_numpy(chunk)[None]
         with torch.no_grad():
-            if boosted:
+            if any_delay:  # each hint at age 1, as the native step gets it
+                h = [] if hint is None else [(torch.from_numpy(hint)[None], 1)]
+                out, _, state[0] = model.step(x, state[0], hints=h)
+            elif boosted:
                 h = None if hint is None else torch.from_numpy(hint)[None]
                 out, _, state[0] = model.step(x, state[0], h)
             else:

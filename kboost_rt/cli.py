@@ -36,7 +36,7 @@ def _model_row(name: str, cfg: ModelConfig) -> list[str]:
         f"{net.dim}/{net.hidden}/{net.blocks}",
         str(net.attention_heads or "-"),
         str(boost.hint_channels) if boost else "-",
-        str(boost.delay) if boost else "-",
+        ("1-" + str(boost.max_age) if boost.any_delay else str(boost.delay)) if boost else "-",
         f"{params['device'] / 1e3:.1f} k",
         _millions(macs["device"]),
         _millions(macs["hint_generator"]) if "hint_generator" in macs else "-",
@@ -339,7 +339,9 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
             if args.encoding == "auto"
             else protocol.HintEncoding[args.encoding.upper()]
         )
-        target = Target(path.name, cfg.net.channels, cfg.boost.delay, encoding, key)
+        target = Target(
+            path.name, cfg.net.channels, cfg.boost.delay, encoding, key, cfg.boost.max_age
+        )
         print(
             f"{target.model}, {encoding.name.lower()} hints, {args.seconds:g} s per stream count"
             + ("" if args.server else ", a local server")

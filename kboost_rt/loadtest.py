@@ -43,6 +43,12 @@ class Target:
     delay: int
     encoding: p.HintEncoding
     key: tuple[int, bytes] | None = None
+    max_age: int = 0  # an any-delay model: a hint is on time up to this age
+
+    @property
+    def window(self) -> int:
+        """Chunks a hint may take and still be used."""
+        return self.max_age or self.delay
 
 
 class DeviceStream:
@@ -159,7 +165,7 @@ def generate(server: tuple[str, int], target: Target, streams: int, seconds: flo
     for s in all_streams:
         s.send(p.Type.BYE, 0, b"")
         s.sock.close()
-    return _count(all_streams, target.delay, chunks, seconds, cpu)
+    return _count(all_streams, target.window, chunks, seconds, cpu)
 
 
 def _count(
@@ -252,6 +258,7 @@ def run_generator(server: tuple[str, int], target: Target, streams: int, seconds
         "model": target.model,
         "channels": target.channels,
         "delay": target.delay,
+        "max_age": target.max_age,
         "encoding": int(target.encoding),
         "key": [target.key[0], target.key[1].hex()] if target.key else None,
         "streams": streams,
@@ -305,7 +312,12 @@ def _main(spec_path: str) -> int:
     spec = json.loads(Path(spec_path).read_text())
     key = (spec["key"][0], bytes.fromhex(spec["key"][1])) if spec["key"] else None
     target = Target(
-        spec["model"], spec["channels"], spec["delay"], p.HintEncoding(spec["encoding"]), key
+        spec["model"],
+        spec["channels"],
+        spec["delay"],
+        p.HintEncoding(spec["encoding"]),
+        key,
+        spec["max_age"],
     )
     row = generate(tuple(spec["server"]), target, spec["streams"], spec["seconds"])
     print(json.dumps(row))

@@ -492,10 +492,14 @@ class HintServer:
                 f"model {hello.model} takes {cfg.net.channels} channels, not {hello.channels}",
             )
         if hello.delay != cfg.boost.delay:
+            trained = (
+                f"an any-delay model (it takes hints of any age up to {cfg.boost.max_age} "
+                "chunks; its HELLO says delay 0)"
+                if cfg.boost.any_delay
+                else f"trained for delay {cfg.boost.delay}"
+            )
             return self._refuse(
-                packet,
-                addr,
-                f"model {hello.model} was trained for delay {cfg.boost.delay}, not {hello.delay}",
+                packet, addr, f"model {hello.model} is {trained}, not delay {hello.delay}"
             )
         key = self._stream_key(addr, packet.stream_id, packet.key_id)
         existing = self.streams.get(key)

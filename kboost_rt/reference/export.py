@@ -67,6 +67,13 @@ class FixedStateStep(nn.Module):
 
     def __init__(self, model: GridNet | BoostedModel):
         super().__init__()
+        if isinstance(model, BoostedModel) and model.boost.any_delay:
+            # Its hints come in a variable number per chunk, each with an age:
+            # no fixed-signature step to export.
+            raise ValueError(
+                "an any-delay boosted model has no fixed-state ONNX/TorchScript step "
+                "(it takes 0..8 hints per chunk, each with its age); export a fixed-delay model"
+            )
         self.model = model
         self.boosted = isinstance(model, BoostedModel)
         self.gridnet: GridNet = model.small if isinstance(model, BoostedModel) else model
