@@ -29,7 +29,9 @@ from kboost_rt.training.mixing import SNR_DB, Mixer  # noqa: E402
 from kboost_rt.training.torch_mixing import TorchMixer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"separate-large", "separate-small"} | {f"separate-boosted-d{d}" for d in (1, 3, 6)}
+MODELS = {"separate-large", "separate-small", "separate-boosted"} | {
+    f"separate-boosted-d{d}" for d in (1, 3, 6)
+}
 
 
 @pytest.fixture(scope="module")

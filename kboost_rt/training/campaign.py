@@ -5,10 +5,11 @@ numpy, safetensors and soundfile are all it needs), the data come from a
 pack (`kboost-rt data pack`), and batches are mixed on the device.
 
 1. The large model trains alone for `large_share` of the budget.
-2. The small model and the boosted models of every delay then train in
-   lockstep on the same batches, so each boosted model's gain over the small
-   one is measured against a model that saw exactly the same audio. The
-   frozen large model makes the hints of each batch on the fly.
+2. The small model, the boosted models of every delay and the any-delay
+   boosted model (hint ages drawn per clip and frame, as `draw_ages`) then
+   train in lockstep on the same batches, so each boosted model's gain over
+   the small one is measured against a model that saw exactly the same
+   audio. The frozen large model makes the hints of each batch on the fly.
 
 Each phase picks its batch by timing doubling batches until the step time
 stops being flat, and decays its learning rate by the share of its time
@@ -36,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import BoostConfig, NetConfig
+from ..config import MAX_DELAY, BoostConfig, NetConfig
 from ..hint_codec import HintCodec, fit_codec
 from ..reference.io import build_model, save_model
 from ..signal_path import SAMPLE_RATE
@@ -78,7 +79,24 @@ def campaign_recipes(task: str, seconds: float = 1.0) -> dict[str, Recipe]:
             hint_drop=HINT_DROP, hint_drop_all=HINT_DROP_ALL,
             version=RECIPES[name].version + 1, **base,
         )  # fmt: skip
+    name = f"{task}-boosted"
+    out[name] = Recipe(
+        name, role="boosted", net=NetConfig(sources=sources),
+        boost=BoostConfig(hint_channels=8, delay=0, max_age=MAX_DELAY), large=f"{task}-large",
+        hint_drop=HINT_DROP, hint_drop_all=HINT_DROP_ALL,
+        version=RECIPES[name].version + 1, **base,
+    )  # fmt: skip
     return out
+
+
+def draw_ages_on(g: torch.Generator, batch: int, frames: int, max_age: int) -> torch.Tensor:
+    """`trainer.draw_ages` on the training device: per clip a range lo..hi in
+    1..max_age, per frame an age uniform in it."""
+    device = g.device
+    lo = torch.randint(1, max_age + 1, (batch, 1), generator=g, device=device)
+    hi = lo + (torch.rand(batch, 1, generator=g, device=device) * (max_age + 1 - lo)).long()
+    spread = torch.rand(batch, frames, generator=g, device=device) * (hi - lo + 1)
+    return lo + spread.long()
 
 
 @dataclasses.dataclass
@@ -199,7 +217,9 @@ class Campaign:
             rate = torch.rand(b, 1, generator=g, device=self.device) * HINT_DROP
             rate[torch.rand(b, 1, generator=g, device=self.device) < HINT_DROP_ALL] = 1.0
             arrived = torch.rand(b, frames, generator=g, device=self.device) >= rate
-            est = trainee.model(x, trainee.model.make_hints(maps), arrived)[0]
+            boost = trainee.model.boost
+            ages = draw_ages_on(g, b, frames, boost.max_age) if boost.any_delay else None
+            est = trainee.model(x, trainee.model.make_hints(maps), arrived, ages)[0]
         loss = -pit_si_sdr(est, y).mean()
         trainee.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -263,9 +283,13 @@ class Campaign:
         for t in trainees:
             t.batch = batch
         losses: list[list[torch.Tensor]] = []
-        while time.monotonic() < end:
-            fraction = (time.monotonic() - begin) / max(1e-9, seconds)
+        # At least one step, even on a budget already spent (a slow machine, a
+        # rerun with seconds left): every model in the archive has trained.
+        stepped = False
+        while not stepped or time.monotonic() < end:
+            fraction = min(1.0, (time.monotonic() - begin) / max(1e-9, seconds))
             losses.append(iteration(batch, fraction))
+            stepped = True
             if time.monotonic() - self.last_checkpoint >= self.args.checkpoint_s:
                 self._checkpoint(trainees, losses, large)
                 losses = []
@@ -413,7 +437,7 @@ class Campaign:
         others = [n for n in self.recipes if n != large_name]
         for name in others:
             self._trainee(name)
-        left = self.deadline - time.monotonic()
+        left = max(0.0, self.deadline - time.monotonic())
         self.log(f"phase 2: {', '.join(others)} in lockstep for {left / 60:.1f} min")
         self._phase(others, left, frozen)
         archive = self.out / f"{self.task}-models.tar"
