@@ -399,7 +399,7 @@ def plot(report: dict, path: Path) -> bool:
             (r for r in boosted if (bool(r.get("any_delay")), r["hint_loss"]) == (any_delay, loss)),
             key=lambda r: r["delay"],
         )
-        kind = "any-delay model at each age" if any_delay else "boosted"
+        kind = "any-delay model at each age" if any_delay else "fixed-delay models"
         ax.plot(
             [8 * r["delay"] for r in rows],
             [r["si_sdr_i"] for r in rows],
