@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -510,6 +511,11 @@ def _process(args: argparse.Namespace) -> int:
             f"duplicate, {s.corrupt} corrupt; round trip {s.rtt_chunks:g} chunks "
             f"(max {s.max_rtt_chunks})"
         )
+        if args.hint_schedule and result.hint_schedule is not None:
+            Path(args.hint_schedule).write_text(
+                json.dumps({"chunks": result.chunks, "hint_ages": result.hint_schedule}) + "\n"
+            )
+            print(f"wrote the hint schedule to {args.hint_schedule}")
         ages = hint_age_stats(result.hint_ages)
         if ages is not None:
             shares = ", ".join(f"{a}: {n}" for a, n in enumerate(ages["by_age"]) if n)
@@ -1047,6 +1053,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument(
+        "--hint-schedule",
+        metavar="F",
+        help="with a server: write when each chunk's hint came in (JSON), for "
+        "`eval --jitter F` to replay the same schedule",
+    )
+    p.add_argument(
         "--mix",
         action="store_true",
         help="write the monitor mix under the parameters below (what `live` plays) "
@@ -1137,10 +1149,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--jitter",
-        metavar="LO-HI",
+        metavar="LO-HI|FILE",
         help="instead, run the any-delay model and the fixed models of --delays on one "
-        "schedule of hint ages drawn per hint from LO..HI chunks (e.g. 1-6), hints lost "
-        "by --hint-loss; a fixed model uses a hint only if it is there by its delay",
+        "schedule of hint ages drawn per hint from LO..HI chunks (e.g. 1-6), or replayed "
+        "from a schedule `process --hint-schedule FILE` recorded; hints also lost by "
+        "--hint-loss; a fixed model uses a hint only if it is there by its delay",
     )
     p.add_argument("--hint-loss", default="0", help="hint loss fractions (default: 0)")
     p.add_argument(

@@ -55,6 +55,9 @@ class LinkStats:
         return dict(self.__dict__)
 
 
+MAX_SCHEDULE = 1 << 20  # hints whose arrival is kept for `hint_schedule` (about 2 h)
+
+
 class HintClient:
     def __init__(
         self,
@@ -88,6 +91,9 @@ class HintClient:
         self.sock.connect(server)
         self._chunk = np.zeros((channels, CHUNK), np.float32)
         self._rtts: deque[int] = deque(maxlen=1024)
+        # chunk number -> the chunk before which its hint was filed (not a real
+        # time record: the audio thread may take it one chunk later)
+        self.filed_before: dict[int, int] = {}
         self._arrived = p.ReplayWindow(4096)  # hint numbers seen, for duplicates
         self._counts: Counter = Counter()
         self._stop = threading.Event()
@@ -262,6 +268,8 @@ class HintClient:
             return
         rtt = self.link.now - seq
         self._rtts.append(rtt)
+        if len(self.filed_before) < MAX_SCHEDULE:
+            self.filed_before[seq] = self.link.now + 1
         window = self.max_age or self.delay
         if rtt > window and not self._warned:
             self._warned = True
@@ -276,6 +284,11 @@ class HintClient:
                 else "use a model trained for a longer delay (or the any-delay model)",
             )
         self.link.deliver(seq, np.ascontiguousarray(hint, np.float32))  # counts it if late
+
+    def hint_schedule(self, chunks: int) -> list[int | None]:
+        """Per chunk j < `chunks`, how many chunks after it its hint came in
+        (None: never), as `kboost-rt eval --jitter FILE` replays it."""
+        return [self.filed_before[j] - j if j in self.filed_before else None for j in range(chunks)]
 
     def stats(self) -> LinkStats:
         c = self._counts

@@ -131,13 +131,19 @@ def _large_hints(large: NativeEngine, mixture: np.ndarray) -> list[np.ndarray]:
 @dataclass(frozen=True)
 class Jitter:
     """Hint ages drawn per hint, uniformly from lo..hi chunks (a hint of
-    chunk j comes in before chunk j + age runs)."""
+    chunk j comes in before chunk j + age runs), or replayed from a schedule
+    `kboost-rt process --hint-schedule` recorded (`recorded`: per chunk the
+    age, None for a hint that never came; repeated over a longer example)."""
 
     lo: int
     hi: int
+    recorded: tuple[int | None, ...] | None = None
+    source: str = ""
 
     @classmethod
     def parse(cls, text: str) -> Jitter:
+        if text.endswith(".json") or Path(text).is_file():
+            return cls.load(Path(text))
         lo, sep, hi = text.partition("-")
         try:
             ages = (int(lo), int(hi if sep else lo))
@@ -148,14 +154,32 @@ class Jitter:
             raise ValueError(f"--jitter {text}: ages must satisfy 1 <= LO <= HI <= 64")
         return cls(*ages)
 
+    @classmethod
+    def load(cls, path: Path) -> Jitter:
+        try:
+            ages = json.loads(path.read_text())["hint_ages"]
+            if not ages or not all(a is None or (isinstance(a, int) and a >= 1) for a in ages):
+                raise ValueError
+        except (OSError, ValueError, KeyError, TypeError):
+            raise ValueError(
+                f"--jitter {path}: not a hint schedule (`kboost-rt process --hint-schedule` "
+                'writes one: {"hint_ages": [age in chunks or null, ...]})'
+            ) from None
+        known = [a for a in ages if a is not None] or [1]
+        return cls(min(known), max(known), tuple(ages), path.name)
+
     def __str__(self) -> str:
-        return f"{self.lo}-{self.hi}"
+        return self.source or f"{self.lo}-{self.hi}"
 
 
 def hint_schedule(
     chunks: int, ages: int | Jitter, loss: float, rng: np.random.Generator
 ) -> list[int | None]:
     """The age at which each chunk's hint comes in (None: lost on the way)."""
+    if isinstance(ages, Jitter) and ages.recorded is not None:
+        replayed = [ages.recorded[j % len(ages.recorded)] for j in range(chunks)]
+        kept = rng.random(chunks) >= loss
+        return [a if k else None for a, k in zip(replayed, kept, strict=True)]
     if isinstance(ages, Jitter):
         drawn = rng.integers(ages.lo, ages.hi + 1, chunks)
     else:

@@ -42,6 +42,7 @@ class ProcessResult:
     notes: list[str] = field(default_factory=list)  # what was done to fit the input
     chunks_on_small: int = 0  # chunks the small-model fallback played
     hint_ages: list[int] = field(default_factory=list)  # [a]: hints used a chunks late
+    hint_schedule: list[int | None] | None = None  # per chunk: its hint's arrival age
 
 
 def output_paths(out: Path, sources: int) -> list[Path]:
@@ -120,6 +121,7 @@ def process_file(
         if client:
             client.wait_for_replies()  # the last hints count as late, not lost
         link = client.stats() if client else None
+        schedule = client.hint_schedule(chunks) if client else None
         stream.close()
     if progress:
         print(file=sys.stderr)
@@ -132,5 +134,5 @@ def process_file(
     on_small = processor.chunks_on_small
     return ProcessResult(
         targets, chunks, used, link, time.monotonic() - start, audio.notes, on_small,
-        processor.hint_ages(),
+        processor.hint_ages(), schedule,
     )  # fmt: skip

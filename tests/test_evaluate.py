@@ -212,6 +212,12 @@ def test_eval_runs_the_any_delay_model_at_every_age_and_under_jitter(setup, caps
         same[("separate-boosted", None, "3-3")]["si_sdr_i_examples"]
         == (at[("separate-boosted", 3, None)]["si_sdr_i_examples"])
     )
+    # ...and so is a recorded schedule that says 3 for every hint
+    (setup / "three.json").write_text(json.dumps({"hint_ages": [3] * 10}))
+    replayed = rows("--delays", "3", "--jitter", str(setup / "three.json"))
+    assert replayed[("separate-boosted", None, "three.json")]["si_sdr_i_examples"] == (
+        at[("separate-boosted", 3, None)]["si_sdr_i_examples"]
+    )
     wide = rows("--delays", "3", "--jitter", "1-6")
     # ages 4-6 come too late for the d3 model, not for the any-delay one
     assert (
@@ -219,6 +225,7 @@ def test_eval_runs_the_any_delay_model_at_every_age_and_under_jitter(setup, caps
         != (at[("separate-boosted-d3", 3, None)]["si_sdr_i"])
     )
     assert "ages 1-6" in capsys.readouterr().out
-    for bad in ("6-1", "0-3", "a-b"):
+    (setup / "bad.json").write_text(json.dumps({"hint_ages": [0, 2]}))
+    for bad in ("6-1", "0-3", "a-b", str(setup / "bad.json"), str(setup / "none.json")):
         assert main([*base, "--jitter", bad]) == 2
         assert "--jitter" in capsys.readouterr().err

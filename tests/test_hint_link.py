@@ -179,6 +179,10 @@ def test_an_any_delay_model_streams_through_the_server_and_counts_hint_ages(
     # a chunk may take two hints at once (one held up behind the other)
     assert sum(ages) == result.link.on_time >= sum(result.hints_used) > 0
     assert not result.hints_used[0]  # chunk 0 cannot have a hint yet
+    # The schedule eval --jitter replays: when each chunk's hint came in.
+    schedule = result.hint_schedule
+    assert len(schedule) == result.chunks and all(a is None or a >= 1 for a in schedule)
+    assert sum(a is not None for a in schedule) >= result.link.on_time
     # A version-1 HELLO asking for a delay the any-delay model does not have is refused.
     client = HintClient(server.address, "sep-boosted", 2, 3)
     with pytest.raises(LinkError, match="delay"):
