@@ -325,7 +325,7 @@ def test_keyed_streams_run_concurrently_and_a_wrong_key_is_refused(models, keyed
     [
         ("nope", 2, DELAY, "unknown model 'nope'"),
         ("sep-boosted-d3", 1, DELAY, "takes 2 channels, not 1"),
-        ("sep-boosted-d3", 2, 6, "trained for delay 3, not 6"),
+        ("sep-boosted-d3", 2, 6, "trained for delay 3, not delay 6"),
     ],
 )
 def test_handshake_mismatch_is_refused_with_a_reason(server, model, channels, delay, reason):
