@@ -482,7 +482,6 @@ def _mix_params(args: argparse.Namespace):
 def _process(args: argparse.Namespace) -> int:
     from .process import ProcessError, process_file
     from .processor import hint_age_stats
-    from .protocol import HintEncoding
 
     params = _mix_params(args)
     try:
@@ -492,7 +491,7 @@ def _process(args: argparse.Namespace) -> int:
             Path(args.model),
             args.server,
             _key(args),
-            None if args.hints == "auto" else HintEncoding[args.hints.upper()],
+            _encoding(args),
             progress=not args.quiet,
             params=params,
             mix=args.mix,
@@ -749,6 +748,7 @@ def _live(args: argparse.Namespace) -> int:
         verbose=args.verbose,
         measure_latency=args.measure_latency,
         exact_rate=args.exact_rate,
+        encoding=_encoding(args),
     )
     live = report["live"]
     t = live["callback_us"]
@@ -772,7 +772,9 @@ def _live(args: argparse.Namespace) -> int:
                   "(the model was trained for that); not part of the latency above")  # fmt: skip
     if report["link"]:
         s = report["link"]
-        print(f"hints: {s['on_time']} on time, {s['late']} late, {s['lost']} lost")
+        ages = report.get("hint_age_chunks")
+        age = "" if not ages else f"; age when used median {ages['median']}, p95 {ages['p95']}"
+        print(f"hints: {s['on_time']} on time, {s['late']} late, {s['lost']} lost{age}")
     if report.get("chunks_on_small"):
         print(f"small-model fallback: {report['chunks_on_small']} chunks (hints stayed away)")
     return 0
@@ -848,6 +850,12 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _encoding(args: argparse.Namespace):
+    from .protocol import HintEncoding
+
+    return None if args.hints == "auto" else HintEncoding[args.hints.upper()]
+
+
 def _link_args(p: argparse.ArgumentParser, server_help: str) -> None:
     """The hint-link options `process` and `live` share."""
     p.add_argument("--server", type=_host_port, metavar="HOST:PORT", help=server_help)
@@ -858,6 +866,13 @@ def _link_args(p: argparse.ArgumentParser, server_help: str) -> None:
     )
     p.add_argument("--key-file", help="pre-shared key file (see serve)")
     p.add_argument("--key-id", type=int, default=0, help="which key (default: the lowest id)")
+    p.add_argument(
+        "--hints",
+        choices=["auto", "float32", "float16", "int8", "pca"],
+        default="auto",
+        help="hint encoding on the link; auto: pca (the model's hint codec, about 23 kB/s) "
+        "where the boosted model has one, else int8 (default: auto)",
+    )
     p.add_argument(
         "--fallback-after",
         type=_non_negative_int,
@@ -1044,13 +1059,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("output", help="WAV to write (separation: OUT_s1.wav, OUT_s2.wav)")
     _model_args(p)
     _link_args(p, "hint server (boosted models); the file is paced at real time")
-    p.add_argument(
-        "--hints",
-        choices=["auto", "float32", "float16", "int8", "pca"],
-        default="auto",
-        help="hint encoding on the link; auto: pca (the model's hint codec, about 23 kB/s) "
-        "where the boosted model has one, else int8 (default: auto)",
-    )
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument(
         "--hint-schedule",

@@ -25,6 +25,7 @@ from .fallback import FALLBACK_AFTER
 from .midi import MidiController, MidiMapping, open_input
 from .params import LiveParams, Params
 from .processor import Stream, hint_age_stats, open_stream
+from .protocol import HintEncoding
 from .resampling import best_frames, pair
 from .signal_path import CHUNK, LOOKAHEAD, SAMPLE_RATE
 
@@ -124,11 +125,13 @@ def run_live(
     verbose: bool = False,
     measure_latency: bool = False,
     exact_rate: bool = False,
+    encoding: HintEncoding | None = None,
 ) -> dict:
     """`params`: the starting values (MIDI moves them from there).
     `measure_latency`: run in bypass on silence with one click put into the
     input half a second in, and report under "latency" how long it took to
-    come out (see `_latency`)."""
+    come out (see `_latency`). `encoding` None: pca hints where the model has
+    a hint codec, else int8."""
     if not verbose:
         quiet_audio_libraries()
     import pyaudio
@@ -137,7 +140,7 @@ def run_live(
         params = Params(bypass=True)
         seconds = seconds or 1.5
 
-    stream = open_stream(model, server, key, params=params, fallback_after=fallback_after)
+    stream = open_stream(model, server, key, encoding, params, fallback_after)
     processor, client = stream.processor, stream.client
     params = processor.params
     midi = None

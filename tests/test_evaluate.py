@@ -215,8 +215,9 @@ def test_eval_runs_the_any_delay_model_at_every_age_and_under_jitter(setup, caps
     # ...and so is a recorded schedule that says 3 for every hint
     (setup / "three.json").write_text(json.dumps({"hint_ages": [3] * 10}))
     replayed = rows("--delays", "3", "--jitter", str(setup / "three.json"))
-    assert replayed[("separate-boosted", None, "three.json")]["si_sdr_i_examples"] == (
-        at[("separate-boosted", 3, None)]["si_sdr_i_examples"]
+    assert (
+        replayed[("separate-boosted", None, "three.json")]["si_sdr_i_examples"]
+        == (at[("separate-boosted", 3, None)]["si_sdr_i_examples"])
     )
     wide = rows("--delays", "3", "--jitter", "1-6")
     # ages 4-6 come too late for the d3 model, not for the any-delay one

@@ -379,3 +379,30 @@ def test_live_without_any_audio_device_says_what_to_start(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "JACK server (jackd)" in result.stderr and "Traceback" not in result.stderr
     assert "ALSA lib" not in result.stderr  # the libraries' own noise stays in the debug log
+
+
+def test_live_runs_the_any_delay_model_on_a_local_server_and_reports_hint_ages(
+    jack_server, tmp_path
+):
+    import dataclasses
+
+    from kboost_rt.config import PAPER_BOOSTED_ANY_DELAY, PAPER_LARGE
+
+    large = dataclasses.replace(
+        PAPER_LARGE, net=dataclasses.replace(PAPER_LARGE.net, dim=16, hidden=16, attention_heads=2)
+    )
+    save_model_files(tmp_path / "big", large, random_weights(large, 13))
+    cfg = dataclasses.replace(PAPER_BOOSTED_ANY_DELAY, large_model="big")
+    save_model_files(tmp_path / "m", cfg, random_weights(cfg, 14))
+    result = subprocess.run(
+        [CLI, "live", "--model", str(tmp_path / "m"), "--local-server", "--hints", "int8",
+         "--seconds", "2", "--quiet", "--stats-json", str(tmp_path / "stats.json")],
+        capture_output=True, text=True, timeout=90,
+        env=dict(os.environ, JACK_DEFAULT_SERVER=jack_server),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    ages = stats["hint_age_chunks"]
+    assert stats["link"]["on_time"] == ages["used"] == sum(ages["by_age"]) > 0
+    assert 1 <= ages["median"] <= ages["p95"] <= 8 and ages["by_age"][0] == 0
+    assert "age when used median" in result.stdout
