@@ -119,6 +119,7 @@ size_t kb_engine_state_bytes(const kb_engine* engine) {
 int kb_engine_process(kb_engine* engine, const float* input, const float* hint, float* output,
                       float* hint_out) {
   if (!engine || !input || !output) return -1;
+  if (hint && engine->engine->any_delay()) return -1;  // its hints come with ages
   const bool boosted = engine->engine->config().role == kb::Role::kBoosted;
   const bool ok = engine->engine->process(input, boosted ? hint : nullptr, output,
                                          engine->engine->makes_hints() ? hint_out : nullptr);

@@ -57,6 +57,8 @@ typedef struct {
   int32_t delay;           /* boosted: chunks */
   int32_t merge_heads, merge_e, merge_frames; /* boosted */
   int32_t max_age;         /* boosted: 0 fixed delay; N > 0 any-delay, hint ages 1..N, delay 0 (ABI 4) */
+  /* ABI 4 appended max_age: a host built against an older kboost.h passes a
+   * shorter struct; rebuild it (kb_abi_version() says what the library is). */
 } kb_config;
 
 typedef struct {
@@ -115,8 +117,9 @@ KB_API int kb_engine_process(kb_engine* engine, const float* input, const float*
  * this chunk with its age: hints [count][hint_channels][97], ages[i] the
  * chunks between the chunk hint i was made from and this one. Ages outside
  * 1..max_age are ignored; of two hints of one age the later counts. Returns
- * like kb_engine_process, and -1 for another model or count < 0. (Given to
- * kb_engine_process, an any-delay model runs without hints.) */
+ * like kb_engine_process, and -1 for another model or count < 0. kb_engine_process
+ * runs an any-delay model without hints (hint NULL), and returns -1 for a
+ * hint: it would not know its age. */
 KB_API int kb_engine_process_aged(kb_engine* engine, const float* input, const float* hints,
                                   const int32_t* ages, int32_t count, float* output);
 

@@ -484,6 +484,11 @@ def _process(args: argparse.Namespace) -> int:
     from .processor import hint_age_stats
 
     params = _mix_params(args)
+    if args.hint_schedule:
+        if not args.server:
+            raise ValueError("--hint-schedule records the hints of a server: give --server or "
+                             "--local-server")  # fmt: skip
+        Path(args.hint_schedule).touch()  # fails now, not after the whole file
     try:
         result = process_file(
             Path(args.input),

@@ -55,9 +55,6 @@ class LinkStats:
         return dict(self.__dict__)
 
 
-MAX_SCHEDULE = 1 << 20  # hints whose arrival is kept for `hint_schedule` (about 2 h)
-
-
 class HintClient:
     def __init__(
         self,
@@ -91,9 +88,9 @@ class HintClient:
         self.sock.connect(server)
         self._chunk = np.zeros((channels, CHUNK), np.float32)
         self._rtts: deque[int] = deque(maxlen=1024)
-        # chunk number -> the chunk before which its hint was filed (not a real
-        # time record: the audio thread may take it one chunk later)
-        self.filed_before: dict[int, int] = {}
+        # per chunk number, the chunk before which its hint was filed (-1: not
+        # yet), once record_schedule asked for it
+        self._filed_before: np.ndarray | None = None
         self._arrived = p.ReplayWindow(4096)  # hint numbers seen, for duplicates
         self._counts: Counter = Counter()
         self._stop = threading.Event()
@@ -266,12 +263,14 @@ class HintClient:
         if not self._arrived.accept(seq):
             self._counts["duplicate"] += 1
             return
-        rtt = self.link.now - seq
+        now = self.link.now
+        rtt = now - seq
         self._rtts.append(rtt)
-        if len(self.filed_before) < MAX_SCHEDULE:
-            self.filed_before[seq] = self.link.now + 1
+        filed = self._filed_before
+        if filed is not None and 0 <= seq < len(filed) and seq <= now + 1 and filed[seq] < 0:
+            filed[seq] = max(now + 1, seq + 1)  # a hint is used after its own chunk at the earliest
         window = self.max_age or self.delay
-        if rtt > window and not self._warned:
+        if rtt >= window and not self._warned:  # it would be used at now + 1: too old
             self._warned = True
             log.warning(
                 "hints arrive %d chunks after their chunk, more than the model's "
@@ -285,10 +284,19 @@ class HintClient:
             )
         self.link.deliver(seq, np.ascontiguousarray(hint, np.float32))  # counts it if late
 
-    def hint_schedule(self, chunks: int) -> list[int | None]:
-        """Per chunk j < `chunks`, how many chunks after it its hint came in
-        (None: never), as `kboost-rt eval --jitter FILE` replays it."""
-        return [self.filed_before[j] - j if j in self.filed_before else None for j in range(chunks)]
+    def record_schedule(self, chunks: int) -> None:
+        """From now on note, for chunks 0..chunks-1, when each one's hint came in
+        (for a file; not for an endless live stream)."""
+        self._filed_before = np.full(chunks, -1, np.int64)
+
+    def hint_schedule(self) -> list[int | None] | None:
+        """Per recorded chunk j, how many chunks after it its hint came in (None:
+        never), as `kboost-rt eval --jitter FILE` replays it. The audio thread may
+        have taken a hint one chunk earlier or later than this says, when it was
+        filed while that chunk ran."""
+        if self._filed_before is None:
+            return None
+        return [int(f - j) if f >= 0 else None for j, f in enumerate(self._filed_before)]
 
     def stats(self) -> LinkStats:
         c = self._counts

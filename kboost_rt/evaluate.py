@@ -22,6 +22,7 @@ import numpy as np
 
 from . import _native
 from .audio_files import ProcessError, read_audio
+from .config import MAX_DELAY
 from .costs import macs_per_chunk
 from .engine import NativeEngine
 from .fallback import fallback_model
@@ -156,16 +157,22 @@ class Jitter:
 
     @classmethod
     def load(cls, path: Path) -> Jitter:
+        if not path.is_file():
+            raise ValueError(f"--jitter {path}: no such file")
         try:
             ages = json.loads(path.read_text())["hint_ages"]
-            if not ages or not all(a is None or (isinstance(a, int) and a >= 1) for a in ages):
+            if not isinstance(ages, list) or not all(
+                a is None or (type(a) is int and 1 <= a <= 64) for a in ages
+            ):
                 raise ValueError
         except (OSError, ValueError, KeyError, TypeError):
             raise ValueError(
                 f"--jitter {path}: not a hint schedule (`kboost-rt process --hint-schedule` "
-                'writes one: {"hint_ages": [age in chunks or null, ...]})'
+                'writes one: {"hint_ages": [age in chunks 1..64, or null, ...]})'
             ) from None
-        known = [a for a in ages if a is not None] or [1]
+        known = [a for a in ages if a is not None]
+        if not known:
+            raise ValueError(f"--jitter {path}: no hint in it ever came")
         return cls(min(known), max(known), tuple(ages), path.name)
 
     def __str__(self) -> str:
@@ -288,9 +295,13 @@ def evaluate(
             )
         add(name, files.config.role, files.config, None, None, scores)
 
-    def open_boosted(folder: Path) -> _Boosted:
+    def open_boosted(folder: Path, want) -> _Boosted:
+        """`want(boost)`: None if the folder holds the model asked for, else why not."""
         files = load_model_files(folder)
         boost = files.config.boost
+        why = "not a boosted model" if boost is None else want(boost)
+        if why is not None:
+            raise ModelFileError(f"{folder}: {why}")
         generator = {k: v for k, v in files.tensors.items() if k.startswith("hint_generator.")}
         hint_engine = NativeEngine(large.config, large.tensors, generator)
         fallback = fallback_model(folder, fallback_after)
@@ -298,33 +309,49 @@ def evaluate(
         processor = Processor(
             files.config, files.tensors, link, fallback, fallback_after=fallback_after
         )
+        codec = load_codec(folder, boost.hint_channels)
+        if "pca" in encodings and codec is None:
+            raise ModelFileError(f"{folder}: pca hints need its {CODEC_FILE}")
         made = []
         for ex in examples:
             hint_engine.reset()
             made.append(_large_hints(hint_engine, ex.mixture))
-        codec = load_codec(folder, boost.hint_channels)
-        if "pca" in encodings and codec is None:
-            raise ModelFileError(f"{folder}: pca hints need its {CODEC_FILE}")
         after = fallback_after if fallback is not None else None
         return _Boosted(files.name, folder, files, processor, made, codec, after)
 
+    bad = [d for d in delays if not 1 <= d <= MAX_DELAY]
+    if bad:
+        raise ValueError(f"--delays: hint delays run 1..{MAX_DELAY} chunks, not {bad[0]}")
+    any_folder = models / f"{task}-boosted"
+    has_any_delay = any_folder.is_dir()
+    missing = [d for d in delays if not (models / f"{task}-boosted-d{d}").is_dir()]
+    if missing and not has_any_delay:
+        raise ModelFileError(
+            f"{models}: no {task}-boosted-d{missing[0]} and no any-delay {task}-boosted "
+            f"to run at delay {missing[0]}"
+        )
     fixed = []
     for delay in delays:
         folder = models / f"{task}-boosted-d{delay}"
         if folder.is_dir():
-            b = open_boosted(folder)
-            if b.files.config.boost is None or b.files.config.boost.delay != delay:
-                raise ModelFileError(f"{folder}: not a boosted model for delay {delay}")
+            b = open_boosted(
+                folder,
+                lambda boost, d=delay: (
+                    None if boost.delay == d and not boost.any_delay else f"not the d{d} model"
+                ),
+            )
             fixed.append((delay, b))
-    any_folder = models / f"{task}-boosted"
-    any_delay = open_boosted(any_folder) if any_folder.is_dir() else None
-    if any_delay is not None and not any_delay.files.config.boost.any_delay:
-        raise ModelFileError(f"{any_folder}: not an any-delay boosted model")
-    if not fixed and any_delay is None:
-        raise ModelFileError(
-            f"{models}: no {task}-boosted (any-delay) and no {task}-boosted-d<D> for "
-            f"--delays {','.join(map(str, delays))}"
+    any_delay = None
+    if has_any_delay:
+        any_delay = open_boosted(
+            any_folder,
+            lambda boost: None if boost.any_delay else "not an any-delay boosted model",
         )
+        if max(delays) > any_delay.files.config.boost.max_age:
+            raise ValueError(
+                f"--delays: {any_folder.name} takes hints up to "
+                f"{any_delay.files.config.boost.max_age} chunks old, not {max(delays)}"
+            )
 
     def score(b: _Boosted, schedules: list[list[int | None]], wire) -> list[float]:
         h = b.files.config.boost.hint_channels

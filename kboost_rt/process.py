@@ -90,6 +90,8 @@ def process_file(
     y = np.zeros((cfg.net.sources, cfg.net.channels, chunks * CHUNK), np.float32)
     monitor = np.zeros((cfg.net.channels, chunks * CHUNK), np.float32)
     used = []
+    if client is not None:
+        client.record_schedule(chunks)
     start = time.monotonic()
     try:
         if client is None:  # nothing to wait for: the whole file in one native call
@@ -121,7 +123,7 @@ def process_file(
         if client:
             client.wait_for_replies()  # the last hints count as late, not lost
         link = client.stats() if client else None
-        schedule = client.hint_schedule(chunks) if client else None
+        schedule = client.hint_schedule() if client else None
         stream.close()
     if progress:
         print(file=sys.stderr)

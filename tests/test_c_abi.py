@@ -215,6 +215,10 @@ def test_c_abi_gives_an_any_delay_model_hints_with_their_ages(lib):
     x, y = ffi.from_buffer("float[]", zeros), ffi.from_buffer("float[]", out)
     assert c.kb_engine_process_aged(fixed.ptr, x, ffi.NULL, ffi.NULL, 0, y) == -1
     assert c.kb_engine_process_aged(engine.ptr, x, ffi.NULL, ffi.NULL, 2, y) == -1
+    # ...and the plain call cannot tell an any-delay model a hint's age
+    h = ffi.from_buffer("float[]", np.zeros((8, 97), np.float32))
+    assert c.kb_engine_process(engine.ptr, x, h, y, ffi.NULL) == -1
+    assert c.kb_engine_process(engine.ptr, x, ffi.NULL, y, ffi.NULL) == 0
     c.kb_engine_destroy(engine.ptr)
     c.kb_engine_destroy(fixed.ptr)
 

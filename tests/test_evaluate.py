@@ -230,3 +230,14 @@ def test_eval_runs_the_any_delay_model_at_every_age_and_under_jitter(setup, caps
     for bad in ("6-1", "0-3", "a-b", str(setup / "bad.json"), str(setup / "none.json")):
         assert main([*base, "--jitter", bad]) == 2
         assert "--jitter" in capsys.readouterr().err
+
+
+def test_eval_refuses_delays_no_model_can_run(setup, capsys):
+    base = ["eval", "--task", "separate", "--data", str(setup / "data"), "--json",
+            str(setup / "r.json")]  # fmt: skip
+    # no d2 model and no any-delay model in `models`
+    assert main([*base, "--models", str(setup / "models"), "--delays", "2"]) == 2
+    assert "no separate-boosted-d2 and no any-delay" in capsys.readouterr().err
+    for bad in ("0", "9", "-1"):
+        assert main([*base, "--models", str(setup / "models"), "--delays", bad]) == 2
+        assert "hint delays run 1..8" in capsys.readouterr().err
