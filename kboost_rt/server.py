@@ -38,6 +38,12 @@ from .signal_path import CHUNK, SAMPLE_RATE
 
 log = logging.getLogger("kboost_rt.server")
 MAX_GAP = 16  # missing chunks the model is run over (on zeros) to stay aligned
+# A chunk that arrives ahead of a gap waits this long (and at most this many
+# wait) for the missing ones: jitter near the chunk period reorders the uplink,
+# and the large model steps in order, so without the wait an overtaken chunk
+# (and its hint) is lost.
+REORDER_HOLD = 0.010
+REORDER_CHUNKS = 3
 DRAIN = 64  # datagrams read per pass before the model steps run
 CHUNKS_PER_SECOND = SAMPLE_RATE / CHUNK
 RATE_SLACK = 1.1  # steps a stream may ask for, relative to real time (clock drift)
@@ -131,6 +137,8 @@ class Stream:
     )
     strikes: float = 0.0  # throttled chunks, decaying at half real time
     struck: float = field(default_factory=time.monotonic)
+    held: dict[int, np.ndarray] = field(default_factory=dict)  # chunks ahead of a gap
+    held_since: float = 0.0
 
     def strike(self, now: float) -> bool:
         """Count one throttled chunk; True once there have been too many lately."""
@@ -239,6 +247,7 @@ class HintServer:
             while not self._stop.is_set():
                 for data, addr in self._drain():
                     self._handle_safely(data, addr)
+                self._release_expired(time.monotonic())
                 self._welcome_built()
                 self._run_steps()
                 now = time.monotonic()
@@ -347,10 +356,11 @@ class HintServer:
 
     def _drain(self) -> list[tuple[bytes, tuple]]:
         """Everything that is ready (up to DRAIN), waiting at most 50 ms for the first
-        (5 ms while a new stream's engine is being built)."""
+        (5 ms while a new stream's engine is being built or chunks are held)."""
         batch: list[tuple[bytes, tuple]] = []
         building = any(s.engine is None for s in self.streams.values())
-        if not select.select([self.sock], [], [], 0.005 if building else 0.05)[0]:
+        waiting = building or any(s.held for s in self.streams.values())
+        if not select.select([self.sock], [], [], 0.005 if waiting else 0.05)[0]:
             return batch
         while len(batch) < DRAIN:
             try:
@@ -604,6 +614,42 @@ class HintServer:
             stream.stats["bad_audio"] += 1
             return
         gap = packet.seq - newest - 1
+        if 0 < gap <= REORDER_CHUNKS and len(stream.held) < REORDER_CHUNKS:
+            if not stream.held:
+                stream.held_since = now
+            stream.held[packet.seq] = chunk
+            stream.stats["held"] += 1
+            return
+        self._release(stream, queued, now, before=packet.seq)  # the gap is given up
+        self._queue(stream, queued, packet.seq, chunk, now)
+        self._release(stream, queued, now)
+
+    def _release(self, stream: Stream, queued: list, now: float, before: int = -1) -> None:
+        """Queue the held chunks that can go: the next in line, those below
+        `before`, and, once they waited REORDER_HOLD, the rest in order."""
+        while stream.held:
+            newest = queued[-1][0] if queued else stream.next_seq - 1
+            first = min(stream.held)
+            expired = now - stream.held_since >= REORDER_HOLD
+            if first <= newest:
+                del stream.held[first]
+                stream.stats["late"] += 1
+            elif first == newest + 1 or first < before or expired:
+                if not self._queue(stream, queued, first, stream.held.pop(first), now):
+                    stream.held.clear()  # throttled: the rest would be too
+            else:
+                break
+
+    def _release_expired(self, now: float) -> None:
+        for key, stream in list(self.streams.items()):  # a throttled one may be dropped
+            if stream.held and now - stream.held_since >= REORDER_HOLD:
+                self._release(stream, self._work.setdefault(key, []), now)
+
+    def _queue(self, stream: Stream, queued: list, seq: int, chunk: np.ndarray, now: float) -> bool:
+        """Queue one chunk for this pass (after the missing ones, as silence); False
+        if the stream asks for more than real time."""
+        newest = queued[-1][0] if queued else stream.next_seq - 1
+        gap = seq - newest - 1
         fill = gap if gap <= MAX_GAP and stream.steps.take(gap + 1, now) else -1
         if fill < 0 and not stream.steps.take(1, now):
             # Over real time plus the burst: throttled, and dropped if it goes on.
@@ -615,8 +661,9 @@ class HintServer:
                     f"more than real time ({CHUNKS_PER_SECOND * RATE_SLACK:.0f} chunks/s "
                     f"plus a burst of {BURST}) for too long",
                 )
-            return
-        queued.append((packet.seq, chunk, fill))
+            return False
+        queued.append((seq, chunk, fill))
+        return True
 
     def load(self) -> float:
         """Share of the workers' time the open streams need, from measured step costs."""
