@@ -34,7 +34,7 @@ CODEC_FILE = "hint_codec.safetensors"
 MAX_COMPONENTS = 255
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # compared by identity: numpy fields have no truth value
 class HintCodec:
     mean: np.ndarray  # [C_h * 97] float32
     basis: np.ndarray  # [K, C_h * 97] float32, orthonormal rows
