@@ -1271,8 +1271,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--delay",
         type=int,
-        default=1,
-        help="hint delay in chunks (default: 1, the shipped model that gains most from hints)",
+        help="run the shipped fixed-delay model of this hint delay in chunks instead of the "
+        "any-delay model (default: the any-delay model)",
     )
     p.add_argument(
         "--loss", type=float, default=0.0, help="fraction of the link's packets a relay drops"

@@ -3,8 +3,9 @@
 1. Starts `kboost-rt serve` (large model + hint generator) as a separate process.
 2. Streams the shipped example mixture (talkers, noise and room never used in
    training) through the live path, the native processor + `HintClient`, paced
-   at real time, with the boosted small model at an 8 ms hint delay; an
-   optional fault relay loses hints on the way.
+   at real time, with the any-delay boosted small model (each hint used at
+   the age it arrives; `--delay D` runs the fixed model of that delay
+   instead); an optional fault relay loses hints on the way.
 3. Runs the small model alone and the large model on the same mixture.
 4. Prints SI-SDRi of small / boosted / large on the example, the hints' fate
    and each native engine's cost per 8 ms chunk, and writes the outputs,
@@ -24,7 +25,7 @@ from .engine import NativeEngine
 from .evaluate import _stream, si_sdr_improvement
 from .model_files import ModelFileError, load_model_files, shipped_models_dir
 from .process import output_paths, process_file
-from .processor import Processor
+from .processor import Processor, hint_age_stats
 from .signal_path import CHUNK, SAMPLE_RATE
 
 
@@ -92,7 +93,7 @@ def plot_spectrograms(rows: list[tuple[str, np.ndarray]], path: Path) -> bool:
 def run_demo(
     out: Path,
     task: str = "separate",
-    delay: int = 1,
+    delay: int | None = None,
     loss: float = 0.0,
     models: Path | None = None,
     example: Path | None = None,
@@ -102,9 +103,11 @@ def run_demo(
 
     models = models or shipped_models_dir()
     example = example or examples_dir() / task
+    if delay is None and not (models / f"{task}-boosted").is_dir():
+        delay = 1  # no any-delay model: the fixed model that gains most from hints
     names = {
         "small": f"{task}-small",
-        "boosted": f"{task}-boosted-d{delay}",
+        "boosted": f"{task}-boosted" if delay is None else f"{task}-boosted-d{delay}",
         "large": f"{task}-large",
     }
     files = {role: load_model_files(models / name) for role, name in names.items()}
@@ -133,7 +136,12 @@ def run_demo(
             f"Hint server: `kboost-rt serve` process at {server.address[0]}:{server.address[1]}"
             + (f", through a relay losing {loss:.0%} of chunks and hints" if relay else "")
         )
-        print(f"Streaming through the boosted model at {8 * delay} ms hint delay, at real time...")
+        how = (
+            "each hint at the age it arrives"
+            if delay is None
+            else f"at a fixed {8 * delay} ms hint delay"
+        )
+        print(f"Streaming through {names['boosted']} ({how}), at real time...")
         result = process_file(
             wav, out / "boosted.wav", models / names["boosted"], address, progress=False
         )
@@ -150,6 +158,7 @@ def run_demo(
         "corrupt": s.corrupt,
         "round_trip_chunks": s.rtt_chunks,
         "max_round_trip_chunks": s.max_rtt_chunks,
+        "age_chunks": hint_age_stats(result.hint_ages),
         **_hint_wire(models / names["boosted"]),
     }
 
@@ -170,9 +179,14 @@ def run_demo(
         report["models"][role] = {"model": name, "si_sdr_i": score, "us_per_chunk": us}
         where = " (server)" if role == "large" else ""
         print(f"{name + where:<24}{score:>7.2f} dB{us:>10.1f}{us / 8000:>9.1%}")
+    ages = report["hints"]["age_chunks"]
+    boost = files["boosted"].config.boost
+    used = f"budget {delay}" if delay is not None else f"used at any age up to {boost.max_age}"
+    if ages:
+        used += f", age when used median {ages['median']}, p95 {ages['p95']}"
     print(
         f"\nHints: {s.on_time} on time, {s.late} late, {s.lost} lost of {result.chunks} chunks; "
-        f"round trip {s.rtt_chunks:g} chunks (max {s.max_rtt_chunks}), budget {delay}; "
+        f"round trip {s.rtt_chunks:g} chunks (max {s.max_rtt_chunks}), {used}; "
         f"{report['hints']['encoding']} hints, {report['hints']['downlink_kBps']:.1f} kB/s "
         "downlink with IP and UDP headers"
     )
