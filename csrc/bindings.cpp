@@ -585,13 +585,17 @@ class PyAudioStream {
 // its chunk's (torn copies).
 py::dict stress_hint_link(int64_t n, int hint_channels, int delay, int slots) {
   kb::HintLink link(1, hint_channels, delay, 0, slots, 4);
-  std::atomic<int64_t> written{-1};
+  std::atomic<int64_t> written{-1}, reader_at{-1};
+  std::atomic<bool> reader_done{false};
   int64_t torn = 0, checked = 0, needed = 0;
   {
     py::gil_scoped_release release;
     std::thread writer([&] {
       std::vector<float> hint(link.hint_size());
       for (int64_t seq = 0; seq < n; ++seq) {
+        // Stay within a ring of the reader, so that the two interleave even
+        // when one of them gets little CPU (a loaded machine).
+        while (seq > reader_at.load() + slots && !reader_done.load()) std::this_thread::yield();
         std::fill(hint.begin(), hint.end(), static_cast<float>(seq));
         link.deliver(seq, hint.data());
         written.store(seq);
@@ -607,7 +611,10 @@ py::dict stress_hint_link(int64_t n, int hint_channels, int delay, int slots) {
     // The reader always asks for the freshest hint, the one being rewritten.
     for (int64_t t = delay; t < n + delay;) {
       const int64_t w = written.load();
-      if (w + delay < t) continue;
+      if (w + delay < t) {
+        std::this_thread::yield();
+        continue;
+      }
       t = w + delay;
       ++needed;
       if (link.take(t, got.data())) {
@@ -619,7 +626,9 @@ py::dict stress_hint_link(int64_t n, int hint_channels, int delay, int slots) {
           }
       }
       ++t;
+      reader_at.store(t - delay);
     }
+    reader_done.store(true);
     writer.join();
   }
   const kb::LinkCounters c = link.counters();
