@@ -23,11 +23,12 @@ ROLES = {0: "small", 1: "large", 2: "boosted"}
 
 def read_vectors(path: Path) -> dict:
     data = path.read_bytes()
-    assert data[:4] == b"KBV1"
+    assert data[:4] in (b"KBV1", b"KBV2")  # KBV2: an any-delay model, max_age last
+    fields = FIELDS + ["max_age"] if data[:4] == b"KBV2" else FIELDS
     at = 4
-    values = struct.unpack_from("<14i", data, at)
-    at += 56
-    config = dict(zip(FIELDS, values, strict=True))
+    values = struct.unpack_from(f"<{len(fields)}i", data, at)
+    at += 4 * len(fields)
+    config = dict(zip(fields, values, strict=True))
     config["role"] = ROLES[config["role"]]
     (count,) = struct.unpack_from("<I", data, at)
     at += 4
@@ -55,7 +56,8 @@ def read_vectors(path: Path) -> dict:
     m, s, hc = config["channels"], config["sources"], config["hint_channels"]
     doc = {"config": config, "tensors": tensors, "input": floats(chunks, m, CHUNK)}
     if config["role"] == "boosted":
-        doc["has_hint"] = np.frombuffer(data, np.uint8, chunks, at).astype(bool)
+        ages = np.frombuffer(data, np.uint8, chunks, at).astype(np.int32)
+        doc["has_hint"], doc["ages"] = ages > 0, ages  # KBV1: 1, the model's delay
         at += chunks
         doc["hints"] = floats(chunks, hc, N_BINS)
     doc["output"] = floats(chunks, s, m, CHUNK)
@@ -65,7 +67,7 @@ def read_vectors(path: Path) -> dict:
     return doc
 
 
-@pytest.mark.parametrize("name", ["small", "boosted", "large"])
+@pytest.mark.parametrize("name", ["small", "boosted", "large", "any-delay"])
 def test_every_kernel_set_reproduces_the_stored_vectors(name):
     doc = read_vectors(VECTORS / f"{name}.kbv")
     cfg = doc["config"]
@@ -78,7 +80,13 @@ def test_every_kernel_set_reproduces_the_stored_vectors(name):
             made = np.zeros((cfg["hint_channels"], N_BINS), np.float32)
             for t, chunk in enumerate(doc["input"]):
                 hint = doc["hints"][t] if "hints" in doc and doc["has_hint"][t] else None
-                engine.process_into(chunk, hint, out, made if "hint_out" in doc else None)
+                if cfg.get("max_age"):
+                    k = int(hint is not None)
+                    engine.process_aged_into(
+                        chunk, doc["hints"][t : t + k], doc["ages"][t : t + k], out
+                    )
+                else:
+                    engine.process_into(chunk, hint, out, made if "hint_out" in doc else None)
                 assert np.abs(out - doc["output"][t]).max() <= 1e-4, (kernels, t)
                 if "hint_out" in doc:
                     assert np.abs(made - doc["hint_out"][t]).max() <= 1e-4, (kernels, t)

@@ -88,18 +88,19 @@ static int check_file(const char* path, const char* const* sets, int n_sets) {
   }
   reader r = {data, data + size, 1};
   const void* magic = take(&r, 4);
-  /* KBV1 files hold kb_config's first 14 fields; the models they record have
-   * a fixed delay (max_age 0). */
+  /* KBV1 files hold kb_config's first 14 fields (fixed-delay models); KBV2
+   * files all 15, max_age last (an any-delay model, its hints with ages). */
   kb_config cfg;
   memset(&cfg, 0, sizeof cfg);
-  const size_t kbv1_fields = 14 * sizeof(int32_t);
-  const void* fields = take(&r, kbv1_fields);
-  if (!magic || memcmp(magic, "KBV1", 4) != 0 || !fields) {
+  const int v2 = magic && memcmp(magic, "KBV2", 4) == 0;
+  const size_t n_fields = (v2 ? 15 : 14) * sizeof(int32_t);
+  const void* fields = magic ? take(&r, n_fields) : NULL;
+  if (!magic || (!v2 && memcmp(magic, "KBV1", 4) != 0) || !fields) {
     fprintf(stderr, "%s: not a kernel vector file\n", path);
     free(data);
     return 2;
   }
-  memcpy(&cfg, fields, kbv1_fields);
+  memcpy(&cfg, fields, n_fields);
   uint32_t n_tensors = take_u32(&r);
   if (n_tensors > MAX_TENSORS) r.ok = 0;
   kb_tensor tensors[MAX_TENSORS];
@@ -169,7 +170,12 @@ static int check_file(const char* path, const char* const* sets, int n_sets) {
     for (uint32_t t = 0, rep = 0; t < chunks;) {
       if (t == 0) kb_engine_reset(engine);
       const float* hint = boosted && has_hint[t] ? hints + t * hint_n : NULL;
-      kb_engine_process(engine, input + t * in_n, hint, out, makes_hints ? made : NULL);
+      if (cfg.max_age > 0) {
+        const int32_t age = has_hint[t]; /* KBV2: the hint's age, 0 for none */
+        kb_engine_process_aged(engine, input + t * in_n, hint, &age, hint ? 1 : 0, out);
+      } else {
+        kb_engine_process(engine, input + t * in_n, hint, out, makes_hints ? made : NULL);
+      }
       double e = max_error(out, want + t * out_n, out_n);
       if (!(e <= worst)) worst = e;
       if (makes_hints) {
