@@ -742,6 +742,8 @@ PYBIND11_MODULE(_native, m) {
       .def_property_readonly("now", &kb::HintLink::now)
       .def_property_readonly("delay", &kb::HintLink::delay)
       .def_property_readonly("max_age", &kb::HintLink::max_age)
+      .def_property_readonly("window", &kb::HintLink::window,
+                             "The oldest a hint may be when taken (d, or max_age).")
       .def_property_readonly("channels", &kb::HintLink::channels)
       .def_property_readonly("hint_channels", &kb::HintLink::hint_channels)
       .def("counters", &link_counters);

@@ -34,7 +34,8 @@ void check_config(const EngineConfig& c) {
     if (c.blocks < 2) fail("boosted: needs blocks >= 2");
     if (c.merge_heads < 1 || c.dim % c.merge_heads || c.merge_e < 1 || c.merge_frames < 1)
       fail("boosted: bad merge heads/e/frames");
-    if (c.max_age < 0 || c.max_age > kMaxAge || (c.max_age && (c.delay || c.merge_frames <= c.max_age)))
+    if (c.max_age < 0 || c.max_age > kMaxAge ||
+        (c.max_age && (c.delay || c.merge_frames <= c.max_age)))
       fail("boosted: max_age must be 0..8, with delay 0 and merge_frames above it");
   }
   if (c.role == Role::kLarge && c.attention_heads == 0) fail("large: needs attention_heads > 0");

@@ -6,8 +6,8 @@
 // each hint by the chunk number it was made from (deliver), the audio thread
 // takes the one it needs (take: the hint of chunk t - d, for a fixed-delay
 // model) or every one still young enough (take_fresh: each hint of a chunk
-// t - a with 1 <= a <= max_age, once, for an any-delay model). Single producer, single consumer on each;
-// no locks, no allocation and no system call on either side after
+// t - a with 1 <= a <= max_age, once, for an any-delay model). Single
+// producer, single consumer on each; no locks, no allocation and no system call on either side after
 // construction. The accounting (on time / late / lost) is exact under any
 // interleaving: every hint the audio thread needed is either taken on time or
 // counted lost, and a hint filed after its chunk ran is counted late.

@@ -307,7 +307,8 @@ void FrameAttention::step(State& st, const float* q_in, const float* kv_in, floa
     float top = -INFINITY;
     for (int s = 0; s < count; ++s) {
       scores[s * heads_ + h] *= scale_;
-      if (lag_bias) scores[s * heads_ + h] += lag_bias[h * frames_ + (newest - s + frames_) % frames_];
+      if (lag_bias)
+        scores[s * heads_ + h] += lag_bias[h * frames_ + (newest - s + frames_) % frames_];
       top = std::max(top, scores[s * heads_ + h]);
     }
     head_max[h] = top;

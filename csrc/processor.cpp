@@ -305,7 +305,8 @@ ProcessorStats Processor::stats() const {
   s.chunks_on_small = fallback_ ? fallback_->chunks_on_small() : 0;
   s.nonfinite_resets = engine_->stats().nonfinite_resets;
   s.nonfinite_inputs = nonfinite_inputs_.load(std::memory_order_relaxed);
-  for (int a = 0; a <= kMaxAge; ++a) s.hints_by_age[a] = hints_by_age_[a].load(std::memory_order_relaxed);
+  for (int a = 0; a <= kMaxAge; ++a)
+    s.hints_by_age[a] = hints_by_age_[a].load(std::memory_order_relaxed);
   return s;
 }
 

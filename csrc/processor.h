@@ -3,8 +3,8 @@
 //
 // Per chunk: queue the input for the hint server, take the hint of chunk
 // t - d (a fixed-delay model) or every hint of the last max_age chunks that
-// arrived since the last chunk (an any-delay model), run the boosted (or small) engine, let the small-model fallback take
-// over while hints stay away, and mix the sources with the input (delayed by
+// arrived since the last chunk (an any-delay model), run the boosted (or
+// small) engine, let the small-model fallback take over while hints stay away, and mix the sources with the input (delayed by
 // the look-ahead, like the model output) under the live parameters, each
 // change ramped over one chunk. Parameters and statistics are atomics, set and
 // read from any thread. process() never allocates, locks or makes a system call.

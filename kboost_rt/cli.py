@@ -855,6 +855,9 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+HINT_CHOICES = ["auto", "float32", "float16", "int8", "pca"]  # auto: the model's default
+
+
 def _encoding(args: argparse.Namespace):
     from .protocol import HintEncoding
 
@@ -873,7 +876,7 @@ def _link_args(p: argparse.ArgumentParser, server_help: str) -> None:
     p.add_argument("--key-id", type=int, default=0, help="which key (default: the lowest id)")
     p.add_argument(
         "--hints",
-        choices=["auto", "float32", "float16", "int8", "pca"],
+        choices=HINT_CHOICES,
         default="auto",
         help="hint encoding on the link; auto: pca (the model's hint codec, about 23 kB/s) "
         "where the boosted model has one, else int8 (default: auto)",
@@ -1029,7 +1032,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=float, default=10.0, help="per stream count (default: 10)")
     p.add_argument(
         "--encoding",
-        choices=["auto", "float32", "float16", "int8", "pca"],
+        choices=HINT_CHOICES,
         default="auto",
         help="hint encoding the streams ask for; auto: pca where the model has a hint codec, "
         "else int8 (default: auto)",

@@ -269,7 +269,7 @@ class HintClient:
         filed = self._filed_before
         if filed is not None and 0 <= seq < len(filed) and seq <= now + 1 and filed[seq] < 0:
             filed[seq] = max(now + 1, seq + 1)  # a hint is used after its own chunk at the earliest
-        window = self.max_age or self.delay
+        window = self.link.window
         if rtt >= window and not self._warned:  # it would be used at now + 1: too old
             self._warned = True
             log.warning(

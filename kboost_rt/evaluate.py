@@ -184,15 +184,13 @@ def hint_schedule(
 ) -> list[int | None]:
     """The age at which each chunk's hint comes in (None: lost on the way)."""
     if isinstance(ages, Jitter) and ages.recorded is not None:
-        replayed = [ages.recorded[j % len(ages.recorded)] for j in range(chunks)]
-        kept = rng.random(chunks) >= loss
-        return [a if k else None for a, k in zip(replayed, kept, strict=True)]
-    if isinstance(ages, Jitter):
-        drawn = rng.integers(ages.lo, ages.hi + 1, chunks)
+        drawn = [ages.recorded[j % len(ages.recorded)] for j in range(chunks)]
+    elif isinstance(ages, Jitter):
+        drawn = rng.integers(ages.lo, ages.hi + 1, chunks).tolist()
     else:
-        drawn = np.full(chunks, ages)
+        drawn = [ages] * chunks
     kept = rng.random(chunks) >= loss
-    return [int(a) if k else None for a, k in zip(drawn, kept, strict=True)]
+    return [a if k else None for a, k in zip(drawn, kept, strict=True)]
 
 
 def _arrivals(sent: list[np.ndarray], schedule: list[int | None]) -> list[list]:
@@ -209,7 +207,6 @@ class _Boosted:
     """A boosted model under evaluation, with its large-model hints per example."""
 
     name: str
-    folder: Path
     files: ModelFiles
     processor: Processor
     made: list
@@ -317,7 +314,7 @@ def evaluate(
             hint_engine.reset()
             made.append(_large_hints(hint_engine, ex.mixture))
         after = fallback_after if fallback is not None else None
-        return _Boosted(files.name, folder, files, processor, made, codec, after)
+        return _Boosted(files.name, files, processor, made, codec, after)
 
     bad = [d for d in delays if not 1 <= d <= MAX_DELAY]
     if bad:
@@ -353,32 +350,30 @@ def evaluate(
                 f"{any_delay.files.config.boost.max_age} chunks old, not {max(delays)}"
             )
 
-    def score(b: _Boosted, schedules: list[list[int | None]], wire) -> list[float]:
+    # Each model with the delays or ages it runs at (None: under jitter).
+    runs = [(b, [d] if jitter is None else [None]) for d, b in fixed]
+    if any_delay is not None:
+        runs.append((any_delay, list(delays) if jitter is None else [None]))
+    for b, ds in runs:
         h = b.files.config.boost.hint_channels
-        scores = []
-        for ex, hints, schedule in zip(examples, b.made, schedules, strict=True):
-            sent = [unpack_hint(pack_hint(x, wire, b.codec), h, wire, b.codec) for x in hints]
-            arriving = _arrivals(sent, schedule)
-            estimate = _stream(b.processor, ex.mixture, arriving)
-            scores.append(si_sdr_improvement(estimate, ex.sources, ex.mixture))
-        return scores
-
-    # (model, the delay or age it runs at; None under jitter)
-    runs = (
-        [(b, d) for d, b in fixed] + [(any_delay, d) for d in delays if any_delay is not None]
-        if jitter is None
-        else [(b, None) for _, b in fixed] + ([(any_delay, None)] if any_delay else [])
-    )
-    for b, d in runs:
-        for encoding, loss in itertools.product(encodings, hint_loss):
+        for encoding in encodings:
             wire = HintEncoding[encoding.upper()]
             shown = None if encodings == ["float32"] else encoding
-            # One seed per (age, loss): every model at an age, or all under
-            # jitter, meets the same hints lost and the same ages.
-            rng = np.random.default_rng([seed, d or 0, int(round(loss * 1000))])
-            schedules = [hint_schedule(len(h), jitter or d, loss, rng) for h in b.made]
-            scores = score(b, schedules, wire)
-            add(b.name, "boosted", b.files.config, d, loss, scores, shown, b.fallback_after)
+            # What the link makes of each hint, once for every delay and loss.
+            sent = [
+                [unpack_hint(pack_hint(x, wire, b.codec), h, wire, b.codec) for x in hints]
+                for hints in b.made
+            ]
+            for d, loss in itertools.product(ds, hint_loss):
+                # One seed per (age, loss): every model at an age, or all under
+                # jitter, meets the same hints lost and the same ages.
+                rng = np.random.default_rng([seed, d or 0, int(round(loss * 1000))])
+                scores = []
+                for ex, hints in zip(examples, sent, strict=True):
+                    schedule = hint_schedule(len(hints), jitter or d, loss, rng)
+                    estimate = _stream(b.processor, ex.mixture, _arrivals(hints, schedule))
+                    scores.append(si_sdr_improvement(estimate, ex.sources, ex.mixture))
+                add(b.name, "boosted", b.files.config, d, loss, scores, shown, b.fallback_after)
     return {
         "task": task,
         "n_examples": len(examples),

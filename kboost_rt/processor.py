@@ -5,11 +5,11 @@ for the hint server, takes from the lock-free hint link the hint of chunk
 t - d (a fixed-delay model) or every hint of the last 8 chunks that came in
 since the last chunk, each at its age (the any-delay model), runs the boosted
 (or small) engine, lets the small-model fallback take over while hints stay
-away, and mixes the sources with the latency-aligned
-input under the live parameters, each change ramped over one chunk (no
-zipper noise or clicks). It allocates nothing, takes no lock and never
-enters the interpreter, so the same object runs in a PortAudio callback
-(`kboost_rt.audio`), a file loop (`kboost-rt process`) and `kboost-rt eval`.
+away, and mixes the sources with the latency-aligned input under the live
+parameters, each change ramped over one chunk (no zipper noise or clicks).
+It allocates nothing, takes no lock and never enters the interpreter, so the
+same object runs in a PortAudio callback (`kboost_rt.audio`), a file loop
+(`kboost-rt process`) and `kboost-rt eval`.
 `kboost-rt process --mix` writes exactly the samples `live` would play.
 
     stream = open_stream("separate-boosted", server=("127.0.0.1", 7000))
