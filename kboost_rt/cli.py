@@ -661,8 +661,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training.trainer import train
 
     if args.list:
+        shipped = shipped_models_dir()
         for name, r in RECIPES.items():
-            print(f"{name:<22} v{r.version}  {r.steps:>5} steps  batch {r.batch} x {r.seconds:g} s")
+            note = "" if (shipped / name).is_dir() else "  (not shipped)"
+            print(
+                f"{name:<22} v{r.version}  {r.steps:>5} steps  batch {r.batch} x {r.seconds:g} s"
+                + note
+            )
         return 0
     if not args.recipes:
         print("kboost-rt: error: name at least one recipe (--list shows them)", file=sys.stderr)
@@ -686,6 +691,20 @@ def cmd_train(args: argparse.Namespace) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("kboost-rt: error: --device cuda, but torch sees no CUDA GPU", file=sys.stderr)
         return 2
+    # A boosted recipe needs its large model, and a recipe with `init` the model it
+    # starts from: in --out already, or made earlier on this command line.
+    made: set[str] = set()
+    for name in args.recipes:
+        r = RECIPES[name]
+        for needed in (r.large, r.init):
+            if needed and needed not in made and not (Path(args.out) / needed).is_dir():
+                print(
+                    f"kboost-rt: error: {name} needs {needed}, which is not in {args.out}: "
+                    f"train it first (kboost-rt train {needed} {name})",
+                    file=sys.stderr,
+                )
+                return 2
+        made.add(name)
     for name in args.recipes:
         val = train(
             name,
@@ -797,8 +816,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         help="model folder or shipped model name (default: the shipped model of --task: "
-        "with a hint server <task>-boosted, the any-delay model, or <task>-boosted-d<delay> "
-        "for --delay; else <task>-small)",
+        "with a hint server <task>-boosted, the any-delay model; else <task>-small)",
     )
     p.add_argument(
         "--task", choices=["separate", "enhance"], help="shipped model task (default: separate)"
@@ -806,10 +824,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--delay",
         type=_delay_arg,
-        help="run the shipped fixed-delay model of this hint delay in 8 ms chunks instead "
-        "of the any-delay model, or auto: the any-delay model where shipped, else measure "
-        "the round trip and take the smallest shipped delay that covers it (default without "
-        "an any-delay model: 3)",
+        help="only for fixed-delay models, which are not shipped: run <task>-boosted-d<DELAY> "
+        "(chunks of 8 ms) of the models folder ($KBOOST_RT_MODELS) instead of the any-delay "
+        "model, or auto: measure the round trip and take the smallest delay there that covers "
+        "it (the any-delay model where the folder has one)",
     )
 
 
@@ -1039,9 +1057,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--model",
-        default="separate-boosted-d3",
+        default="separate-boosted",
         metavar="NAME|DIR",
-        help="boosted model the streams run (default: separate-boosted-d3)",
+        help="boosted model the streams run (default: separate-boosted)",
     )
     p.add_argument(
         "--paper-size",
@@ -1155,13 +1173,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--models",
         help="folder holding <task>-small, <task>-large, <task>-boosted (any-delay) and/or "
-        "<task>-boosted-d<D> (default: the shipped models)",
+        "fixed-delay <task>-boosted-d<D> (default: the shipped models, which have no "
+        "fixed-delay ones)",
     )
     p.add_argument(
         "--delays",
         default="1,3,6",
-        help="hint delays in chunks: each fixed model <task>-boosted-d<D> runs at its own, the "
-        "any-delay model at every one (default: 1,3,6)",
+        help="hint delays in chunks: the any-delay model runs at every one, each fixed model "
+        "<task>-boosted-d<D> in --models at its own (default: 1,3,6)",
     )
     p.add_argument(
         "--jitter",
@@ -1274,8 +1293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--delay",
         type=int,
-        help="run the shipped fixed-delay model of this hint delay in chunks instead of the "
-        "any-delay model (default: the any-delay model)",
+        help="run the fixed-delay model <task>-boosted-d<DELAY> of --models instead of the "
+        "any-delay model (not shipped; default: the any-delay model)",
     )
     p.add_argument(
         "--loss", type=float, default=0.0, help="fraction of the link's packets a relay drops"

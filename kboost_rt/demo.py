@@ -110,6 +110,11 @@ def run_demo(
         "boosted": f"{task}-boosted" if delay is None else f"{task}-boosted-d{delay}",
         "large": f"{task}-large",
     }
+    if delay is not None and not (models / names["boosted"]).is_dir():
+        raise ModelFileError(
+            f"{models}: no {names['boosted']}; fixed-delay models are not shipped "
+            f"(drop --delay to run the any-delay {task}-boosted, or see docs/model-files.md)"
+        )
     files = {role: load_model_files(models / name) for role, name in names.items()}
     channels, n_src = files["small"].config.net.channels, files["small"].config.net.sources
     if not (example / "mixture.wav").is_file():

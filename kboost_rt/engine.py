@@ -4,9 +4,10 @@ Needs only numpy. Build it from a model folder; it packs the weights into its
 own layout once and then runs `process` without allocating in the native step
 and without the GIL.
 
-    engine = NativeEngine.from_folder("models/separate-boosted-d3")
+    engine = NativeEngine.from_folder("models/separate-boosted")
     out = engine.process(chunk)          # chunk [M, 128] -> [S, M, 128]
-    out = engine.process(chunk, hint)    # boosted: the hint that arrived now
+    out = engine.process_aged(chunk, hints, ages)  # any-delay: the hints that
+                                                   # arrived now, each with its age
 
 Like the reference models, a stream's output lags its input by 64 samples.
 
@@ -14,7 +15,7 @@ Many streams of one model (a hint server's, a host's plugin instances) share
 its packed weights: build a `NativeModel` once and an engine per stream.
 
     model = NativeModel.from_folder("models/separate-large",
-                                    hints_for="models/separate-boosted-d3")
+                                    hints_for="models/separate-boosted")
     engines = [model.engine() for _ in range(16)]   # one set of weights
 """
 

@@ -1,13 +1,16 @@
 """Which model a command runs: a folder, a shipped model's name, or the
-shipped model of a task and hint delay.
+model of a task (and hint delay) in the models folder.
 
-Shipped models are named `<task>-small`, `<task>-large`, `<task>-boosted`
-(the any-delay model: it uses each hint at the age it arrives, 1-8 chunks)
-and `<task>-boosted-d<D>` (fixed-delay models, D in chunks of 8 ms). With a
-hint server the any-delay model runs where it is shipped, else the fixed model
-of 24 ms; `--delay D` asks for a fixed model, and `--delay auto` (for the fixed
-models) picks the smallest shipped delay that covers a measured round trip.
-Without a server, the small model.
+The shipped models are `<task>-small`, `<task>-large` and `<task>-boosted`,
+the any-delay model: it uses each hint at the age it arrives, 1-8 chunks, so
+with a hint server it runs whatever the round trip. Without a server, the
+small model.
+
+Fixed-delay models `<task>-boosted-d<D>` (D in chunks of 8 ms) are no longer
+shipped, but a models folder ($KBOOST_RT_MODELS) may hold them
+(docs/model-files.md): `--delay D` runs one, and `--delay auto` picks the
+smallest delay that covers a measured round trip where the folder has no
+any-delay model.
 """
 
 from __future__ import annotations
@@ -23,7 +26,8 @@ DEFAULT_DELAY = 3
 
 
 def shipped_delays(task: str, root: Path | None = None) -> list[int]:
-    """Delays (chunks) of the shipped boosted models of `task`, ascending."""
+    """Delays (chunks) of the fixed-delay boosted models of `task` in the models
+    folder, ascending (none are shipped)."""
     root = root or shipped_models_dir()
     pattern = re.compile(rf"^{re.escape(task)}-boosted-d(\d+)$")
     found = (pattern.match(p.name) for p in root.iterdir()) if root.is_dir() else ()
@@ -79,8 +83,14 @@ def resolve_model(
         if not (root / name).is_dir():
             have = shipped_delays(task, root)
             raise ModelFileError(
-                f"no shipped {task} model for a delay of {delay} chunks"
-                + (f" (shipped delays: {', '.join(map(str, have))})" if have else "")
+                f"no {task} model for a delay of {delay} chunks in {root}"
+                + (
+                    f" (delays there: {', '.join(map(str, have))})"
+                    if have
+                    else f": fixed-delay models are not shipped; {task}-boosted, the any-delay "
+                    "model, runs at any delay without --delay (docs/model-files.md says how "
+                    "to get the fixed ones back)"
+                )
             )
     if not (root / name).is_dir():
         raise ModelFileError(f"{root / name}: the shipped model is missing")
@@ -93,10 +103,10 @@ def model_for_round_trip(
     key: tuple[int, bytes] | None = None,
     root: Path | None = None,
 ) -> tuple[Path, float]:
-    """--delay auto: probe `server` with the task's most patient shipped model,
-    then -> (the shipped boosted model trained for the smallest delay that covers
-    the round trip, the measured round trip in chunks). With an any-delay model
-    shipped there is nothing to choose: (it, nan), unprobed."""
+    """--delay auto: with an any-delay model there is nothing to choose: (it,
+    nan), unprobed. Else probe `server` with the most patient fixed-delay model
+    of `task` -> (the one trained for the smallest delay that covers the round
+    trip, the measured round trip in chunks)."""
     from .client import measure_round_trip
     from .model_files import load_model_files
 
@@ -105,15 +115,16 @@ def model_for_round_trip(
         return any_delay, float("nan")
     delays = shipped_delays(task, root)
     if not delays:
-        raise ModelFileError(f"no shipped boosted {task} models to choose from")
+        raise ModelFileError(f"no boosted {task} models in {root or shipped_models_dir()}")
     probe = load_model_files(resolve_model(None, task, max(delays), root=root))
     rtt = measure_round_trip(server, probe.name, probe.config.net.channels, max(delays), key)
     return resolve_model(None, task, delay_for_round_trip(rtt, delays), True, root), rtt
 
 
 def models_to_serve(model: str | None, task: str | None, auto: bool) -> list[Path | str]:
-    """What a local hint server must serve: every shipped delay of the task for
-    --delay auto (the model is chosen after probing it), else the one model."""
+    """What a local hint server must serve: for --delay auto the any-delay model,
+    or every fixed delay of the task (the model is chosen after probing it);
+    else the one model."""
     if auto:
         task = task or DEFAULT_TASK
         if (any_delay := any_delay_model(task)) is not None:

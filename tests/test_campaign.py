@@ -29,9 +29,7 @@ from kboost_rt.training.mixing import SNR_DB, Mixer  # noqa: E402
 from kboost_rt.training.torch_mixing import TorchMixer  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"separate-large", "separate-small", "separate-boosted"} | {
-    f"separate-boosted-d{d}" for d in (1, 3, 6)
-}
+MODELS = {"separate-large", "separate-small", "separate-boosted"}
 
 
 @pytest.fixture(scope="module")
@@ -125,11 +123,11 @@ def _models(archive: Path, tmp_path: Path) -> dict[str, Path]:
 
 
 def test_gpu_run_makes_every_model_of_a_task_within_its_budget(pack, tmp_path):
-    log = _gpu_run(pack, tmp_path / "out", 0.25)
+    log = _gpu_run(pack, tmp_path / "out", 0.25, "--fixed-delays", "1")
     assert "phase 1: separate-large" in log and "phase 2:" in log
     archive = tmp_path / "out" / "separate-models.tar"
     models = _models(archive, tmp_path / "models")
-    assert set(models) == MODELS
+    assert set(models) == MODELS | {"separate-boosted-d1"}
     curves = json.loads((tmp_path / "out" / "separate-campaign.json").read_text())
     for name, folder in models.items():
         files = load_model_files(folder)  # validated as any model folder
@@ -143,16 +141,20 @@ def test_gpu_run_makes_every_model_of_a_task_within_its_budget(pack, tmp_path):
             codec = load_codec(folder, 8)  # pca hints: fitted on its own hints
             assert codec is not None and codec.components == 96, name
     # The same audio for the small and every boosted model: the fairness rule.
-    steps = {curves["models"][n]["steps"] for n in MODELS - {"separate-large"}}
+    steps = {curves["models"][n]["steps"] for n in set(models) - {"separate-large"}}
     assert len(steps) == 1
-    # The native engine runs what the run made: small, boosted with the large model's hints.
-    large = NativeEngine.from_folder(
-        models["separate-large"], hints_for=models["separate-boosted-d1"]
-    )
-    boosted = NativeEngine.from_folder(models["separate-boosted-d1"])
+    # The native engine runs what the run made: the boosted models with the large
+    # model's hints, the any-delay one with a hint of age 2.
     chunk = (0.01 * np.random.default_rng(0).standard_normal((2, CHUNK))).astype(np.float32)
-    _, hint = large.process_with_hint(chunk)
-    assert np.all(np.isfinite(boosted.process(chunk, hint)))
+    for name in ("separate-boosted", "separate-boosted-d1"):
+        large = NativeEngine.from_folder(models["separate-large"], hints_for=models[name])
+        boosted = NativeEngine.from_folder(models[name])
+        _, hint = large.process_with_hint(chunk)
+        if boosted.any_delay:
+            out = boosted.process_aged(chunk, hint[None], [2])
+        else:
+            out = boosted.process(chunk, hint)
+        assert np.all(np.isfinite(out)), name
 
 
 def test_gpu_run_continues_from_an_archive(pack, tmp_path):
@@ -192,3 +194,15 @@ def test_the_pack_fits_its_budget_when_its_first_clip_codes_cheaply():
     full = sum(len(packing._opus(x.astype(np.float32) / 32768)) for x in loud)
     coded, cap = packing._fit(clips, full // 2)  # room for about half of it
     assert sum(len(b) for b in coded.values()) <= full // 2 and 0 < cap < 20
+
+
+def test_fixed_delays_without_a_recipe_are_refused(capsys):
+    from kboost_rt.training.campaign import parse_args
+
+    assert parse_args(["separate", "1", "--device", "cpu"]).fixed_delays == ()
+    assert parse_args(
+        ["separate", "1", "--device", "cpu", "--fixed-delays", "1,6"]
+    ).fixed_delays == (1, 6)
+    with pytest.raises(SystemExit):
+        parse_args(["separate", "1", "--device", "cpu", "--fixed-delays", "2"])
+    assert "no recipe for delay 2" in capsys.readouterr().err

@@ -32,7 +32,7 @@ def test_info_on_folder_and_preset(tmp_path, capsys):
     assert f"Native kernels: {_native.simd()} (" in out  # and why
     assert main(["info", "paper-large"]) == 0
     assert "38,654,112" in capsys.readouterr().out
-    assert main(["info", "separate-boosted-d1"]) == 0  # shipped, with its hint codec
+    assert main(["info", "separate-boosted"]) == 0  # shipped, with its hint codec
     assert "hint codec OK (96 components: pca hints 23.1 kB/s keyed)" in capsys.readouterr().out
 
 
@@ -53,3 +53,21 @@ def test_train_on_a_missing_gpu_is_refused(capsys):
     assert "torch sees no CUDA GPU" in capsys.readouterr().err
     assert main(["train", "separate-large", "--workers", "-1"]) == 2
     assert "--workers" in capsys.readouterr().err
+
+
+def test_train_names_a_missing_model_it_starts_from(tmp_path, capsys):
+    out = ["--out", str(tmp_path)]
+    assert main(["train", "separate-boosted", *out]) == 2
+    assert "separate-boosted needs separate-large, which is not in" in capsys.readouterr().err
+    (tmp_path / "separate-large").mkdir()
+    assert main(["train", "separate-boosted", *out]) == 2
+    err = capsys.readouterr().err
+    assert "needs separate-boosted-d1" in err
+    assert "kboost-rt train separate-boosted-d1 separate-boosted" in err
+
+
+def test_train_list_marks_the_recipes_without_a_shipped_model(capsys):
+    assert main(["train", "--list"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert lines["separate-boosted-d1"].endswith("(not shipped)")
+    assert "not shipped" not in lines["separate-boosted"] + lines["enhance-small"]

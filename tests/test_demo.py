@@ -13,7 +13,7 @@ from kboost_rt.model_files import shipped_models_dir
 
 
 @pytest.mark.skipif(
-    not (shipped_models_dir() / "separate-boosted-d3").is_dir(), reason="no shipped models"
+    not (shipped_models_dir() / "separate-boosted").is_dir(), reason="no shipped models"
 )
 def test_demo_runs_the_main_job_on_the_shipped_models(tmp_path):
     cli = Path(sys.executable).parent / "kboost-rt"

@@ -16,7 +16,7 @@ def root(tmp_path):
     return tmp_path
 
 
-def test_task_and_delay_pick_the_shipped_model(root):
+def test_task_and_delay_pick_the_model_of_the_folder(root):
     assert resolve_model(None, root=root).name == "separate-small"
     assert resolve_model(None, boosted=True, root=root).name == "separate-boosted-d3"
     assert resolve_model(None, "separate", 6, root=root).name == "separate-boosted-d6"
@@ -38,11 +38,13 @@ def test_the_any_delay_model_runs_with_a_server_unless_a_delay_is_asked_for(root
 
 
 def test_bad_selections_name_what_exists(root):
-    with pytest.raises(ModelFileError, match="shipped delays: 1, 3, 6"):
+    with pytest.raises(ModelFileError, match="delays there: 1, 3, 6"):
         resolve_model(None, "separate", 2, root=root)
     with pytest.raises(ModelFileError, match="shipped: enhance-small"):
         resolve_model("nope", root=root)
-    with pytest.raises(ModelFileError, match="no shipped enhance model for a delay of 3"):
+    with pytest.raises(ModelFileError, match="no enhance model for a delay of 3 chunks in "):
+        resolve_model(None, "enhance", 3, root=root)
+    with pytest.raises(ModelFileError, match="fixed-delay models are not shipped; enhance-boos"):
         resolve_model(None, "enhance", 3, root=root)
     (root / "enhance-small").rmdir()
     with pytest.raises(ModelFileError, match="enhance-small: the shipped model is missing"):

@@ -5,6 +5,7 @@ retraining its model shows up here)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -18,7 +19,11 @@ SHIPPED = find_model_folders(shipped_models_dir())
 
 
 def test_every_recipe_has_a_shipped_model_and_back():
-    assert {f.name for f in SHIPPED} == set(RECIPES)
+    # but the fixed-delay ones: the any-delay model replaced their models (which
+    # are in git history); the recipes stay, as the any-delay models start from d1
+    fixed = {n for n in RECIPES if re.search(r"-boosted-d\d+$", n)}
+    assert {f.name for f in SHIPPED} == set(RECIPES) - fixed
+    assert all(r.init in RECIPES for r in RECIPES.values() if r.init)
 
 
 @pytest.mark.parametrize("folder", SHIPPED, ids=lambda f: f.name)

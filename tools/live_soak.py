@@ -61,7 +61,11 @@ def main() -> int:
     ap.add_argument("--rate", type=int, default=16000, help="jackd sample rate (default 16000)")
     ap.add_argument("--period", type=int, default=128, help="jackd frames per period (default 128)")
     ap.add_argument("--busy", type=int, default=0, help="busy loops to run beside (default 0)")
-    ap.add_argument("--model", help="model for live (default: the shipped separate-boosted-d3)")
+    ap.add_argument(
+        "--model",
+        help="model for live (default: the shipped separate-boosted, or separate-small with "
+        "--no-server)",
+    )
     ap.add_argument("--no-server", action="store_true", help="live without --local-server")
     ap.add_argument("--json", help="write the results here")
     args = ap.parse_args()
@@ -90,7 +94,7 @@ def main() -> int:
                         str(live_json)]  # fmt: skip
             live_cmd += ["--model", args.model] if args.model else ["--task", "separate"]
             if not args.no_server:
-                live_cmd += ["--local-server"] + ([] if args.model else ["--delay", "3"])
+                live_cmd += ["--local-server"]
             null = subprocess.Popen(
                 [sys.executable, "-c", NULL_CLIENT, str(args.rate), str(args.period),
                  str(args.seconds + 2), str(null_json)],

@@ -5,11 +5,12 @@ numpy, safetensors and soundfile are all it needs), the data come from a
 pack (`kboost-rt data pack`), and batches are mixed on the device.
 
 1. The large model trains alone for `large_share` of the budget.
-2. The small model, the boosted models of every delay and the any-delay
-   boosted model (hint ages drawn per clip and frame, as `draw_ages`) then
-   train in lockstep on the same batches, so each boosted model's gain over
-   the small one is measured against a model that saw exactly the same
-   audio. The frozen large model makes the hints of each batch on the fly.
+2. The small model and the any-delay boosted model (hint ages drawn per
+   clip and frame, as `draw_ages`), with fixed-delay boosted models where
+   `--fixed-delays` asks for them, then train in lockstep on the same
+   batches, so each boosted model's gain over the small one is measured
+   against a model that saw exactly the same audio. The frozen large model
+   makes the hints of each batch on the fly.
 
 Each phase picks its batch by timing doubling batches until the step time
 stops being flat, and decays its learning rate by the share of its time
@@ -56,7 +57,9 @@ PAPER_LARGE_NET = {"dim": 64, "hidden": 64, "attention_heads": 8}
 CODEC_COMPONENTS, CODEC_SECONDS = 96, 4.0  # as `kboost-rt codec`
 
 
-def campaign_recipes(task: str, seconds: float = 1.0) -> dict[str, Recipe]:
+def campaign_recipes(
+    task: str, seconds: float = 1.0, fixed_delays: tuple[int, ...] = ()
+) -> dict[str, Recipe]:
     """The models a campaign makes, each one version past the shipped recipe; `steps`
     and `batch` are filled in with what the run did."""
     sources = TASK_SOURCES[task]
@@ -71,7 +74,7 @@ def campaign_recipes(task: str, seconds: float = 1.0) -> dict[str, Recipe]:
             version=RECIPES[f"{task}-small"].version + 1, **base,
         ),
     }  # fmt: skip
-    for d in DELAYS:
+    for d in fixed_delays:
         name = f"{task}-boosted-d{d}"
         out[name] = Recipe(
             name, role="boosted", net=NetConfig(sources=sources),
@@ -152,7 +155,7 @@ class Campaign:
         self.val_x = torch.from_numpy(pack.val_x).to(self.device)
         self.val_y = torch.from_numpy(pack.val_y).to(self.device)
         self.pack_info = pack.info
-        self.recipes = campaign_recipes(self.task, args.seconds)
+        self.recipes = campaign_recipes(self.task, args.seconds, args.fixed_delays)
         self.trainees: dict[str, Trainee] = {}
         self.codec_maps: torch.Tensor | None = None  # the frozen large model's, phase 2
         self.init = self._read_archive(Path(args.init)) if args.init else {}
@@ -445,6 +448,19 @@ class Campaign:
         return archive
 
 
+def _delays(text: str) -> tuple[int, ...]:
+    try:
+        delays = tuple(int(d) for d in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("hint delays in chunks, e.g. 1,3,6") from None
+    unknown = [d for d in delays if d not in DELAYS]
+    if unknown:
+        raise argparse.ArgumentTypeError(
+            f"no recipe for delay {unknown[0]} (delays: {','.join(map(str, DELAYS))})"
+        )
+    return delays
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="tools/gpu_run.sh",
@@ -482,6 +498,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--codec-clips", type=int, default=32,
         help="training mixtures of 4 s the hint codecs are fitted on (default 32)",
+    )  # fmt: skip
+    p.add_argument(
+        "--fixed-delays", type=_delays, default=(), metavar="D,D,...",
+        help=f"also train fixed-delay boosted models for these hint delays (of "
+        f"{','.join(map(str, DELAYS))}; default: none, the any-delay model replaces them)",
     )  # fmt: skip
     p.add_argument("--init", help="an earlier run's archive: its models continue")
     p.add_argument("--seed", type=int, default=0, help="of the weights and the mixing")
