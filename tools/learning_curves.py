@@ -41,14 +41,14 @@ RECORDED = [
     ("enhance-small", 1000, 0.39, "v1, docs/results.md"),
     ("enhance-small", 2000, 0.55, "v2, config.json"),
     ("separate-boosted-d1", 3000, 3.43, "v5, docs/results.md"),
-    ("separate-boosted-d1", 5000, 3.44, "v6, config.json"),
+    ("separate-boosted-d1", 5000, 3.44, "v6, config.json at 748851b"),
     ("separate-boosted-d3", 3000, 2.83, "v5, docs/results.md"),
-    ("separate-boosted-d3", 5000, 3.01, "v6, config.json"),
+    ("separate-boosted-d3", 5000, 3.01, "v6, config.json at 748851b"),
     ("separate-boosted-d6", 3000, 2.85, "v5, docs/results.md"),
-    ("separate-boosted-d6", 5000, 3.01, "v6, config.json"),
-    ("enhance-boosted-d1", 2000, 0.78, "v2, config.json"),
-    ("enhance-boosted-d3", 2000, 0.69, "v2, config.json"),
-    ("enhance-boosted-d6", 2000, 0.66, "v2, config.json"),
+    ("separate-boosted-d6", 5000, 3.01, "v6, config.json at 748851b"),
+    ("enhance-boosted-d1", 2000, 0.78, "v2, config.json at 748851b"),
+    ("enhance-boosted-d3", 2000, 0.69, "v2, config.json at 748851b"),
+    ("enhance-boosted-d6", 2000, 0.66, "v2, config.json at 748851b"),
 ]
 BATCH = {"separate-large": [(4700, 8), (math.inf, 32)]}  # (up to step, batch); else 8
 # The targets (dB SI-SDRi on the test split).
