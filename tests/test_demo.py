@@ -48,3 +48,12 @@ def test_demo_runs_the_main_job_on_the_shipped_models(tmp_path):
             assert rate == 16000 and audio.shape == (64000, 2)
     assert "SI-SDRi" in result.stdout and "on time" in result.stdout
     assert (tmp_path / "spectrograms.png").stat().st_size > 10_000
+
+
+def test_demo_with_a_fixed_delay_that_is_not_there_says_so(tmp_path, capsys):
+    from kboost_rt.cli import main
+
+    assert main(["demo", "--delay", "3", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no separate-boosted-d3; fixed-delay models are not shipped" in err
+    assert "drop --delay" in err and not any(tmp_path.iterdir())
