@@ -24,11 +24,11 @@ import sys
 from pathlib import Path
 
 from kboost_rt.model_files import shipped_models_dir
-from kboost_rt.training.recipes import RECIPES
+from kboost_rt.training.recipes import RECIPES, Recipe
 from kboost_rt.training.trainer import Run
 
 
-def control_recipe(task: str):
+def control_recipe(task: str) -> Recipe:
     """The small model's recipe, continued for the steps the any-delay model
     trained beyond the model it started from."""
     small, boosted = RECIPES[f"{task}-small"], RECIPES[f"{task}-boosted"]
@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         recipe = dataclasses.replace(recipe, steps=args.steps, val_every=max(1, args.steps))
     shipped = shipped_models_dir()
     models = Path(args.out) / args.task
+    # A new run starts from the shipped models; a resumed one from its checkpoint.
+    fresh = not (models / "work").is_dir()
     for role in ("small", "large", "boosted"):
         name = f"{args.task}-{role}"
-        if not (models / name).is_dir() or (role == "small" and not (models / "work").is_dir()):
+        if fresh or not (models / name).is_dir():
             shutil.rmtree(models / name, ignore_errors=True)
             shutil.copytree(shipped / name, models / name)
     print(
