@@ -297,6 +297,73 @@ def test_a_later_version_that_only_trains_longer_continues(cache, tmp_path, tiny
                     tmp_path)  # fmt: skip
 
 
+def test_a_later_version_goes_on_from_the_model_folder_without_a_checkpoint(
+    cache, tmp_path, tiny_recipes
+):
+    v1 = dataclasses.replace(tiny_recipes["t-small"], steps=2)
+    trainer.Run(v1, cache, tmp_path / "a", tmp_path / "m").run(progress=False)
+    shipped = trainer.load_model(tmp_path / "m" / "t-small")[0].state_dict()
+    # another machine: the model folder, but not the run folder with its checkpoint
+    v2 = dataclasses.replace(v1, version=2, steps=4)
+    run = trainer.Run(v2, cache, tmp_path / "b", tmp_path / "m")
+    assert run.step == 2
+    for name, tensor in run.model.state_dict().items():
+        assert torch.equal(tensor, shipped[name]), name
+    assert run.best == run.shipped_score == pytest.approx(run.validate()["si_sdr_i"])
+    assert run.history[-1]["optimiser_restarted"]
+    val = run.run(progress=False)
+    assert val["si_sdr_i"] >= run.shipped_score - 1e-6  # the export is never the worse one
+    notes = json.loads((tmp_path / "m" / "t-small" / "config.json").read_text())["notes"]
+    assert notes["trained_steps"] == 4
+    assert notes["continues"] == [
+        {"version": 1, "steps": 2, "lr": v1.lr, "optimiser_restarted": True}
+    ]
+    readme = (tmp_path / "m" / "t-small" / "README.md").read_text()
+    assert "Trained 4 steps (the first 2 under version 1)" in readme
+    # the same version again, or one that changes more than its length, starts afresh
+    assert trainer.Run(v2, cache, tmp_path / "c", tmp_path / "m").step == 0
+    other = dataclasses.replace(v2, version=3, steps=6, seconds=0.5)
+    assert trainer.Run(other, cache, tmp_path / "d", tmp_path / "m").step == 0
+
+
+def _tool(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_cpu_campaign_continues_a_shipped_model_and_resumes(
+    cache, tmp_path, tiny_recipes, monkeypatch, capsys
+):
+    shipped = tmp_path / "shipped"
+    trainer.train("t-small", cache, tmp_path / "runs", shipped, progress=False)
+    campaign = _tool("cpu_campaign")
+    monkeypatch.setattr(campaign, "RECIPES", tiny_recipes)
+    monkeypatch.setattr(campaign, "shipped_models_dir", lambda: shipped)
+    with pytest.raises(SystemExit, match="trained 4 steps already"):
+        campaign.campaign_recipe("t-small", 4)
+    with pytest.raises(SystemExit, match="retrained on its large model"):
+        campaign.campaign_recipe("t-boosted", 8)
+    out = tmp_path / "campaign"
+    args = ["t-small", "--steps", "6", "--cache", str(cache), "--out", str(out)]
+    assert campaign.main(args) == 0
+    said = capsys.readouterr().out
+    assert "t-small v2: step 4 of 6" in said and "6 steps, validation" in said
+    notes = json.loads((out / "t-small" / "config.json").read_text())["notes"]
+    assert notes["recipe"]["version"] == 2 and notes["trained_steps"] == 6
+    assert (shipped / "t-small" / "config.json").read_text() != (
+        out / "t-small" / "config.json"
+    ).read_text()  # the shipped folder is left alone
+    # the same command again resumes from the checkpoint: nothing left to train
+    assert campaign.main(args) == 0
+    assert "t-small v2: step 6 of 6" in capsys.readouterr().out
+
+
 def test_a_later_version_may_change_the_batch_size(cache, tmp_path, tiny_recipes):
     v1 = dataclasses.replace(tiny_recipes["t-small"], steps=2)
     trainer.Run(v1, cache, tmp_path, tmp_path / "m").run(progress=False)

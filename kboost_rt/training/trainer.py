@@ -200,6 +200,8 @@ class Run:
                 state["best_state"],
             )
             self.rng.bit_generator.state = state["rng"]
+        elif self._earlier_version_in(models):
+            pass
         elif recipe.init:
             init, _ = load_model(models / recipe.init)
             if recipe.role == "boosted" and hasattr(init, "merges"):
@@ -225,6 +227,36 @@ class Run:
             else None
         )
         self._stream = None  # worker-mixed batches, started by the first step
+        if self.step and self.best_state is None:  # went on from a model folder
+            self.best = self.validate()["si_sdr_i"]
+            self.best_state = {k: v.cpu().clone() for k, v in self.model.state_dict().items()}
+            self.history[-1]["validation_at_start"] = self.best
+
+    def _earlier_version_in(self, models: Path) -> bool:
+        """Without a checkpoint, go on from `<models>/<recipe>` when it holds this
+        recipe's model of an earlier version (a shipped model trained further on
+        another machine): its weights and step count, a fresh optimiser, and its
+        own validation score as the best so far, so the export is never worse."""
+        folder = models / self.recipe.name
+        if not model_exists(models, self.recipe.name):
+            return False
+        notes = load_model_files(folder).config.notes
+        if "recipe" not in notes or "trained_steps" not in notes:
+            return False
+        old, at = _with_defaults(notes["recipe"]), int(notes["trained_steps"])
+        new = self.recipe.describe()
+        if old == new or not _continues(old, new, at):
+            return False
+        model, _ = load_model(folder)
+        self.model.load_state_dict(model.state_dict())
+        self.step = at
+        self.rng = np.random.default_rng([self.recipe.seed, at])  # other clips than before
+        self.history = [
+            {"version": c["version"], "steps": c["steps"], "lr": c["lr"],
+             "batch": c.get("batch", old["batch"])}
+            for c in notes.get("continues", [])
+        ] + [{**old, "stopped_at": at, "optimiser_restarted": True}]  # fmt: skip
+        return True
 
     def _param_groups(self) -> list[dict]:
         """Adam groups, each with its share of the recipe's learning rate."""
@@ -310,6 +342,12 @@ class Run:
         out = validation_scores(self.model, self.val["x"], self.val["y"], maps)
         self.model.train()
         return out
+
+    @property
+    def shipped_score(self) -> float:
+        """Validation of the model folder this run went on from (nan if none)."""
+        return next((h["validation_at_start"] for h in self.history
+                     if "validation_at_start" in h), math.nan)  # fmt: skip
 
     def _segment_start(self) -> int:
         """The step this recipe version took over from an earlier one (0 if none)."""
@@ -402,6 +440,7 @@ class Run:
             "continues": [
                 {"version": h["version"], "steps": h.get("stopped_at", h["steps"]), "lr": h["lr"]}
                 | ({"batch": h["batch"]} if h["batch"] != r.batch else {})
+                | ({"optimiser_restarted": True} if h.get("optimiser_restarted") else {})
                 for h in self.history
             ],
             "device": torch.cuda.get_device_name(self.device)
