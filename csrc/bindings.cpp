@@ -665,6 +665,33 @@ PYBIND11_MODULE(_native, m) {
     for (const char* n : kb::available_kernels()) names.append(n);
     return names;
   }, "Kernel sets this CPU can run, baseline first, best last.");
+  m.def("peak_gflops", [](double seconds) {
+    // Best of three timed runs, each about `seconds` long, of the kernel
+    // set in use: the arithmetic rate no step can beat on this core.
+    py::gil_scoped_release unlocked;
+    using clock = std::chrono::steady_clock;
+    double flops = 0.0, best = 0.0;
+    long rounds = 1 << 14;
+    volatile float sink = 0.f;
+    for (;;) {  // calibrate: double until a run takes a tenth of `seconds`
+      const auto t0 = clock::now();
+      sink = sink + kb::kernels().fma_peak(rounds, &flops);
+      const double s = std::chrono::duration<double>(clock::now() - t0).count();
+      if (s > seconds / 10 || rounds > (1L << 40)) {
+        rounds = static_cast<long>(rounds * seconds / std::max(s, 1e-9));
+        break;
+      }
+      rounds *= 2;
+    }
+    for (int run = 0; run < 3; ++run) {
+      const auto t0 = clock::now();
+      sink = sink + kb::kernels().fma_peak(std::max(rounds, 1L), &flops);
+      const double s = std::chrono::duration<double>(clock::now() - t0).count();
+      best = std::max(best, flops / s / 1e9);
+    }
+    return best;
+  }, py::arg("seconds") = 0.1,
+        "Peak GFLOP/s of one core with the kernel set in use (independent multiply-adds).");
   m.def("select_kernels", [](const std::string& name) { return kb::select_kernels(name.c_str()); },
         py::arg("name"), "Use another kernel set (tests, benchmarks); False if unavailable.");
 

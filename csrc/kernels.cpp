@@ -728,9 +728,30 @@ void exp_inplace(float* x, int n) {
   for (; i < n; ++i) x[i] = fast_exp(x[i]);
 }
 
+float fma_peak(long rounds, double* flops) {
+#ifdef __AVX512F__
+  using V = v16;
+#else
+  using V = vf;
+#endif
+  constexpr int kChains = 12;  // > latency x ports on every core here (4 x 2)
+  constexpr int kLanes = sizeof(V) / sizeof(float);
+  V acc[kChains];
+  for (int i = 0; i < kChains; ++i) acc[i] = broadcast<V>(static_cast<float>(i));
+  const V scale = broadcast<V>(0.999999f), step = broadcast<V>(1e-6f);
+  for (long r = 0; r < rounds; ++r)
+    for (int i = 0; i < kChains; ++i) acc[i] = acc[i] * scale + step;
+  *flops = 2.0 * kLanes * kChains * static_cast<double>(rounds);
+  float total = 0.f;
+  for (int i = 0; i < kChains; ++i)
+    for (int j = 0; j < kLanes; ++j) total += acc[i][j];
+  return total;
+}
+
 extern const Kernels kKernels;
 const Kernels kKernels = {KB_ISA_NAME, gemm,     lstm_cells,   lstm_sequence, bilstm,   exp_inplace,
-                          dot_many,    weighted_sum, channel_norm, head_norm, lstm_rows};
+                          dot_many,    weighted_sum, channel_norm, head_norm, lstm_rows,
+                          fma_peak};
 
 }  // namespace KB_ISA
 }  // namespace kb

@@ -50,6 +50,10 @@ struct Kernels {
   // without a register-resident version.
   bool (*lstm_rows)(const float* x, int dim, const float* wih_t, const float* whh_t,
                     const float* bias, int rows, int hidden, float* c, float* h);
+  // The arithmetic peak this set can reach: `rounds` rounds of independent
+  // multiply-adds in its widest vectors, as many chains as hide their latency.
+  // Returns a value that depends on all of them; *flops gets the FLOPs done.
+  float (*fma_peak)(long rounds, double* flops);
 };
 
 const Kernels& kernels();  // the best the running CPU supports, unless select_kernels chose

@@ -371,6 +371,8 @@ def run_bench(
     from . import _native
 
     _native.select_kernels(_native.kernel_sets()[-1])
+    progress("  measuring this core's arithmetic peak")
+    floor = compute_floor(subjects, results, _native.peak_gflops(0.2))
     progress("  counting allocations in the native step")
     built = [built for *_, built in subjects]
     counts = count_allocations(built, chunks=2000)
@@ -385,6 +387,7 @@ def run_bench(
         "chunks": n,
         "results": results,
         "allocations_per_chunk": allocations,
+        "floor": floor,
     }
     if breakdown:
         report["breakdown"] = report_breakdown
@@ -395,6 +398,33 @@ def run_bench(
             report["plot"] = str(png)
         json_path.write_text(json.dumps(report, indent=2) + "\n")
     return report
+
+
+def compute_floor(subjects: list, results: list[dict], peak_gflops: float) -> dict:
+    """How close the native step is to the arithmetic alone: each model's
+    multiply-adds (`costs.macs_per_chunk`) at the peak rate of one core."""
+    from .costs import macs_per_chunk
+
+    rows = []
+    medians = {(r["config"], r["backend"]): r["median_us"] for r in results if "median_us" in r}
+    for name, config, *_ in subjects:
+        macs = macs_per_chunk(config)["device"]
+        floor_us = 2 * macs / (peak_gflops * 1e3)
+        row = {"config": name, "macs": macs, "floor_us": floor_us}
+        native = medians.get((name, "native"))
+        others = {b: t for (c, b), t in medians.items()
+                  if c == name and not b.startswith("native")}  # fmt: skip
+        if native is not None:
+            row["native_x_floor"] = native / floor_us
+        if others:
+            best = min(others, key=others.get)
+            row["best_other"], row["best_other_us"] = best, others[best]
+            row["tenfold_us"] = others[best] / 10  # what 10x that backend would need
+            row["tenfold_x_floor"] = row["tenfold_us"] / floor_us
+        rows.append(row)
+    from . import _native
+
+    return {"peak_gflops": peak_gflops, "kernels": _native.simd(), "configs": rows}
 
 
 def stage_breakdown(config, tensors: dict, chunks: np.ndarray, hints: list) -> dict:
@@ -510,6 +540,22 @@ def format_table(report: dict) -> str:
         f"{m['native_simd']}, torch {m['torch']}. misses: chunks over the "
         f"{DEADLINE_US / 1000:g} ms deadline."
     )
+    floor = report.get("floor")
+    if floor:
+        lines.append(
+            f"Compute floor: each step's multiply-adds at this core's measured peak, "
+            f"{floor['peak_gflops']:.1f} GFLOP/s ({floor['kernels']} kernels):"
+        )
+        for f in floor["configs"]:
+            line = f"  {f['config']}: {f['macs'] / 1e6:.2f} M MACs, {f['floor_us']:.1f} us"
+            if "native_x_floor" in f:
+                line += f"; native {f['native_x_floor']:.2f}x the floor"
+            if "tenfold_us" in f:
+                line += (
+                    f"; 10x {f['best_other']} would be {f['tenfold_us']:.1f} us, "
+                    f"{f['tenfold_x_floor']:.2f}x the floor"
+                )
+            lines.append(line)
     alloc = report["allocations_per_chunk"]
     if alloc is None:
         lines.append("Allocations per chunk: not measured (malloc counter unavailable).")

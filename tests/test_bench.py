@@ -34,6 +34,19 @@ def test_bench_writes_the_documented_json(tmp_path, capsys):
         assert r["max_abs_err"] < 1e-4  # every backend computes the reference's step
     assert report["allocations_per_chunk"] == {"boosted": 0.0}
     assert "boosted" in table and "onnxruntime" in table
+    floor = report["floor"]
+    assert floor["peak_gflops"] > 0 and floor["kernels"] == report["machine"]["native_simd"]
+    (row,) = floor["configs"]
+    from kboost_rt.config import PAPER_BOOSTED
+    from kboost_rt.costs import macs_per_chunk
+
+    assert row["macs"] == macs_per_chunk(PAPER_BOOSTED)["device"]
+    assert row["floor_us"] == pytest.approx(2 * row["macs"] / floor["peak_gflops"] / 1e3)
+    median = {r["backend"]: r["median_us"] for r in report["results"]}
+    assert row["native_x_floor"] == pytest.approx(median["native"] / row["floor_us"])
+    best = min((b for b in median if not b.startswith("native")), key=median.get)
+    assert row["best_other"] == best and row["tenfold_us"] == pytest.approx(median[best] / 10)
+    assert "Compute floor" in table and f"10x {best} would be" in table
     assert (tmp_path / "bench.png").stat().st_size > 10_000  # the latency CDFs
 
 
