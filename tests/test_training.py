@@ -350,18 +350,39 @@ def test_the_cpu_campaign_continues_a_shipped_model_and_resumes(
     with pytest.raises(SystemExit, match="retrained on its large model"):
         campaign.campaign_recipe("t-boosted", 8)
     out = tmp_path / "campaign"
-    args = ["t-small", "--steps", "6", "--cache", str(cache), "--out", str(out)]
+    args = ["t-small", "--steps", "6", "--cache", str(cache), "--out", str(out),
+            "--autocast", "bfloat16"]  # fmt: skip
     assert campaign.main(args) == 0
     said = capsys.readouterr().out
     assert "t-small v2: step 4 of 6" in said and "6 steps, validation" in said
     notes = json.loads((out / "t-small" / "config.json").read_text())["notes"]
     assert notes["recipe"]["version"] == 2 and notes["trained_steps"] == 6
+    assert notes["recipe"]["autocast"] == "bfloat16"
     assert (shipped / "t-small" / "config.json").read_text() != (
         out / "t-small" / "config.json"
     ).read_text()  # the shipped folder is left alone
     # the same command again resumes from the checkpoint: nothing left to train
     assert campaign.main(args) == 0
     assert "t-small v2: step 6 of 6" in capsys.readouterr().out
+
+
+def test_bfloat16_autocast_trains_and_is_named_in_the_model_folder(cache, tmp_path, tiny_recipes):
+    v1 = dataclasses.replace(tiny_recipes["t-small"], steps=2)
+    trainer.Run(v1, cache, tmp_path, tmp_path / "m").run(progress=False)
+    v2 = dataclasses.replace(v1, version=2, steps=4, autocast="bfloat16")
+    run = trainer.Run(v2, cache, tmp_path, tmp_path / "m")  # a later version may switch it on
+    assert run.step == 2
+    before = {k: v.clone() for k, v in run.model.state_dict().items()}
+    loss = run.train_step()
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    assert any(not torch.equal(v, run.model.state_dict()[k]) for k, v in before.items())
+    assert all(p.dtype == torch.float32 for p in run.model.parameters())  # weights stay float32
+    run.run(progress=False)
+    notes = json.loads((tmp_path / "m" / "t-small" / "config.json").read_text())["notes"]
+    assert notes["recipe"]["autocast"] == "bfloat16"
+    assert "bfloat16 autocast" in (tmp_path / "m" / "t-small" / "README.md").read_text()
+    with pytest.raises(ValueError, match="unknown autocast 'float8'"):
+        trainer.Run(dataclasses.replace(v1, autocast="float8"), cache, tmp_path / "x", tmp_path)
 
 
 def test_a_later_version_may_change_the_batch_size(cache, tmp_path, tiny_recipes):

@@ -31,7 +31,9 @@ from kboost_rt.training.recipes import RECIPES, Recipe
 from kboost_rt.training.trainer import Run
 
 
-def campaign_recipe(name: str, steps: int, lr: float | None = None) -> Recipe:
+def campaign_recipe(
+    name: str, steps: int, lr: float | None = None, autocast: str | None = None
+) -> Recipe:
     """The shipped recipe's next version, trained to `steps` in all."""
     if name not in RECIPES:
         raise SystemExit(f"unknown recipe {name!r} (choose from {', '.join(RECIPES)})")
@@ -42,7 +44,11 @@ def campaign_recipe(name: str, steps: int, lr: float | None = None) -> Recipe:
     if steps <= shipped.steps:
         raise SystemExit(f"--steps {steps}: {name} has trained {shipped.steps} steps already")
     return dataclasses.replace(
-        shipped, version=shipped.version + 1, steps=steps, lr=shipped.lr if lr is None else lr
+        shipped,
+        version=shipped.version + 1,
+        steps=steps,
+        lr=shipped.lr if lr is None else lr,
+        autocast=shipped.autocast if autocast is None else autocast,
     )
 
 
@@ -53,10 +59,17 @@ def main(argv: list[str] | None = None) -> int:
         "--steps", type=int, required=True, help="steps in all, the shipped ones included"
     )
     p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
+    p.add_argument(
+        "--autocast",
+        choices=["bfloat16", "float32"],
+        help="bfloat16: forward passes under bfloat16 autocast (1.44x the large model's steps "
+        "on an AVX-512 BF16 CPU; docs/training.md); default: the recipe's",
+    )
     p.add_argument("--cache", default="data/cache", help="data cache (default: data/cache)")
     p.add_argument("--out", default="data/campaign", help="models and checkpoints go here")
     args = p.parse_args(argv)
-    recipe = campaign_recipe(args.recipe, args.steps, args.lr)
+    autocast = {"float32": "", None: None}.get(args.autocast, args.autocast)
+    recipe = campaign_recipe(args.recipe, args.steps, args.lr, autocast)
     out = Path(args.out)
     folder, work = out / recipe.name, out / "work"
     if not (work / recipe.name / "checkpoint.pt").is_file():

@@ -40,6 +40,9 @@ class Recipe:
     # start as the identity and the model starts with the small model's output
     identity_merges: bool = False
     init_lr_scale: float = 1.0  # learning rate of the parameters that came from `init`, x lr
+    # "bfloat16": training steps' forward pass under torch.autocast (validation
+    # stays float32); "" trains in float32
+    autocast: str = ""
     seed: int = 0
     notes: dict = field(default_factory=dict)
 

@@ -32,6 +32,7 @@ from .mixing import Mixer
 from .recipes import RECIPES, Recipe
 
 VAL_CLIPS, VAL_SECONDS = 32, 2.0
+AUTOCAST = {"bfloat16": torch.bfloat16}
 CHECKPOINT_EVERY_S = 120.0
 
 
@@ -112,7 +113,7 @@ def _continues(old: dict, new: dict, at_step: int) -> bool:
     (its schedule then restarts at `old`'s end)."""
     if old == new:
         return True
-    same = {k for k in new if k not in ("version", "steps", "lr", "batch")}
+    same = {k for k in new if k not in ("version", "steps", "lr", "batch", "autocast")}
     return (
         all(old.get(k) == new[k] for k in same)
         and new["version"] > old["version"]
@@ -162,6 +163,9 @@ class Run:
         device: str = "cpu",
         workers: int = 0,
     ):
+        if recipe.autocast and recipe.autocast not in AUTOCAST:
+            raise ValueError(f"{recipe.name}: unknown autocast {recipe.autocast!r} "
+                             f"(choose from {', '.join(AUTOCAST)})")  # fmt: skip
         self.recipe, self.cache, self.models = recipe, cache, models
         self.device, self.workers = torch.device(device), workers
         self.dir = workdir / recipe.name
@@ -378,7 +382,12 @@ class Run:
                 self.recipe, self.step, self._segment_start()
             )
         x, y, maps, arrived, ages = self._train_batch()
-        loss = -pit_si_sdr(self._forward(x, maps, arrived, ages), y).mean()
+        if self.recipe.autocast:
+            with torch.autocast(self.device.type, dtype=AUTOCAST[self.recipe.autocast]):
+                est = self._forward(x, maps, arrived, ages)
+            loss = -pit_si_sdr(est.float(), y).mean()
+        else:
+            loss = -pit_si_sdr(self._forward(x, maps, arrived, ages), y).mean()
         self.opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
@@ -497,6 +506,7 @@ def write_model_readme(folder: Path) -> None:
             else ""
         )
         + (", merges started as the identity" if recipe.get("identity_merges") else "")
+        + (f", {recipe['autocast']} autocast" if recipe.get("autocast") else "")
         + (
             f", the weights from `{recipe['init']}` at {recipe['init_lr_scale']:g} x that rate"
             if recipe.get("init_lr_scale", 1.0) != 1.0
