@@ -17,6 +17,7 @@ from helpers import make_tiny_cache, speechlike  # noqa: E402
 
 from kboost_rt.config import BoostConfig, NetConfig  # noqa: E402
 from kboost_rt.evaluate import si_sdr as np_si_sdr  # noqa: E402
+from kboost_rt.model_files import checksum, load_model_files  # noqa: E402
 from kboost_rt.training import mixing, recipes, rooms, sources, trainer  # noqa: E402
 
 RATE = 16000
@@ -337,22 +338,25 @@ def _tool(name: str):
     return module
 
 
-def test_the_cpu_campaign_continues_a_shipped_model_and_resumes(
+def test_the_cpu_campaign_continues_shipped_models_and_retrains_the_boosted_one(
     cache, tmp_path, tiny_recipes, monkeypatch, capsys
 ):
     shipped = tmp_path / "shipped"
-    trainer.train("t-small", cache, tmp_path / "runs", shipped, progress=False)
+    for name in ("t-large", "t-small", "t-boosted"):
+        trainer.train(name, cache, tmp_path / "runs", shipped, progress=False)
     campaign = _tool("cpu_campaign")
     monkeypatch.setattr(campaign, "RECIPES", tiny_recipes)
     monkeypatch.setattr(campaign, "shipped_models_dir", lambda: shipped)
     with pytest.raises(SystemExit, match="trained 4 steps already"):
         campaign.campaign_recipe("t-small", 4)
-    with pytest.raises(SystemExit, match="retrained on its large model"):
+    with pytest.raises(SystemExit, match="no --steps or --lr"):
         campaign.campaign_recipe("t-boosted", 8)
     out = tmp_path / "campaign"
-    args = ["t-small", "--steps", "6", "--cache", str(cache), "--out", str(out),
-            "--autocast", "bfloat16"]  # fmt: skip
-    assert campaign.main(args) == 0
+    common = ["--cache", str(cache), "--out", str(out)]
+    with pytest.raises(SystemExit, match="needs t-large"):
+        campaign.main(["t-boosted", *common])
+    small = ["t-small", "--steps", "6", "--autocast", "bfloat16", *common]
+    assert campaign.main(small) == 0
     said = capsys.readouterr().out
     assert "t-small v2: step 4 of 6" in said and "6 steps, validation" in said
     notes = json.loads((out / "t-small" / "config.json").read_text())["notes"]
@@ -361,9 +365,19 @@ def test_the_cpu_campaign_continues_a_shipped_model_and_resumes(
     assert (shipped / "t-small" / "config.json").read_text() != (
         out / "t-small" / "config.json"
     ).read_text()  # the shipped folder is left alone
-    # the same command again resumes from the checkpoint: nothing left to train
-    assert campaign.main(args) == 0
+    assert campaign.main(small) == 0  # the same command resumes: nothing left to train
     assert "t-small v2: step 6 of 6" in capsys.readouterr().out
+
+    shutil.copytree(shipped / "t-large", out / "t-large")
+    with pytest.raises(SystemExit, match="is the shipped version"):
+        campaign.main(["t-boosted", *common])
+    shutil.rmtree(out / "t-large")
+    assert campaign.main(["t-large", "--steps", "4", *common]) == 0
+    assert campaign.main(["t-boosted", *common]) == 0
+    notes = json.loads((out / "t-boosted" / "config.json").read_text())["notes"]
+    assert notes["recipe"]["version"] == 2 and notes["trained_steps"] == 4
+    bank = torch.load(out / "work" / "t-boosted" / "train_set.pt", weights_only=True)
+    assert bank["large"] == checksum(load_model_files(out / "t-large").tensors)
 
 
 def test_bfloat16_autocast_trains_and_is_named_in_the_model_folder(cache, tmp_path, tiny_recipes):

@@ -1,19 +1,25 @@
-"""Train a shipped model further on this machine's CPU, in the background,
-until a GPU run replaces it (issue 14's CPU campaign).
+"""Train shipped models further on this machine's CPU, in the background,
+until a GPU run replaces them (issue 14's CPU campaign).
 
-The model goes on under its recipe's next version: the same recipe with
-more steps (and, if given, another peak learning rate), from the shipped
-weights and step count with a fresh optimiser (`Run` does that when `--out`
-holds an earlier version of the recipe's model and there is no checkpoint).
-The run checkpoints into OUT/work/ every two minutes; the same command
+A large or small model goes on under its recipe's next version: the same
+recipe with more steps (`--steps`, in all; `--lr` another peak learning
+rate, `--autocast bfloat16` its precision), from the shipped weights and step
+count with a fresh optimiser (`Run` does that when OUT holds an earlier
+version of the recipe's model and there is no checkpoint). A boosted model
+is retrained, its recipe's next version unchanged otherwise, on the hints of
+the large model in OUT (which must be newer than the shipped one); the
+any-delay model starts from the fixed one in OUT, so retrain that first.
+Each run checkpoints into OUT/work/ every two minutes; the same command
 resumes it, also in a later session. OUT/NAME/ is the best validation model
-so far, never worse than the shipped one; the closing line says whether it
-beats it. To ship it, give the recipe that version and step count in
-`kboost_rt/training/recipes.py`, copy the folder into `models/`, and retrain
-the boosted models on a new large model's hints.
+so far (a continued model is never worse than the shipped one); the closing
+line compares it with the shipped model. To ship the models, give their
+recipes these versions in `kboost_rt/training/recipes.py` and copy the
+folders into `models/`; a large model ships only with the boosted models
+retrained on its hints.
 
-    nice -n 19 python tools/cpu_campaign.py enhance-large --steps 4500 \\
-        --out data/campaign > data/campaign/enhance-large.log 2>&1 &
+    nice -n 19 sh -c 'python tools/cpu_campaign.py enhance-large --steps 4500 \\
+        --autocast bfloat16 && python tools/cpu_campaign.py enhance-boosted-d1 \\
+        && python tools/cpu_campaign.py enhance-boosted' > data/campaign/log 2>&1 &
 
 Needs the training extras (torch) and the data cache (`kboost-rt data build`).
 """
@@ -26,22 +32,25 @@ import shutil
 import sys
 from pathlib import Path
 
-from kboost_rt.model_files import shipped_models_dir
+from kboost_rt.model_files import load_model_files, shipped_models_dir
 from kboost_rt.training.recipes import RECIPES, Recipe
 from kboost_rt.training.trainer import Run
 
 
 def campaign_recipe(
-    name: str, steps: int, lr: float | None = None, autocast: str | None = None
+    name: str, steps: int | None = None, lr: float | None = None, autocast: str | None = None
 ) -> Recipe:
-    """The shipped recipe's next version, trained to `steps` in all."""
+    """The shipped recipe's next version: trained to `steps` in all (large and
+    small), or the same recipe again (boosted, retrained on a newer large model)."""
     if name not in RECIPES:
         raise SystemExit(f"unknown recipe {name!r} (choose from {', '.join(RECIPES)})")
     shipped = RECIPES[name]
     if shipped.role == "boosted":
-        raise SystemExit(f"{name}: a boosted model is retrained on its large model's hints, "
-                         "not continued (kboost-rt train)")  # fmt: skip
-    if steps <= shipped.steps:
+        if steps is not None or lr is not None:
+            raise SystemExit(f"{name}: a boosted model is retrained as its recipe says, "
+                             "on the newer large model's hints: no --steps or --lr")  # fmt: skip
+        steps = shipped.steps
+    elif steps is None or steps <= shipped.steps:
         raise SystemExit(f"--steps {steps}: {name} has trained {shipped.steps} steps already")
     return dataclasses.replace(
         shipped,
@@ -52,12 +61,14 @@ def campaign_recipe(
     )
 
 
+def _version(folder: Path) -> int:
+    return load_model_files(folder).config.notes["recipe"]["version"]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("recipe", help="a shipped large or small model, e.g. enhance-large")
-    p.add_argument(
-        "--steps", type=int, required=True, help="steps in all, the shipped ones included"
-    )
+    p.add_argument("recipe", help="a shipped model, e.g. enhance-large or enhance-boosted-d1")
+    p.add_argument("--steps", type=int, help="large and small: steps in all, the shipped ones too")
     p.add_argument("--lr", type=float, help="peak learning rate (default: the recipe's)")
     p.add_argument(
         "--autocast",
@@ -70,20 +81,30 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     autocast = {"float32": "", None: None}.get(args.autocast, args.autocast)
     recipe = campaign_recipe(args.recipe, args.steps, args.lr, autocast)
-    out = Path(args.out)
+    out, shipped = Path(args.out), shipped_models_dir()
     folder, work = out / recipe.name, out / "work"
-    if not (work / recipe.name / "checkpoint.pt").is_file():
+    resumed = (work / recipe.name / "checkpoint.pt").is_file()
+    if recipe.role == "boosted":
+        for needed in filter(None, (recipe.large, recipe.init)):
+            if not (out / needed).is_dir():
+                raise SystemExit(f"{recipe.name} needs {needed} in {out}: train it there first")
+        if _version(out / recipe.large) <= RECIPES[recipe.large].version:
+            raise SystemExit(f"{out / recipe.large} is the shipped version: continue it first")
+    elif not resumed:
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(shipped_models_dir() / recipe.name, folder)
+        shutil.copytree(shipped / recipe.name, folder)
     run = Run(recipe, Path(args.cache), work, out)
     name = f"{recipe.name} v{recipe.version}"
-    shipped = f"{run.shipped_score:.3f} dB"
-    print(f"{name}: step {run.step} of {recipe.steps}; the shipped model scores {shipped} "
-          "on the validation clips", flush=True)  # fmt: skip
+    if recipe.role == "boosted":
+        shipped_score = load_model_files(shipped / recipe.name).config.notes["validation"]
+        against = f"{shipped_score['si_sdr_i']:.3f} dB recorded when it was trained"
+    else:
+        against = f"{run.shipped_score:.3f} dB on these validation clips"
+    print(f"{name}: step {run.step} of {recipe.steps}; the shipped model: {against}", flush=True)
     val = run.run(progress=True) if run.step < recipe.steps else run.export()
-    verdict = "beats" if val["si_sdr_i"] > run.shipped_score else "does not beat"
-    print(f"{name}: {run.step} steps, validation {val['si_sdr_i']:.3f} dB: {verdict} "
-          f"the shipped model ({shipped}); wrote {folder}", flush=True)  # fmt: skip
+    scores = ", ".join(f"{k} {v:.3f} dB" for k, v in val.items())
+    print(f"{name}: {run.step} steps, validation {scores}; the shipped model: {against}; "
+          f"wrote {folder}", flush=True)  # fmt: skip
     return 0
 
 
