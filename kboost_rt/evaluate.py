@@ -283,6 +283,24 @@ def evaluate(
         e = "" if encoding is None else f" {encoding}"
         progress(f"  {name:<24} {role:<8} {when} loss {p:>4}{e}: {np.mean(scores):6.2f} dB")
 
+    # What the folder cannot run is said before any model runs; a folder of a
+    # small and a large model alone (a large model just trained) is scored as such.
+    bad = [d for d in delays if not 1 <= d <= MAX_DELAY]
+    if bad:
+        raise ValueError(f"--delays: hint delays run 1..{MAX_DELAY} chunks, not {bad[0]}")
+    any_folder = models / f"{task}-boosted"
+    has_any_delay = any_folder.is_dir()
+    fixed_folders = [models / f"{task}-boosted-d{d}" for d in range(1, MAX_DELAY + 1)]
+    if not has_any_delay and not any(f.is_dir() for f in fixed_folders):
+        progress(f"  {models}: no boosted {task} model; the small and large models only")
+        delays = []
+    missing = [d for d in delays if not (models / f"{task}-boosted-d{d}").is_dir()]
+    if missing and not has_any_delay:
+        raise ModelFileError(
+            f"{models}: no {task}-boosted-d{missing[0]} and no any-delay {task}-boosted "
+            f"to run at delay {missing[0]}"
+        )
+
     for name, files in ((small.name, small), (large.name, large)):
         processor = Processor(files.config, files.tensors)
         scores = []
@@ -316,17 +334,6 @@ def evaluate(
         after = fallback_after if fallback is not None else None
         return _Boosted(files.name, files, processor, made, codec, after)
 
-    bad = [d for d in delays if not 1 <= d <= MAX_DELAY]
-    if bad:
-        raise ValueError(f"--delays: hint delays run 1..{MAX_DELAY} chunks, not {bad[0]}")
-    any_folder = models / f"{task}-boosted"
-    has_any_delay = any_folder.is_dir()
-    missing = [d for d in delays if not (models / f"{task}-boosted-d{d}").is_dir()]
-    if missing and not has_any_delay:
-        raise ModelFileError(
-            f"{models}: no {task}-boosted-d{missing[0]} and no any-delay {task}-boosted "
-            f"to run at delay {missing[0]}"
-        )
     fixed = []
     for delay in delays:
         folder = models / f"{task}-boosted-d{delay}"

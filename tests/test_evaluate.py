@@ -235,9 +235,26 @@ def test_eval_runs_the_any_delay_model_at_every_age_and_under_jitter(setup, caps
 def test_eval_refuses_delays_no_model_can_run(setup, capsys):
     base = ["eval", "--task", "separate", "--data", str(setup / "data"), "--json",
             str(setup / "r.json")]  # fmt: skip
-    # no d2 model and no any-delay model in `models`
+    # no d2 model and no any-delay model in `models`: said before any model runs
     assert main([*base, "--models", str(setup / "models"), "--delays", "2"]) == 2
-    assert "no separate-boosted-d2 and no any-delay" in capsys.readouterr().err
+    said = capsys.readouterr()
+    assert "no separate-boosted-d2 and no any-delay" in said.err
+    assert "separate-small" not in said.err + said.out
     for bad in ("0", "9", "-1"):
         assert main([*base, "--models", str(setup / "models"), "--delays", bad]) == 2
         assert "hint delays run 1..8" in capsys.readouterr().err
+
+
+def test_eval_scores_a_folder_of_a_small_and_a_large_model_alone(setup, tmp_path, capsys):
+    import shutil
+
+    models = tmp_path / "models"
+    for name in ("separate-small", "separate-large"):
+        shutil.copytree(setup / "models" / name, models / name)
+    out = tmp_path / "r.json"
+    args = ["eval", "--task", "separate", "--data", str(setup / "data"), "--models",
+            str(models), "--json", str(out)]  # fmt: skip
+    assert main(args) == 0
+    assert "no boosted separate model; the small and large models only" in capsys.readouterr().err
+    rows = json.loads(out.read_text())["results"]
+    assert [r["role"] for r in rows] == ["small", "large"]
