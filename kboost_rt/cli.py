@@ -1172,9 +1172,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--models",
-        help="folder holding <task>-small, <task>-large, <task>-boosted (any-delay) and/or "
-        "fixed-delay <task>-boosted-d<D> (default: the shipped models, which have no "
-        "fixed-delay ones)",
+        help="folder holding <task>-small, <task>-large and any of <task>-boosted "
+        "(any-delay) and fixed-delay <task>-boosted-d<D>; with no boosted model, the small "
+        "and large ones alone (default: the shipped models, which have no fixed-delay ones)",
     )
     p.add_argument(
         "--delays",
