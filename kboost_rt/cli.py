@@ -1249,7 +1249,14 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.set_defaults(func=cmd_data)
 
-    p = sub.add_parser("train", help="train shipped models from their recipes (resumes)")
+    p = sub.add_parser(
+        "train",
+        help="train shipped models from their recipes (resumes)",
+        description="Trains each recipe into --out. A run resumes from its checkpoint in "
+        "--workdir; without one, a recipe whose earlier version's model is in --out goes on "
+        "from that model's weights and step count (fresh optimiser; the export is never worse "
+        "than that model on validation).",
+    )
     p.add_argument("recipes", nargs="*", help="recipe names, in order (e.g. separate-large)")
     p.add_argument("--list", action="store_true", help="list the recipes")
     p.add_argument("--cache", default="data/cache", help="data cache (default: data/cache)")
