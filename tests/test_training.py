@@ -373,7 +373,9 @@ def test_the_cpu_campaign_continues_shipped_models_and_retrains_the_boosted_one(
         campaign.main(["t-boosted", *common])
     shutil.rmtree(out / "t-large")
     assert campaign.main(["t-large", "--steps", "4", *common]) == 0
+    shutil.rmtree(shipped / "t-boosted")  # a boosted model that is not shipped, as d1 is
     assert campaign.main(["t-boosted", *common]) == 0
+    assert "the shipped model: not shipped" in capsys.readouterr().out
     notes = json.loads((out / "t-boosted" / "config.json").read_text())["notes"]
     assert notes["recipe"]["version"] == 2 and notes["trained_steps"] == 4
     bank = torch.load(out / "work" / "t-boosted" / "train_set.pt", weights_only=True)

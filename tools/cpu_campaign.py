@@ -95,7 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.copytree(shipped / recipe.name, folder)
     run = Run(recipe, Path(args.cache), work, out)
     name = f"{recipe.name} v{recipe.version}"
-    if recipe.role == "boosted":
+    if recipe.role == "boosted" and not (shipped / recipe.name).is_dir():
+        against = "not shipped"  # a fixed-delay model the any-delay one starts from
+    elif recipe.role == "boosted":
         shipped_score = load_model_files(shipped / recipe.name).config.notes["validation"]
         against = f"{shipped_score['si_sdr_i']:.3f} dB recorded when it was trained"
     else:
