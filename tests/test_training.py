@@ -241,6 +241,34 @@ def test_a_clip_bank_made_by_another_large_model_is_made_again(cache, tmp_path, 
     bank = trainer.Run(tiny_recipes["t-boosted"], cache, tmp_path / "runs", models).bank
     assert torch.equal(bank["x"], first["x"])  # the same clips ...
     assert not torch.equal(bank["maps"], first["maps"])  # ... with the new large model's maps
+    banks = tmp_path / "runs" / "hint-banks"
+    assert len(list(banks.glob("separate-train-*"))) == 1  # the stale one went
+
+
+def test_boosted_runs_that_draw_the_same_clips_share_one_bank(
+    cache, tmp_path, tiny_recipes, monkeypatch
+):
+    models, runs = tmp_path / "models", tmp_path / "runs"
+    trainer.train("t-large", cache, runs, models, progress=False)
+    trainer.train("t-small", cache, runs, models, progress=False)
+    first = trainer.Run(tiny_recipes["t-boosted"], cache, runs, models).bank
+    # another delay (as d1, d3, d6 and the any-delay model): the bank is not made again
+    other = dataclasses.replace(
+        tiny_recipes["t-boosted"], name="t-boosted-d1",
+        boost=dataclasses.replace(tiny_recipes["t-boosted"].boost, delay=1),
+    )  # fmt: skip
+    monkeypatch.setattr(trainer.Mixer, "batch", lambda *a: pytest.fail("bank made again"))
+    shared = trainer.Run(other, cache, runs, models).bank
+    assert torch.equal(shared["maps"], first["maps"]) and torch.equal(shared["x"], first["x"])
+    assert [f.name for f in (runs / "hint-banks").glob("separate-train-*")] == [
+        f"separate-train-4x{tiny_recipes['t-boosted'].seconds:g}s-seed"
+        f"{tiny_recipes['t-boosted'].seed + 99}-{shared['large'][:16]}.pt"
+    ]
+    # other clips (a bigger bank) are another bank
+    monkeypatch.undo()
+    bigger = dataclasses.replace(other, name="t-boosted-big", hint_bank=5)
+    assert len(trainer.Run(bigger, cache, runs, models).bank["x"]) == 5
+    assert len(list((runs / "hint-banks").glob("separate-train-*"))) == 2
 
 
 def test_identity_merges_start_with_the_small_models_output(cache, tmp_path, tiny_recipes):
@@ -367,6 +395,22 @@ def test_the_cpu_campaign_continues_shipped_models_and_retrains_the_boosted_one(
     ).read_text()  # the shipped folder is left alone
     assert campaign.main(small) == 0  # the same command resumes: nothing left to train
     assert "t-small v2: step 6 of 6" in capsys.readouterr().out
+    # a later session, data/ gone: the next stage goes on from the committed folder
+    stage = tmp_path / "committed" / "t-small"
+    shutil.copytree(out / "t-small", stage)
+    with pytest.raises(SystemExit, match="has trained 6 steps already"):
+        campaign.campaign_recipe("t-small", 6, start=stage)
+    with pytest.raises(SystemExit, match="not a model folder of t-large"):
+        campaign.campaign_recipe("t-large", 8, start=stage)
+    with pytest.raises(SystemExit, match="OUT writes that folder"):
+        campaign.main(["t-small", "--steps", "8", "--start", str(out / "t-small"), *common])
+    later = tmp_path / "later"
+    assert campaign.main(["t-small", "--steps", "8", "--start", str(stage),
+                          "--cache", str(cache), "--out", str(later)]) == 0  # fmt: skip
+    assert "t-small v3: step 6 of 8; the start, " in capsys.readouterr().out
+    notes = json.loads((later / "t-small" / "config.json").read_text())["notes"]
+    assert notes["recipe"]["version"] == 3 and notes["trained_steps"] == 8
+    assert [c["version"] for c in notes["continues"]] == [1, 2]
 
     shutil.copytree(shipped / "t-large", out / "t-large")
     with pytest.raises(SystemExit, match="is the shipped version"):
@@ -378,7 +422,8 @@ def test_the_cpu_campaign_continues_shipped_models_and_retrains_the_boosted_one(
     assert "the shipped model: not shipped" in capsys.readouterr().out
     notes = json.loads((out / "t-boosted" / "config.json").read_text())["notes"]
     assert notes["recipe"]["version"] == 2 and notes["trained_steps"] == 4
-    bank = torch.load(out / "work" / "t-boosted" / "train_set.pt", weights_only=True)
+    (bank_file,) = (out / "work" / "hint-banks").glob("separate-train-*.pt")
+    bank = torch.load(bank_file, weights_only=True)
     assert bank["large"] == checksum(load_model_files(out / "t-large").tensors)
 
 

@@ -10,12 +10,14 @@ is retrained, its recipe's next version unchanged otherwise, on the hints of
 the large model in OUT (which must be newer than the shipped one); the
 any-delay model starts from the fixed one in OUT, so retrain that first.
 Each run checkpoints into OUT/work/ every two minutes; the same command
-resumes it, also in a later session. OUT/NAME/ is the best validation model
-so far (a continued model is never worse than the shipped one); the closing
-line compares it with the shipped model. To ship the models, give their
-recipes these versions in `kboost_rt/training/recipes.py` and copy the
-folders into `models/`; a large model ships only with the boosted models
-retrained on its hints.
+resumes it in the same session; where OUT does not outlive a session,
+commit OUT/NAME/ and let the next session's stage go on from it
+(`--start`). OUT/NAME/ is the best validation model so far (a continued
+model is never worse than the shipped one); the closing line compares it
+with the shipped model. To ship the models, give their recipes these
+versions in `kboost_rt/training/recipes.py` and copy the folders into
+`models/`; a large model ships only with the boosted models retrained on
+its hints.
 
     nice -n 19 sh -c 'python tools/cpu_campaign.py enhance-large --steps 4500 \\
         --autocast bfloat16 && python tools/cpu_campaign.py enhance-boosted-d1 \\
@@ -38,23 +40,39 @@ from kboost_rt.training.trainer import Run
 
 
 def campaign_recipe(
-    name: str, steps: int | None = None, lr: float | None = None, autocast: str | None = None
+    name: str,
+    steps: int | None = None,
+    lr: float | None = None,
+    autocast: str | None = None,
+    start: Path | None = None,
 ) -> Recipe:
     """The shipped recipe's next version: trained to `steps` in all (large and
-    small), or the same recipe again (boosted, retrained on a newer large model)."""
+    small), or the same recipe again (boosted, retrained on a newer large model).
+    `start`: a model folder of an earlier campaign stage to go on from instead
+    of the shipped one; the recipe is then that folder's next version."""
     if name not in RECIPES:
         raise SystemExit(f"unknown recipe {name!r} (choose from {', '.join(RECIPES)})")
     shipped = RECIPES[name]
+    version, trained = shipped.version, shipped.steps
+    if start is not None:
+        if shipped.role == "boosted":
+            raise SystemExit(f"{name}: a boosted model is retrained from its start: no --start")
+        notes = load_model_files(start).config.notes
+        if notes.get("recipe", {}).get("name") != name or "trained_steps" not in notes:
+            raise SystemExit(f"--start {start}: not a model folder of {name} with its recipe")
+        version, trained = notes["recipe"]["version"], int(notes["trained_steps"])
+        if version <= shipped.version:
+            raise SystemExit(f"--start {start}: version {version} is not newer than shipped")
     if shipped.role == "boosted":
         if steps is not None or lr is not None:
             raise SystemExit(f"{name}: a boosted model is retrained as its recipe says, "
                              "on the newer large model's hints: no --steps or --lr")  # fmt: skip
         steps = shipped.steps
-    elif steps is None or steps <= shipped.steps:
-        raise SystemExit(f"--steps {steps}: {name} has trained {shipped.steps} steps already")
+    elif steps is None or steps <= trained:
+        raise SystemExit(f"--steps {steps}: {name} has trained {trained} steps already")
     return dataclasses.replace(
         shipped,
-        version=shipped.version + 1,
+        version=version + 1,
         steps=steps,
         lr=shipped.lr if lr is None else lr,
         autocast=shipped.autocast if autocast is None else autocast,
@@ -76,11 +94,17 @@ def main(argv: list[str] | None = None) -> int:
         help="bfloat16: forward passes under bfloat16 autocast (1.44x the large model's steps "
         "on an AVX-512 BF16 CPU; docs/training.md); default: the recipe's",
     )
+    p.add_argument(
+        "--start",
+        type=Path,
+        help="large and small: go on from this model folder of an earlier campaign stage "
+        "(one committed before a session ended) instead of the shipped model",
+    )
     p.add_argument("--cache", default="data/cache", help="data cache (default: data/cache)")
     p.add_argument("--out", default="data/campaign", help="models and checkpoints go here")
     args = p.parse_args(argv)
     autocast = {"float32": "", None: None}.get(args.autocast, args.autocast)
-    recipe = campaign_recipe(args.recipe, args.steps, args.lr, autocast)
+    recipe = campaign_recipe(args.recipe, args.steps, args.lr, autocast, args.start)
     out, shipped = Path(args.out), shipped_models_dir()
     folder, work = out / recipe.name, out / "work"
     resumed = (work / recipe.name / "checkpoint.pt").is_file()
@@ -90,9 +114,11 @@ def main(argv: list[str] | None = None) -> int:
                 raise SystemExit(f"{recipe.name} needs {needed} in {out}: train it there first")
         if _version(out / recipe.large) <= RECIPES[recipe.large].version:
             raise SystemExit(f"{out / recipe.large} is the shipped version: continue it first")
+    elif args.start is not None and args.start.resolve() == folder.resolve():
+        raise SystemExit(f"--start {args.start}: OUT writes that folder; copy it elsewhere first")
     elif not resumed:
         shutil.rmtree(folder, ignore_errors=True)
-        shutil.copytree(shipped / recipe.name, folder)
+        shutil.copytree(args.start or shipped / recipe.name, folder)
     run = Run(recipe, Path(args.cache), work, out)
     name = f"{recipe.name} v{recipe.version}"
     if recipe.role == "boosted" and not (shipped / recipe.name).is_dir():
@@ -102,10 +128,11 @@ def main(argv: list[str] | None = None) -> int:
         against = f"{shipped_score['si_sdr_i']:.3f} dB recorded when it was trained"
     else:
         against = f"{run.shipped_score:.3f} dB on these validation clips"
-    print(f"{name}: step {run.step} of {recipe.steps}; the shipped model: {against}", flush=True)
+    began = "the shipped model" if args.start is None else f"the start, {args.start}"
+    print(f"{name}: step {run.step} of {recipe.steps}; {began}: {against}", flush=True)
     val = run.run(progress=True) if run.step < recipe.steps else run.export()
     scores = ", ".join(f"{k} {v:.3f} dB" for k, v in val.items())
-    print(f"{name}: {run.step} steps, validation {scores}; the shipped model: {against}; "
+    print(f"{name}: {run.step} steps, validation {scores}; {began}: {against}; "
           f"wrote {folder}", flush=True)  # fmt: skip
     return 0
 

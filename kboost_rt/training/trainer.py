@@ -2,9 +2,11 @@
 
 The run folder `<workdir>/<recipe>/` holds `checkpoint.pt` (model, optimiser,
 step, data RNG; written atomically every few minutes and at the end),
-`train.log` (one JSON line per validation) and, for boosted models,
-`train_set.pt`: a fixed bank of clips with the frozen large model's output
-maps, so a boosted step costs no more than a small-model step. Stopping at
+`train.log` (one JSON line per validation). Boosted models train on a fixed
+bank of clips with the frozen large model's output maps, so a boosted step
+costs no more than a small-model step; it is made once in
+`<workdir>/hint-banks/` and shared by the runs that draw the same clips from
+the same large model. Stopping at
 any point and running the same command again resumes where it stopped. The
 best validation weights are written as a model folder `<out>/<recipe>/`.
 
@@ -275,15 +277,32 @@ class Run:
         return groups + ([{"params": new, "lr_scale": 1.0}] if new else [])
 
     def _fixed_set(self, split: str, count: int, seconds: float, seed: int) -> dict:
-        """Fixed clips (with the large model's maps for boosted runs), cached in the
-        run folder and held on the training device."""
-        path = self.dir / f"{split}_set.pt"
+        """Fixed clips (with the large model's maps for boosted runs), cached and
+        held on the training device. A boosted run's sets are shared by every
+        run in the work folder that draws the same clips from the same large
+        model (d1, d3, d6 and the any-delay model): the maps of a 3000-clip
+        bank take minutes to make."""
         large = None if self.large is None else self.large_checksum
-        if path.is_file():
+        path = self.dir / f"{split}_set.pt"
+        if large is not None:
+            clips = f"{self.recipe.task}-{split}-{count}x{seconds:g}s-seed{seed}"
+            shared = self.dir.parent / "hint-banks" / f"{clips}-{large[:16]}.pt"
+            for older in (shared, path):  # a run folder may hold its own from before
+                if older.is_file():
+                    saved = torch.load(older, weights_only=True, map_location=self.device)
+                    if saved.get("large") == large and len(saved["x"]) == count:
+                        return saved
+            path.unlink(missing_ok=True)
+            for stale in shared.parent.glob(f"{clips}-*.pt"):
+                print(f"{self.recipe.name}: {stale} holds another large model's maps; removed")
+                stale.unlink()
+            path = shared
+            path.parent.mkdir(exist_ok=True)
+        elif path.is_file():
             saved = torch.load(path, weights_only=True, map_location=self.device)
-            if saved.get("large") == large:
+            if saved.get("large") is None:
                 return saved
-            print(f"{self.recipe.name}: {path} holds another large model's maps; making it again")
+            print(f"{self.recipe.name}: {path} holds a large model's maps; making it again")
         mixer = Mixer(self.cache, self.recipe.task, split)
         x, y = mixer.batch(count, int(seconds * SAMPLE_RATE), np.random.default_rng(seed))
         out = {"x": torch.from_numpy(x), "y": torch.from_numpy(y)}
