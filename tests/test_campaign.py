@@ -140,6 +140,9 @@ def test_gpu_run_makes_every_model_of_a_task_within_its_budget(pack, tmp_path):
             assert "si_sdr_i_no_hints" in notes["validation"]
             codec = load_codec(folder, 8)  # pca hints: fitted on its own hints
             assert codec is not None and codec.components == 96, name
+    # Scored on the same clips, and named so: the fallback rule compares them.
+    named = {load_model_files(models[n]).config.notes["validation"]["clips_sha256"] for n in models}
+    assert len(named) == 1
     # The same audio for the small and every boosted model: the fairness rule.
     steps = {curves["models"][n]["steps"] for n in set(models) - {"separate-large"}}
     assert len(steps) == 1

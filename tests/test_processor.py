@@ -194,10 +194,17 @@ def test_the_aligner_finds_the_level_and_talker_order_of_the_other_model(sources
 
 
 def test_the_fallback_runs_only_where_validation_says_it_helps():
-    boosted = {"validation": {"si_sdr_i": 2.7, "si_sdr_i_no_hints": 1.9}}
-    assert helps(boosted, {"validation": {"si_sdr_i": 2.2}})
-    assert not helps(boosted, {"validation": {"si_sdr_i": 1.8}})
+    clips = {"clips_sha256": "0123456789abcdef"}
+    boosted = {"validation": {"si_sdr_i": 2.7, "si_sdr_i_no_hints": 1.9, **clips}}
+    assert helps(boosted, {"validation": {"si_sdr_i": 2.2, **clips}})
+    assert not helps(boosted, {"validation": {"si_sdr_i": 1.8, **clips}})
     assert helps({}, {})  # no scores recorded: it may help
+    # scores of other clips, or of unnamed ones, say nothing: it may help
+    other = {"validation": {"si_sdr_i": 1.8, "clips_sha256": "fedcba9876543210"}}
+    assert helps(boosted, other)
+    assert helps(boosted, {"validation": {"si_sdr_i": 1.8}})
+    unnamed = {"validation": {"si_sdr_i": 2.7, "si_sdr_i_no_hints": 1.9}}
+    assert helps(unnamed, {"validation": {"si_sdr_i": 1.8}})
 
 
 def test_fallback_needs_a_small_model_a_link_and_a_positive_count():

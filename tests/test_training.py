@@ -227,6 +227,13 @@ def test_boosted_training_starts_from_the_small_model_and_drops_hints(
     val = run.run(progress=False)
     assert set(val) == {"si_sdr_i", "si_sdr_i_no_hints"}
     assert (models / "t-boosted" / "weights.safetensors").is_file()
+    # both scored on the same clips, and they say so: the fallback rule compares them
+    named = {
+        n: json.loads((models / n / "config.json").read_text())["notes"]["validation"]
+        for n in ("t-large", "t-small", "t-boosted")
+    }
+    assert len({v["clips_sha256"] for v in named.values()}) == 1
+    assert len(named["t-small"]["clips_sha256"]) == 16
 
 
 def test_a_clip_bank_made_by_another_large_model_is_made_again(cache, tmp_path, tiny_recipes):

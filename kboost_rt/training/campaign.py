@@ -46,7 +46,7 @@ from .mixing import TASK_SOURCES
 from .pack import load_pack, simulate_rooms
 from .recipes import DELAYS, RECIPES, Recipe
 from .torch_mixing import TorchMixer
-from .trainer import pit_si_sdr, validation_scores, write_model_readme
+from .trainer import clips_fingerprint, pit_si_sdr, validation_scores, write_model_readme
 
 WARMUP_STEPS = 50
 FLOOR = 0.05  # of the peak learning rate, at the end of a phase
@@ -357,6 +357,7 @@ class Campaign:
                 "seconds": self.pack_info["val"]["seconds"],
                 "split": "val (speakers never used in training)",
                 **{k: round(v, 3) for k, v in t.best_val.items()},
+                "clips_sha256": clips_fingerprint(self.val_x, self.val_y),
             },
             "trained_steps": total,
             "continues": (

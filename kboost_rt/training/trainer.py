@@ -19,6 +19,7 @@ and its number), so a resumed run draws other clips than an unbroken one.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -64,6 +65,15 @@ def draw_ages(rng: np.random.Generator, batch: int, frames: int, max_age: int) -
     lo = rng.integers(1, max_age + 1, (batch, 1))
     hi = rng.integers(lo, max_age + 1)
     return rng.integers(lo, hi + 1, (batch, frames))
+
+
+def clips_fingerprint(x: torch.Tensor, y: torch.Tensor) -> str:
+    """Names validation clips, so that scores are compared only where they were
+    made on the same clips (a rebuilt data cache or a GPU pack has others)."""
+    digest = hashlib.sha256()
+    for t in (x, y):
+        digest.update(t.detach().cpu().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def validation_scores(model, x, y, maps=None, batch: int = 8) -> dict:
@@ -463,6 +473,7 @@ class Run:
                 "seconds": VAL_SECONDS,
                 "split": "val (speakers never used in training)",
                 **{k: round(v, 3) for k, v in val.items()},
+                "clips_sha256": clips_fingerprint(self.val["x"], self.val["y"]),
             },
             "trained_steps": self.step,
             "continues": [
