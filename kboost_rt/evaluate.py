@@ -26,7 +26,7 @@ from .config import MAX_DELAY
 from .costs import macs_per_chunk
 from .engine import NativeEngine
 from .fallback import fallback_model
-from .model_files import ModelFileError, ModelFiles, load_model_files
+from .model_files import ModelFileError, ModelFiles, checksum, load_model_files
 from .processor import Processor
 from .signal_path import CHUNK, LOOKAHEAD
 
@@ -469,6 +469,44 @@ def plot(report: dict, path: Path) -> bool:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return True
+
+
+def fallback_verdict(boosted: Path, data: Path, progress=print) -> dict:
+    """Whether the small-model fallback helps the boosted model in folder
+    `boosted` (with `<task>-small` beside it), measured on the examples in
+    `data` (the val split) through the streaming path: the small model
+    against the boosted model with every hint lost. `fallback.helps` takes
+    it, once recorded in the folder (`tools/fallback_verdict.py`), over the
+    training-time scores."""
+    files = load_model_files(boosted)
+    cfg = files.config
+    if cfg.boost is None:
+        raise ModelFileError(f"{boosted}: not a boosted model")
+    small = load_model_files(Path(boosted).parent / f"{cfg.task}-small")
+    examples = load_examples(data, cfg.task, cfg.net.channels)
+    boost = cfg.boost
+    link = _native.HintLink(cfg.net.channels, boost.hint_channels, boost.delay, boost.max_age)
+    rows = {}
+    for key, processor in (
+        ("small", Processor(small.config, small.tensors)),
+        ("alone", Processor(cfg, files.tensors, link)),  # its link never gets a hint
+    ):
+        scores = [
+            si_sdr_improvement(_stream(processor, ex.mixture), ex.sources, ex.mixture)
+            for ex in examples
+        ]
+        rows[key] = {"si_sdr_i": float(np.mean(scores)), "si_sdr_i_examples": scores}
+        progress(f"  {Path(boosted).name}: {key} {rows[key]['si_sdr_i']:.2f} dB")
+    diff, half = paired_difference(rows["small"], rows["alone"])
+    return {
+        "helps": diff > 0,
+        "small_si_sdr_i": round(rows["small"]["si_sdr_i"], 3),
+        "no_hints_si_sdr_i": round(rows["alone"]["si_sdr_i"], 3),
+        "small_minus_no_hints": [round(diff, 3), round(half, 3)],
+        "examples": len(examples),
+        "data": Path(data).name,
+        "small_checksum": checksum(small.tensors),
+    }
 
 
 def paired_difference(row: dict, baseline: dict) -> tuple[float, float] | None:

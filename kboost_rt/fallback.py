@@ -8,11 +8,10 @@ one on every chunk, so its state is always warm, and crossfades to its
 output over one chunk once `after` chunks in a row have come without a
 hint; the first hint that arrives crossfades back. The price is the small
 model's compute on every chunk. `fallback_model` picks the small model, and
-only where it helps: where the two folders' validation scores put the small
-model above the boosted model without hints, and only if both were made on
-the same clips; otherwise the fallback runs. A rule on 32 training-time
-clips is coarse: on 200 examples, the shipped fallback saves 0.06-0.17 dB
-for `separate` and costs 0.03-0.15 dB for `enhance` (docs/results.md).
+only where it helps (`helps`): where a streaming evaluation on the val split,
+recorded in the boosted folder, puts the small model above the boosted
+model without hints (without that record, the two folders' training-time
+validation, if it was scored on the same clips; else it runs).
 
 Both models were trained with a scale-invariant loss and, for `separate`, a
 permutation-invariant one: each picks its own output level and talker order.
@@ -28,17 +27,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .model_files import ModelFileError, ModelFiles, load_model_files
+from .model_files import ModelFileError, ModelFiles, checksum, load_model_files
 
 FALLBACK_AFTER = 25  # chunks (200 ms): far longer than any shipped delay (6)
 
 
-def helps(boosted_notes: dict, small_notes: dict) -> bool:
-    """Whether the small model scored above the boosted model without hints in
-    the validation their training recorded, where both were scored on the same
-    clips (`clips_sha256`, which `kboost-rt train` and the GPU run record).
-    Scores of other clips (a rebuilt data cache, a GPU pack) or without that
-    record say nothing about which is better: then yes, as without scores."""
+def helps(boosted_notes: dict, small_notes: dict, small_checksum: str | None = None) -> bool:
+    """Whether the small model beats the boosted model without hints.
+
+    First the verdict that `tools/fallback_verdict.py` records in a boosted
+    folder from a streaming evaluation (200 val examples), if it was made
+    with this small model (`small_checksum`, of its weights). Else the
+    validation their training recorded, where both were scored on the same
+    clips (`clips_sha256`, which `kboost-rt train` and the GPU run record;
+    32 clips of 2 s, a coarse rule). Scores of other clips (a rebuilt data
+    cache, a GPU pack) or without that record say nothing about which is
+    better: then yes, as without scores."""
+    verdict = boosted_notes.get("fallback_verdict") if isinstance(boosted_notes, dict) else None
+    if verdict and small_checksum is not None and verdict.get("small_checksum") == small_checksum:
+        return bool(verdict["helps"])
     try:
         boosted, small = boosted_notes["validation"], small_notes["validation"]
         alone, own = boosted["si_sdr_i_no_hints"], small["si_sdr_i"]
@@ -68,6 +75,6 @@ def fallback_model(boosted: str | os.PathLike, after: int = FALLBACK_AFTER) -> M
         raise ModelFileError(f"{small}: other channels or sources than {boosted}")
     if files.config.role != "small":
         raise ModelFileError(f"{small}: not a small model")
-    if not helps(cfg.notes, files.config.notes):
+    if not helps(cfg.notes, files.config.notes, checksum(files.tensors)):
         return None
     return files

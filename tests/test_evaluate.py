@@ -258,3 +258,43 @@ def test_eval_scores_a_folder_of_a_small_and_a_large_model_alone(setup, tmp_path
     assert "no boosted separate model; the small and large models only" in capsys.readouterr().err
     rows = json.loads(out.read_text())["results"]
     assert [r["role"] for r in rows] == ["small", "large"]
+
+
+def test_a_recorded_fallback_verdict_decides_where_the_fallback_runs(setup, tmp_path, capsys):
+    import importlib.util
+    import shutil
+    from pathlib import Path
+
+    from kboost_rt.fallback import fallback_model
+    from kboost_rt.model_files import load_model_files
+
+    path = Path(__file__).parents[1] / "tools" / "fallback_verdict.py"
+    spec = importlib.util.spec_from_file_location("fallback_verdict", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    models = tmp_path / "models"
+    shutil.copytree(setup / "models", models)
+    data = str(setup / "data")
+    with pytest.raises(SystemExit, match="decide on the val split"):
+        tool.main(["--task", "separate", "--data", str(tmp_path / "separate-test")])
+    assert tool.main(["--task", "separate", "--data", data, "--models", str(models)]) == 0
+    said = capsys.readouterr().out
+    assert "separate-boosted-d1: small " in said and "separate-boosted-d3: small " in said
+    # the same scores as `eval`: the small model, and the boosted one with every hint lost
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--task", "separate", "--data", data, "--models", str(models),
+                 "--delays", "3", "--hint-loss", "1", "--json", str(out)]) == 0  # fmt: skip
+    small, _, alone = json.loads(out.read_text())["results"]
+    folder = models / "separate-boosted-d3"
+    verdict = load_model_files(folder).config.notes["fallback_verdict"]
+    assert verdict["small_si_sdr_i"] == round(small["si_sdr_i"], 3)
+    assert verdict["no_hints_si_sdr_i"] == round(alone["si_sdr_i"], 3)
+    assert verdict["helps"] == (small["si_sdr_i"] > alone["si_sdr_i"])
+    assert verdict["examples"] == 2 and verdict["data"] == "data"
+    assert (fallback_model(folder) is not None) == verdict["helps"]
+    # it decides, either way, while the small model is the one it was made with
+    for helps in (True, False):
+        tool.record(folder, {**verdict, "helps": helps})
+        assert (fallback_model(folder) is not None) == helps
+    tool.record(folder, {**verdict, "helps": False, "small_checksum": "another small model"})
+    assert fallback_model(folder) is not None  # stale: no training scores either, so it runs
