@@ -32,6 +32,10 @@ RECORDED = [
     ("separate-large", 2700, 2.44, "v3, docs/results.md"),
     ("separate-large", 4700, 2.93, "v4, docs/results.md"),
     ("separate-large", 7800, 3.67, "v5 (last 3100 steps at batch 32 on a GPU), config.json"),
+    # The CPU campaign's stage 1 and its start, scored on the 2026-12-06 rebuilt
+    # cache's val clips (other clips than the points above: v5 scores 3.91 there)
+    ("separate-large", 7800, 3.91, "v5 on the rebuilt cache's clips (cpu_campaign start)"),
+    ("separate-large", 8950, 4.117, "v6, CPU campaign stage 1 (bf16), docs/results/campaign"),
     ("enhance-large", 300, -0.31, "v1 at 1e-3, recipes.py"),
     ("enhance-large", 1300, 1.135, "v2, config.json at 26d2d2f"),
     ("enhance-large", 4500, None, "v3 (the CPU campaign; its best, at step 4100), config.json"),
