@@ -119,6 +119,14 @@ def _stream(processor: Processor, mixture: np.ndarray, arriving=None) -> np.ndar
     return y[:, :, LOOKAHEAD : LOOKAHEAD + samples]
 
 
+def _scores(processor: Processor, examples: list[Example]) -> list[float]:
+    """SI-SDRi of each example streamed through `processor` without hints."""
+    return [
+        si_sdr_improvement(_stream(processor, ex.mixture), ex.sources, ex.mixture)
+        for ex in examples
+    ]
+
+
 def _large_hints(large: NativeEngine, mixture: np.ndarray) -> list[np.ndarray]:
     samples = mixture.shape[1]
     chunks = -(-(samples + LOOKAHEAD) // CHUNK)
@@ -302,12 +310,7 @@ def evaluate(
         )
 
     for name, files in ((small.name, small), (large.name, large)):
-        processor = Processor(files.config, files.tensors)
-        scores = []
-        for ex in examples:
-            scores.append(
-                si_sdr_improvement(_stream(processor, ex.mixture), ex.sources, ex.mixture)
-            )
+        scores = _scores(Processor(files.config, files.tensors), examples)
         add(name, files.config.role, files.config, None, None, scores)
 
     def open_boosted(folder: Path, want) -> _Boosted:
@@ -491,10 +494,7 @@ def fallback_verdict(boosted: Path, data: Path, progress=print) -> dict:
         ("small", Processor(small.config, small.tensors)),
         ("alone", Processor(cfg, files.tensors, link)),  # its link never gets a hint
     ):
-        scores = [
-            si_sdr_improvement(_stream(processor, ex.mixture), ex.sources, ex.mixture)
-            for ex in examples
-        ]
+        scores = _scores(processor, examples)
         rows[key] = {"si_sdr_i": float(np.mean(scores)), "si_sdr_i_examples": scores}
         progress(f"  {Path(boosted).name}: {key} {rows[key]['si_sdr_i']:.2f} dB")
     diff, half = paired_difference(rows["small"], rows["alone"])

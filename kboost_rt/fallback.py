@@ -43,8 +43,8 @@ def helps(boosted_notes: dict, small_notes: dict, small_checksum: str | None = N
     32 clips of 2 s, a coarse rule). Scores of other clips (a rebuilt data
     cache, a GPU pack) or without that record say nothing about which is
     better: then yes, as without scores."""
-    verdict = boosted_notes.get("fallback_verdict") if isinstance(boosted_notes, dict) else None
-    if verdict and small_checksum is not None and verdict.get("small_checksum") == small_checksum:
+    verdict = boosted_notes.get("fallback_verdict") or {}
+    if small_checksum is not None and verdict.get("small_checksum") == small_checksum:
         return bool(verdict["helps"])
     try:
         boosted, small = boosted_notes["validation"], small_notes["validation"]
